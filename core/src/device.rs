@@ -116,7 +116,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         self.user_bias
     }
 
-    /// One training round (SPEC.md "One client's round"): returns the sparse update.
+    /// One training round (docs/SEMANTICS.md "One client's round"): returns the sparse update.
     pub fn train<V: ItemRows<S, K>>(
         &mut self,
         rows: &V,
@@ -145,7 +145,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         })
     }
 
-    /// One evaluation round (SPEC.md "Evaluation"): reconstruct on the first split, then
+    /// One evaluation round (docs/SEMANTICS.md "Evaluation"): reconstruct on the first split, then
     /// metrics on the second with no training. Requires `split_dataset` so the halves are
     /// disjoint. Afterwards [`Self::rank`] excludes the reconstruction half's items.
     pub fn evaluate<V: ItemRows<S, K>>(

@@ -2,7 +2,7 @@
 //!
 //! One device's Federated Reconstruction round (Singhal et al., NeurIPS 2021) for
 //! matrix-factorization recommendation, with the semantics of TensorFlow Federated's
-//! `tff.learning.reconstruction` (see `SPEC.md` in the project's shared folder):
+//! `tff.learning.reconstruction` (see `docs/SEMANTICS.md`):
 //!
 //! 1. [`split`]: cap, seeded shuffle, batches, even/odd split, epochs then step caps;
 //! 2. [`Device::train`]: reconstruct the user embedding with the item rows frozen, train the

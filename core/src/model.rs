@@ -26,7 +26,7 @@ pub struct ModelConfig {
     pub global_mean: Option<f32>,
 }
 
-/// How a client's update is weighted in the server's mean (SPEC.md "One client's round" 5).
+/// How a client's update is weighted in the server's mean (docs/SEMANTICS.md "One client's round" 5).
 #[derive(
     Debug,
     Clone,
@@ -63,7 +63,7 @@ pub struct RoundConfig {
     pub init_scale: f32,
     /// How the update is weighted.
     pub weighting: Weighting,
-    /// An example is correct when `|y - y_hat| <= accuracy_threshold` (0.5 in SPEC.md).
+    /// An example is correct when `|y - y_hat| <= accuracy_threshold` (0.5 in docs/SEMANTICS.md).
     pub accuracy_threshold: f32,
     /// Optional bias terms.
     pub model: ModelConfig,

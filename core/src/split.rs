@@ -1,4 +1,4 @@
-//! The client dataset pipeline of SPEC.md ("One client's round", steps 1–2): cap, seeded
+//! The client dataset pipeline of docs/SEMANTICS.md ("One client's round", steps 1–2): cap, seeded
 //! shuffle, batches, even/odd batch split (or reuse), each phase's batches repeated for its
 //! epochs and then capped at its `steps_max` (the cap counts across epochs).
 //!

@@ -1,4 +1,4 @@
-//! Property test: the device round against a straightforward f64 transcription of SPEC.md's
+//! Property test: the device round against a straightforward f64 transcription of docs/SEMANTICS.md's
 //! "One client's round", on random small clients and configs. The device must agree to
 //! within f32 rounding, touch exactly the items of the post-reconstruction batches, and be
 //! bit-for-bit deterministic.
@@ -18,7 +18,7 @@ struct RefUpdate {
     count: u32,
 }
 
-/// SPEC.md steps 1–5 written out plainly in f64, no workspace tricks.
+/// docs/SEMANTICS.md steps 1–5 written out plainly in f64, no workspace tricks.
 fn reference(rows: &[[f32; K]], data: &[(u32, f32)], cfg: &RoundConfig, seed: u64) -> RefUpdate {
     let s = &cfg.split;
     let kept = data

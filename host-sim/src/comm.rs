@@ -23,7 +23,7 @@
 //!
 //! # Uplink (`--update-mode`, `--uplink`, `--stochastic-rounding`)
 //!
-//! The device's update holds the rows it trained (SPEC.md: the delta of an untouched row is
+//! The device's update holds the rows it trained (docs/SEMANTICS.md: the delta of an untouched row is
 //! zero). What goes on the wire:
 //!
 //! * `sparse` (default): the touched rows only; the server learns which items the client rated

@@ -1,6 +1,6 @@
 //! Experiment configuration: presets, TOML files, command-line overrides, validation.
 //!
-//! A run's configuration is layered: a preset (`tutorial` or `paper`, with the values of SPEC.md,
+//! A run's configuration is layered: a preset (`tutorial` or `paper`, with the values of docs/SEMANTICS.md,
 //! or `best`), then a TOML file that may set any subset of keys, then command-line
 //! [`Overrides`]. The result is validated once, with errors naming the offending field.
 //! Optional numbers (caps, seeds, thread counts) are written `"none"` in TOML when unset,
@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// The two reference setups of SPEC.md, and the best configuration measured (issue 10).
+/// The two reference setups of docs/SEMANTICS.md, and the best configuration measured (issue 10).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
@@ -189,7 +189,7 @@ pub struct ClientConfig {
     pub reshuffle_each_round: bool,
 }
 
-/// Server optimizer; it takes the negated mean client delta as its gradient (SPEC.md, "Server").
+/// Server optimizer; it takes the negated mean client delta as its gradient (docs/SEMANTICS.md, "Server").
 /// Unlisted parameters take their Keras defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "optimizer", rename_all = "lowercase", deny_unknown_fields)]
@@ -454,7 +454,7 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// The preset's values: `tutorial` and `paper` exactly as listed in SPEC.md; `best` is
+    /// The preset's values: `tutorial` and `paper` exactly as listed in docs/SEMANTICS.md; `best` is
     /// `paper` with the levers of issue 10.
     pub fn preset(preset: Preset) -> Config {
         match preset {
@@ -922,7 +922,7 @@ mod none_or {
 mod tests {
     use super::*;
 
-    /// Preset `tutorial` of SPEC.md: 2000 users, first 300 ratings (then the device shuffles
+    /// Preset `tutorial` of docs/SEMANTICS.md: 2000 users, first 300 ratings (then the device shuffles
     /// with seed 42), split 80/10/10 with numpy seed 42, K = 50, server SGD 1.0, client SGD 0.5,
     /// reconstruction SGD 0.1 (eval 0.1), batch 5, 50 clients per round, 20 rounds.
     #[test]
@@ -958,7 +958,7 @@ mod tests {
         assert_eq!(cl.weighting, Weighting::Examples);
         assert_eq!(cl.accuracy_threshold, 0.5);
         assert_eq!(cl.shuffle_seed, Some(42));
-        // TFF's dataset.shuffle(seed=42) reshuffles on every iteration (SPEC.md, "Known quirk").
+        // TFF's dataset.shuffle(seed=42) reshuffles on every iteration (docs/SEMANTICS.md, "Known quirk").
         assert!(cl.reshuffle_each_round);
         assert_eq!(c.server, ServerConfig::Sgd { lr: 1.0 });
         assert_eq!((c.run.rounds, c.run.clients_per_round), (20, 50));
@@ -967,7 +967,7 @@ mod tests {
         c.validate().unwrap();
     }
 
-    /// Preset `paper` of SPEC.md: all users, per-user shuffle (seed 42) before keeping 300,
+    /// Preset `paper` of docs/SEMANTICS.md: all users, per-user shuffle (seed 42) before keeping 300,
     /// K = 50, no biases, threshold 0.5, client 0.5 / server 1.0 / reconstruction 0.1, batch 5,
     /// 100 clients per round, 500 rounds, eval every 5, reconstruction 5 epochs capped at 50
     /// steps, post-reconstruction capped at 50 steps, split_dataset, 100 eval users.

@@ -1,6 +1,6 @@
 //! The round loop of the simulator: sample clients, run every virtual device's round in
 //! parallel, encode each update, then decode and aggregate sequentially in client order and let
-//! the server optimizer apply the mean (SPEC.md "One client's round", "Server").
+//! the server optimizer apply the mean (docs/SEMANTICS.md "One client's round", "Server").
 //!
 //! Determinism: every random draw is derived from the experiment seed (see [`crate::seeds`]),
 //! workers write into per-client slots, and everything order-dependent (aggregation, metric

@@ -1,4 +1,4 @@
-//! Evaluation on users never seen in training (SPEC.md "Evaluation"): per user, reconstruct on
+//! Evaluation on users never seen in training (docs/SEMANTICS.md "Evaluation"): per user, reconstruct on
 //! the first split, measure loss / rating accuracy / absolute error on the second, and rank the
 //! catalogue for recall@10 and NDCG@10.
 //!

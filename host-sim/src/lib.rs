@@ -1,5 +1,5 @@
 //! fedrecon-host-sim: MovieLens loading, client partitioning and experiment configuration for the
-//! host simulator of Federated Reconstruction (see SPEC.md beside the workspace).
+//! host simulator of Federated Reconstruction (see docs/SEMANTICS.md).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

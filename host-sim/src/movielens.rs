@@ -2,7 +2,7 @@
 //!
 //! The directory's contents pick the format: `ratings.dat` (ML-1M, ML-10M), `u.data` (ML-100k) or
 //! `ratings.csv` (ML-20M, ML-25M, ML-32M). Ids are remapped densely in order of first appearance
-//! in the ratings file (SPEC.md, "Data"); movies never rated get no dense id and so drop out of the
+//! in the ratings file (docs/SEMANTICS.md, "Data"); movies never rated get no dense id and so drop out of the
 //! title table. Files are read whole and parsed by hand, because ML-1M must load in well under a
 //! second and ML-32M has 32 million lines.
 

@@ -1,6 +1,6 @@
 //! numpy's legacy `RandomState` shuffle, bit for bit.
 //!
-//! The reference pipelines (the TFF tutorial and the paper's code, see SPEC.md) shuffle users and
+//! The reference pipelines (the TFF tutorial and the paper's code, see docs/SEMANTICS.md) shuffle users and
 //! each user's ratings with `np.random.seed(42); np.random.shuffle(list)`. Reproducing their client
 //! splits exactly needs the same generator (MT19937 seeded by `init_genrand`) and the same
 //! Fisher-Yates walk with numpy's masked-rejection `random_interval`.

@@ -1,6 +1,6 @@
 //! Turning [`Ratings`] into per-client datasets and the train/val/test user split.
 //!
-//! Follows the two presets of SPEC.md: the tutorial keeps each user's first ratings in file order
+//! Follows the two presets of docs/SEMANTICS.md: the tutorial keeps each user's first ratings in file order
 //! (the device shuffles later), the paper shuffles each user's ratings with numpy seed 42 before
 //! cutting. Both shuffle the user list with numpy seed 42 and split it 80/10/10 with the tutorial's
 //! `split_tf_datasets` arithmetic, so the same users land in the same split as in the references.
@@ -21,7 +21,7 @@ pub struct ClientSet {
 /// One client's dataset, in the order the device receives it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Client<'a> {
-    /// Dense user id (for bookkeeping only; the device never sees it, SPEC.md "Data").
+    /// Dense user id (for bookkeeping only; the device never sees it, docs/SEMANTICS.md "Data").
     pub user: u32,
     /// Dense item ids.
     pub items: &'a [u32],
@@ -184,7 +184,7 @@ mod tests {
     }
 
     /// The tutorial's `int(n * 0.8)`, `int(n * (0.8 + 0.1))`; ML-1M gives 4832 / 604 / 604 and the
-    /// tutorial's 2000 users 1600 / 200 / 200 (SPEC.md).
+    /// tutorial's 2000 users 1600 / 200 / 200 (docs/SEMANTICS.md).
     #[test]
     fn split_points_follow_python() {
         assert_eq!(split_points(6040, 0.8, 0.1), (4832, 5436));

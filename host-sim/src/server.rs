@@ -1,5 +1,5 @@
 //! The server: weighted-mean aggregation of decoded sparse client updates and the server
-//! optimizers (SPEC.md "Server").
+//! optimizers (docs/SEMANTICS.md "Server").
 //!
 //! Parameters are handled as one flat `f32` vector: the item matrix row-major (`items × K`),
 //! followed by one bias per item when the model has item biases. The aggregate is accumulated

@@ -1,5 +1,5 @@
 //! Simulator engine tests: aggregation, server optimizers against hand-computed Keras/TFA
-//! formulas (SPEC.md "Server"), determinism across thread counts, an end-to-end run on a
+//! formulas (docs/SEMANTICS.md "Server"), determinism across thread counts, an end-to-end run on a
 //! synthetic low-rank dataset, output files, and a short real ML-1M run when the data exists.
 
 mod common;

@@ -70,7 +70,7 @@ fn ml1m_figures_match_data_readme() {
     assert!(ratings.titles().iter().flatten().any(|t| t.contains('é')));
 }
 
-/// SPEC.md, preset `paper`: 4832 / 604 / 604 users, at most 300 ratings each.
+/// docs/SEMANTICS.md, preset `paper`: 4832 / 604 / 604 users, at most 300 ratings each.
 #[test]
 fn ml1m_paper_split() {
     let Some(dir) = ml1m_dir() else { return };
@@ -88,7 +88,7 @@ fn ml1m_paper_split() {
     assert_eq!(p.train.users()[..3], [5529, 710, 4923]);
 }
 
-/// SPEC.md, preset `tutorial`: users 0..2000 split 1600 / 200 / 200, first 300 ratings in file order.
+/// docs/SEMANTICS.md, preset `tutorial`: users 0..2000 split 1600 / 200 / 200, first 300 ratings in file order.
 #[test]
 fn ml1m_tutorial_split() {
     let Some(dir) = ml1m_dir() else { return };

@@ -46,7 +46,7 @@ fn synthetic(dir: &Path, users: u32, items: u32, per_user: u32) {
 }
 
 /// `best` = `paper` plus exactly the levers README.md lists; it validates, round-trips through
-/// TOML, and `paper` / `tutorial` are untouched (their own tests pin SPEC.md's values).
+/// TOML, and `paper` / `tutorial` are untouched (their own tests pin docs/SEMANTICS.md's values).
 #[test]
 fn best_preset_parses_and_validates() {
     let best = Config::preset(Preset::Best);

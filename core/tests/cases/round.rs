@@ -47,7 +47,7 @@ fn s<S: Scalar>(x: f32) -> S {
     S::from_f32(x)
 }
 
-/// SPEC.md "One client's round" 1–5 with batch 2: batch 0 = ex0, ex1 reconstructs; batch 1 =
+/// docs/SEMANTICS.md "One client's round" 1–5 with batch 2: batch 0 = ex0, ex1 reconstructs; batch 1 =
 /// ex2, ex3 trains.
 /// Reconstruction: u = (0,0), predictions 0, errors -4 (ex0: item 0, y 4) and -2 (ex1: item 1,
 /// y 2); g = -4*v0 - 2*v1 = (-4, -2); c = 2*0.25/2 = 0.25; u = (0,0) - 0.25*g = (1, 0.5).
@@ -191,7 +191,7 @@ pub fn hand_worked_user_l2() {
     assert_eq!(d.user(), &[2.5, 0.0]);
 }
 
-/// Uniform weighting reports 1 whatever the example count (SPEC.md step 5).
+/// Uniform weighting reports 1 whatever the example count (docs/SEMANTICS.md step 5).
 pub fn uniform_weighting_is_one() {
     let mut d = device_with(&[(0, 4.0), (1, 2.0), (2, 3.0), (0, 5.0)]);
     let mut cfg = hand_config(1);
@@ -202,7 +202,7 @@ pub fn uniform_weighting_is_one() {
     assert_eq!(d.train(&DenseRows::new(&ROWS), &cfg, 0).unwrap().weight, 2);
 }
 
-/// A non-finite delta zeroes the update and gives it weight 0 (SPEC.md step 5, as TFF).
+/// A non-finite delta zeroes the update and gives it weight 0 (docs/SEMANTICS.md step 5, as TFF).
 pub fn non_finite_update_has_zero_weight() {
     let mut d = device_with(&[(0, 4.0), (1, 2.0), (2, 3.0), (0, 5.0)]);
     let mut cfg = hand_config(2);

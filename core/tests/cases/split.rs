@@ -1,4 +1,4 @@
-//! The dataset pipeline of SPEC.md ("One client's round" 1–2): batches index the examples in
+//! The dataset pipeline of docs/SEMANTICS.md ("One client's round" 1–2): batches index the examples in
 //! order; even batches reconstruct and odd ones train; epochs repeat, then `steps_max` caps
 //! across epochs.
 

@@ -1,4 +1,4 @@
-//! Differential privacy for federated reconstruction (issue 8; SPEC.md "Differential privacy
+//! Differential privacy for federated reconstruction (issue 8; docs/SEMANTICS.md "Differential privacy
 //! (paper's code)").
 //!
 //! The paper's code (TensorFlow Federated) protects the *global* item matrix with central DP: every
