@@ -60,8 +60,8 @@ cargo fw-smoke
 step "fidelity: random rounds through the firmware on QEMU, byte-for-byte against core (cargo fw-parity)"
 cargo fw-parity
 
-step "simulator rounds with 2 QEMU boards (clean and with link faults), bit-identical to all-virtual rounds"
-FEDRECON_REQUIRE_QEMU=1 cargo test --locked -p fedrecon-host-sim --test boards --test link_faults
+step "simulator rounds with 2 QEMU boards (clean, with link faults, with dropout; and their goldens), bit-identical to all-virtual rounds"
+FEDRECON_REQUIRE_QEMU=1 cargo test --locked -p fedrecon-host-sim --test boards --test link_faults --test goldens qemu
 
 echo
 echo "all checks passed"
