@@ -3,27 +3,14 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod bench;
+pub mod baselines;
 pub mod board;
-pub mod centralized;
-pub mod checkpoint;
 pub mod cli;
 pub mod comm;
 pub mod config;
-pub mod engine;
-pub mod evaluate;
-pub mod faults;
-pub mod link_faults;
-pub mod movielens;
-pub mod numpy_rng;
-pub mod partition;
-pub mod plot;
-pub mod privacy;
-pub mod report;
-pub mod resume;
+pub mod data;
+pub mod output;
+pub mod round;
 pub mod run;
-pub mod schedule;
 pub mod seeds;
 pub mod server;
-pub mod transport;
-pub mod validate;

@@ -9,19 +9,19 @@ use anyhow::{Context, Result, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::board::{BoardOptions, BoardStats, Boards};
-use crate::checkpoint::{self, Checkpoint};
 use crate::config::Config;
+use crate::data::movielens::Ratings;
+use crate::data::partition::{Partition, partition};
 use crate::dispatch;
-use crate::engine::{SimScalar, Simulation, Split};
-use crate::evaluate::EvalReport;
-use crate::movielens::Ratings;
-use crate::partition::{Partition, partition};
-use crate::report::{self, MetricsLog, Record};
+use crate::output::checkpoint::{self, Checkpoint};
+use crate::output::{self, MetricsLog, Record};
+use crate::round::evaluate::EvalReport;
+use crate::round::{SimScalar, Simulation, Split};
 
 /// How to run an experiment besides its [`Config`].
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Output directory (already checked with [`report::prepare_out_dir`]); `None` writes
+    /// Output directory (already checked with [`output::prepare_out_dir`]); `None` writes
     /// nothing.
     pub out: Option<PathBuf>,
     /// Show a progress bar over rounds.
@@ -48,7 +48,7 @@ pub struct RunResult {
 }
 
 /// An evaluation's record, carrying the privacy spent so far in DP runs.
-fn eval_record(mut e: EvalReport, spent: Option<crate::privacy::PrivacySpent>) -> Record {
+fn eval_record(mut e: EvalReport, spent: Option<crate::server::privacy::PrivacySpent>) -> Record {
     if let Some(p) = spent {
         e.epsilon = Some(p.epsilon);
         e.delta = Some(p.delta);
@@ -105,7 +105,7 @@ pub fn run_partition_with_boards(
     )
 }
 
-/// Checkpoint bookkeeping of a run ([`crate::checkpoint`]).
+/// Checkpoint bookkeeping of a run ([`crate::output::checkpoint`]).
 #[derive(Clone, Debug, Default)]
 pub struct Checkpointing {
     /// The `--data` directory, recorded in checkpoints.
@@ -160,7 +160,7 @@ fn run_k<S: SimScalar, const K: usize>(
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e).context("cannot remove the stale checkpoint"),
             }
-            report::write_atomic(&dir.join("config.toml"), cfg.to_toml_string().as_bytes())?;
+            output::write_atomic(&dir.join("config.toml"), cfg.to_toml_string().as_bytes())?;
             Some(MetricsLog::create(dir)?)
         }
         (Some(dir), Some(ck)) => {
@@ -335,10 +335,10 @@ fn run_k<S: SimScalar, const K: usize>(
     }
     let items: Vec<f32> = sim.items().as_flattened().to_vec();
     if let Some(dir) = &opts.out {
-        report::write_npy(&dir.join("items.npy"), &items, num_items, K)
+        output::write_npy(&dir.join("items.npy"), &items, num_items, K)
             .with_context(|| format!("writing {}", dir.join("items.npy").display()))?;
         if opts.plots
-            && let Err(e) = crate::plot::write_plots(dir, &records)
+            && let Err(e) = crate::output::plot::write_plots(dir, &records)
         {
             tracing::warn!("plots not written: {e:#}");
         }

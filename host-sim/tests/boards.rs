@@ -11,8 +11,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use fedrecon_host_sim::board::BoardOptions;
-use fedrecon_host_sim::movielens;
-use fedrecon_host_sim::report::Record;
+use fedrecon_host_sim::data::movielens;
+use fedrecon_host_sim::output::Record;
 use fedrecon_host_sim::run::{RunOptions, run, run_with_boards};
 
 /// `ratings.dat` with `users` users rating between 20 and 420 distinct items of `items`

@@ -12,13 +12,13 @@ use fedrecon_host_sim::comm::{
     self, CommConfig, Downlink, DownlinkRound, UpdateMode, Uplink, UplinkScratch,
 };
 use fedrecon_host_sim::config::{Config, Preset};
-use fedrecon_host_sim::engine::{self, Simulation, WORKER_STACK};
-use fedrecon_host_sim::movielens::{self, Ratings};
-use fedrecon_host_sim::partition::partition;
-use fedrecon_host_sim::privacy::{RdpAccountant, default_delta};
-use fedrecon_host_sim::report::Record;
+use fedrecon_host_sim::data::movielens::{self, Ratings};
+use fedrecon_host_sim::data::partition::partition;
+use fedrecon_host_sim::output::Record;
+use fedrecon_host_sim::round::{self, Simulation, WORKER_STACK};
 use fedrecon_host_sim::run::{RunOptions, run};
 use fedrecon_host_sim::seeds::{Purpose, sample_without_replacement, seed_for};
+use fedrecon_host_sim::server::privacy::{RdpAccountant, default_delta};
 
 fn data() -> (tempfile::TempDir, Ratings) {
     let dir = tempfile::tempdir().unwrap();
@@ -375,7 +375,7 @@ fn check_bytes<const K: usize>(ratings: &Ratings, downlink: Downlink) {
     let stats = sim.train_round().unwrap();
 
     let round = 1u32;
-    let rc = engine::round_config(&cfg, false, engine::mean_rating(&part.train)).unwrap();
+    let rc = round::round_config(&cfg, false, round::mean_rating(&part.train)).unwrap();
     let sample = sample_without_replacement(
         part.train.len(),
         cfg.run.clients_per_round,
@@ -396,7 +396,7 @@ fn check_bytes<const K: usize>(ratings: &Ratings, downlink: Downlink) {
         },
     )
     .unwrap();
-    let mut dev = engine::new_workspace::<f32, K>();
+    let mut dev = round::new_workspace::<f32, K>();
     let (mut down, mut up, mut up_max) = (0u64, 0u64, 0u64);
     for &c in &sample {
         let client = part.train.client(c);
@@ -436,7 +436,7 @@ fn check_bytes<const K: usize>(ratings: &Ratings, downlink: Downlink) {
             )
             .unwrap();
         }
-        engine::load_client(&mut dev, &client, before.len() as u32).unwrap();
+        round::load_client(&mut dev, &client, before.len() as u32).unwrap();
         let rows = DenseRows::new(&before);
         let update = dev.train(&rows, &rc, seed).unwrap();
         let mut n = 0u64;
@@ -499,7 +499,7 @@ fn check_down_only<const K: usize>(ratings: &Ratings, downlink: Downlink) {
     let mut sim = Simulation::<f32, K>::new(&cfg, &part, ratings.items()).unwrap();
     let before: Vec<[f32; K]> = sim.items().to_vec();
     let stats = sim.train_round().unwrap();
-    let rc = engine::round_config(&cfg, false, engine::mean_rating(&part.train)).unwrap();
+    let rc = round::round_config(&cfg, false, round::mean_rating(&part.train)).unwrap();
     let sample = sample_without_replacement(
         part.train.len(),
         cfg.run.clients_per_round,

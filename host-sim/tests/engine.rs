@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use fedrecon_core::Metrics;
 use fedrecon_host_sim::config::{Config, Preset, ServerConfig};
-use fedrecon_host_sim::movielens;
-use fedrecon_host_sim::report::{self, Record};
+use fedrecon_host_sim::data::movielens;
+use fedrecon_host_sim::output::{self, Record};
 use fedrecon_host_sim::run::{RunOptions, run};
 use fedrecon_host_sim::server::{Aggregator, ClientRows, ServerOptimizer};
 
@@ -287,7 +287,7 @@ fn end_to_end_synthetic_run_learns_and_writes_outputs() {
     let ratings = movielens::load(data.path()).unwrap();
     let out = tempfile::tempdir().unwrap();
     let out_dir: PathBuf = out.path().join("run");
-    report::prepare_out_dir(&out_dir, false).unwrap();
+    output::prepare_out_dir(&out_dir, false).unwrap();
     let mut cfg = synthetic_config(2);
     cfg.run.rounds = 30;
     let res = run(
@@ -342,7 +342,7 @@ fn end_to_end_synthetic_run_learns_and_writes_outputs() {
     let csv = std::fs::read_to_string(out_dir.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), res.records.len() + 1);
     assert!(csv.starts_with("kind,round,split,loss"));
-    let (items, rows, cols) = report::read_npy(&out_dir.join("items.npy")).unwrap();
+    let (items, rows, cols) = output::read_npy(&out_dir.join("items.npy")).unwrap();
     assert_eq!((rows, cols), (ratings.items(), 8));
     assert_eq!(items, res.items);
     let cfg_back = Config::from_toml_str(
@@ -356,8 +356,8 @@ fn end_to_end_synthetic_run_learns_and_writes_outputs() {
     assert!(out_dir.join("eval.png").is_file());
 
     // The directory now holds a run: refused without --force, allowed with it.
-    assert!(report::prepare_out_dir(&out_dir, false).is_err());
-    assert!(report::prepare_out_dir(&out_dir, true).is_ok());
+    assert!(output::prepare_out_dir(&out_dir, false).is_err());
+    assert!(output::prepare_out_dir(&out_dir, true).is_ok());
 }
 
 #[test]
@@ -365,7 +365,7 @@ fn npy_header_parses_as_numpy_expects() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("m.npy");
     let data: Vec<f32> = (0..3706 * 2).map(|i| i as f32).collect();
-    report::write_npy(&p, &data, 3706, 2).unwrap();
+    output::write_npy(&p, &data, 3706, 2).unwrap();
     let bytes = std::fs::read(&p).unwrap();
     assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
     let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
@@ -374,7 +374,7 @@ fn npy_header_parses_as_numpy_expects() {
     assert!(header.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (3706, 2), }"));
     assert!(header.ends_with('\n'));
     assert_eq!(bytes.len(), 10 + hlen + data.len() * 4);
-    assert_eq!(report::read_npy(&p).unwrap(), (data, 3706, 2));
+    assert_eq!(output::read_npy(&p).unwrap(), (data, 3706, 2));
 }
 
 // ---------------------------------------------------------------- real data
@@ -452,7 +452,7 @@ fn fixed_point_devices_track_f32() {
 /// it the configured seed is used unchanged.
 #[test]
 fn reshuffle_each_round_derives_a_seed_per_round_and_user() {
-    use fedrecon_host_sim::engine::client_round_config;
+    use fedrecon_host_sim::round::client_round_config;
     let cfg = fedrecon_core::RoundConfig {
         split: fedrecon_core::SplitConfig {
             shuffle_seed: Some(42),

@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use fedrecon_core::ScalarKind;
 use fedrecon_host_sim::board::{BoardOptions, Boards};
-use fedrecon_host_sim::engine::Simulation;
-use fedrecon_host_sim::movielens;
-use fedrecon_host_sim::partition::partition;
+use fedrecon_host_sim::data::movielens;
+use fedrecon_host_sim::data::partition::partition;
+use fedrecon_host_sim::round::Simulation;
 
 /// `ratings.dat` with `users` users rating 20..80 distinct items of `items` (small clients:
 /// few frames per exchange, short board runs).

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use fedrecon_host_sim::config::{Config, Preset};
-use fedrecon_host_sim::movielens;
-use fedrecon_host_sim::partition::partition;
+use fedrecon_host_sim::data::movielens;
+use fedrecon_host_sim::data::partition::partition;
 
 fn ml1m_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/ml-1m");

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use fedrecon_host_sim::movielens::{self, Format, LoadError};
+use fedrecon_host_sim::data::movielens::{self, Format, LoadError};
 
 /// A temp folder holding the given files (name, bytes).
 fn folder(files: &[(&str, &[u8])]) -> tempfile::TempDir {

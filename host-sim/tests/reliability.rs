@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use fedrecon_core::wire::RowEncoding;
 use fedrecon_core::{Metrics, Update};
 use fedrecon_host_sim::config::{Config, Preset};
-use fedrecon_host_sim::engine::Simulation;
-use fedrecon_host_sim::movielens;
-use fedrecon_host_sim::partition::partition;
+use fedrecon_host_sim::data::movielens;
+use fedrecon_host_sim::data::partition::partition;
+use fedrecon_host_sim::round::Simulation;
 
 /// 80 users × 25 ratings over 60 items.
 fn synthetic(dir: &Path) {

@@ -6,7 +6,7 @@
 
 use fedrecon_core::wire::RowEncoding;
 use fedrecon_core::{DenseRows, Device, Q12, Q16, RoundConfig, Scalar, SplitConfig};
-use fedrecon_host_sim::transport::{decode_update, encode_update_as};
+use fedrecon_host_sim::comm::transport::{decode_update, encode_update_as};
 
 const K: usize = 16;
 const ITEMS: usize = 40;

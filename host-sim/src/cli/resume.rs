@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
-use crate::checkpoint;
 use crate::cli::{TrainArgs, load_data, overrides};
 use crate::config::{Config, Overrides};
-use crate::report;
+use crate::output;
+use crate::output::checkpoint;
 use crate::run::{Checkpointing, RunOptions, run_checkpointed};
 
 /// Checkpoint, dropout and update-validation flags of `train`.
@@ -197,7 +197,7 @@ pub fn resume(a: TrainArgs) -> Result<()> {
         resume: Some(ck),
     };
     let res = run_checkpointed(&cfg, &ratings, &opts, &ckpt, &Default::default())?;
-    println!("{}", report::summary_table(&res.records, res.seconds));
+    println!("{}", output::summary_table(&res.records, res.seconds));
     println!("outputs in {}", dir.display());
     Ok(())
 }

@@ -11,11 +11,11 @@ use anyhow::{Result, ensure};
 use clap::Args;
 
 use crate::cli::{MaybeNum, load_data};
+use crate::comm::transport;
 use crate::config::{Config, Preset};
+use crate::data::partition::{ClientSet, Partition, partition};
 use crate::dispatch;
-use crate::engine::{SimScalar, Simulation, Split, load_client, new_workspace, thread_pool};
-use crate::partition::{ClientSet, Partition, partition};
-use crate::transport;
+use crate::round::{SimScalar, Simulation, Split, load_client, new_workspace, thread_pool};
 use rayon::prelude::*;
 
 /// `fedrecon bench` arguments.

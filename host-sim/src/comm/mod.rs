@@ -54,6 +54,8 @@
 //! encoder stays byte-identical. The server decodes the frames and aggregates the dequantized
 //! values.
 
+pub mod transport;
+
 use std::str::FromStr;
 
 use anyhow::{Result, anyhow, ensure};
@@ -313,7 +315,7 @@ pub struct DownlinkRound {
 impl DownlinkRound {
     /// Encodes the server's `params` (`num_items × K` row-major, then the item biases when
     /// `with_bias`) as this round's downlink would, and decodes them again when quantized.
-    /// `buf` is frame scratch ([`crate::transport::frame_buffer`]).
+    /// `buf` is frame scratch ([`crate::comm::transport::frame_buffer`]).
     pub fn prepare<const K: usize>(
         mode: Downlink,
         round: u32,

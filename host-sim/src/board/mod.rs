@@ -16,6 +16,8 @@
 //! stays virtual and is logged. Boards run on their own threads, concurrently with the
 //! virtual devices.
 
+pub mod link_faults;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -31,7 +33,7 @@ use fedrecon_core::wire::{
 };
 use fedrecon_core::{Phase, RoundConfig, ScalarKind};
 
-use crate::link_faults::{FaultCounts, FaultyLink, Reconnect};
+use crate::board::link_faults::{FaultCounts, FaultyLink, Reconnect};
 
 /// The client id a board puts in its updates (`BoardInfo.client` of the firmware images); the
 /// engine decodes board updates expecting it.
@@ -58,7 +60,7 @@ pub struct BoardOptions {
     /// Real boards: `tcp:HOST:PORT` or a serial port path (e.g. `/dev/ttyACM0`).
     pub devices: Vec<String>,
     /// Fault rate per frame and direction injected on every board's link
-    /// (`--link-faults RATE`, [`crate::link_faults`]); 0 = none.
+    /// (`--link-faults RATE`, [`crate::board::link_faults`]); 0 = none.
     pub link_faults: f64,
     /// The read timeout of a faulty link (default [`FAULTY_READ_TIMEOUT`]); shorter suits
     /// boards that only get small clients.

@@ -13,7 +13,7 @@ use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::report::Record;
+use crate::output::Record;
 
 /// Fonts tried, in order, when `FEDRECON_FONT` is not set.
 pub const FONT_PATHS: [&str; 4] = [

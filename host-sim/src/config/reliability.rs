@@ -6,7 +6,7 @@
 //! probability `dropout`, decided by a seed derived from `(seed, round, user)`, so the same run
 //! drops the same clients on any machine and after a resume. The server aggregates the first
 //! `clients_per_round` clients, in sample order, whose update arrives and passes validation
-//! ([`crate::validate`]); later reports are surplus and ignored. When fewer than `min_clients`
+//! ([`crate::server::validate`]); later reports are surplus and ignored. When fewer than `min_clients`
 //! are accepted the round is skipped as a whole: nothing is aggregated, the optimizer does not
 //! step, and the metrics row says `skipped: true` with the reason.
 //!
@@ -117,7 +117,7 @@ impl ReliabilityConfig {
     }
 }
 
-/// Why the server refused a client's update (see [`crate::validate`]).
+/// Why the server refused a client's update (see [`crate::server::validate`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reject {
     /// The bytes did not decode as an update of this client for this round (bad frame, CRC,

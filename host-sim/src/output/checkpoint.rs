@@ -38,8 +38,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use fedrecon_core::wire::crc::crc32;
 
-use crate::partition::Partition;
-use crate::report::Record;
+use crate::data::partition::Partition;
+use crate::output::Record;
 use crate::server::ServerOptimizer;
 
 /// File name of the checkpoint inside the output directory.

@@ -26,11 +26,11 @@ use serde::Serialize;
 
 use crate::cli::{ConfigSource, MaybeNum, load_data};
 use crate::config::{Config, Overrides, Scalar};
+use crate::data::partition::{ClientSet, Partition, partition};
 use crate::dispatch_k;
-use crate::engine::{Simulation, Split, mean_rating};
-use crate::evaluate::EvalReport;
-use crate::partition::{ClientSet, Partition, partition};
-use crate::report;
+use crate::output;
+use crate::round::evaluate::EvalReport;
+use crate::round::{Simulation, Split, mean_rating};
 use crate::seeds::derive;
 
 /// The optimizer of the centralized baseline.
@@ -473,7 +473,7 @@ pub fn centralized(a: &CentralizedArgs) -> Result<()> {
             text += &serde_json::to_string(e)?;
             text.push('\n');
         }
-        report::write_atomic(path, text.as_bytes())?;
+        output::write_atomic(path, text.as_bytes())?;
     }
     Ok(())
 }

@@ -10,6 +10,8 @@
 //! every client it runs. The embedding width `K` is a const generic; [`dispatch_k!`] turns the
 //! runtime `model.k` into a call of a generic function.
 
+pub mod evaluate;
+
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -20,15 +22,15 @@ use fedrecon_core::{
 };
 use rayon::prelude::*;
 
+use crate::comm::transport::{self, UpdateHeader};
 use crate::comm::{self, DownlinkRound, TrafficStats, UplinkScratch};
+use crate::config::reliability::{Reject, RoundFaults};
 use crate::config::{Config, Weighting};
-use crate::evaluate::{EvalReport, EvalSums, UserEval, evaluate_loaded};
-use crate::faults::{Reject, RoundFaults};
-use crate::partition::{Client, ClientSet, Partition};
-use crate::privacy::{DpSession, PrivacySpent};
+use crate::data::partition::{Client, ClientSet, Partition};
+use crate::round::evaluate::{EvalReport, EvalSums, UserEval, evaluate_loaded};
 use crate::seeds::{Purpose, sample_without_replacement, seed_for};
+use crate::server::privacy::{DpSession, PrivacySpent};
 use crate::server::{Aggregator, ClientRows, ServerOptimizer};
-use crate::transport::{self, UpdateHeader};
 
 /// Example capacity of a device workspace: fits every ML-1M user uncapped (max 2,314 ratings).
 pub const N: usize = 2400;
@@ -214,7 +216,7 @@ struct Slot {
     dropped: bool,
     /// A board client dropped for the round after failed exchanges on its link.
     link_failed: bool,
-    /// Why the server refused the update ([`crate::validate`]), if it did.
+    /// Why the server refused the update ([`crate::server::validate`]), if it did.
     reject: Option<(Reject, String)>,
 }
 
@@ -264,13 +266,13 @@ impl Slot {
         }
     }
 
-    /// The server's check of the decoded update ([`crate::validate`]): `Some` when it must be
+    /// The server's check of the decoded update ([`crate::server::validate`]): `Some` when it must be
     /// rejected.
     fn validate(
         &self,
         job: &ClientJob<'_, '_>,
         cfg: &RoundConfig,
-        rel: &crate::faults::ReliabilityConfig,
+        rel: &crate::config::reliability::ReliabilityConfig,
         k: usize,
     ) -> Option<(Reject, String)> {
         let kept = cfg.split.kept(job.client.len());
@@ -283,16 +285,17 @@ impl Slot {
             fedrecon_core::Weighting::Examples => post,
             fedrecon_core::Weighting::Uniform => 1,
         };
-        let limits = crate::validate::Limits::new(rel, job.num_items as usize, k, max_weight, post);
+        let limits =
+            crate::server::validate::Limits::new(rel, job.num_items as usize, k, max_weight, post);
         if self.header.rows as usize != self.items.len() {
             return Some((
                 Reject::Malformed,
                 "row count differs from the header".into(),
             ));
         }
-        crate::validate::check(
+        crate::server::validate::check(
             &limits,
-            &crate::validate::Decoded {
+            &crate::server::validate::Decoded {
                 weight: self.header.weight,
                 metrics: self.header.metrics,
                 items: &self.items,
@@ -325,7 +328,7 @@ pub struct RoundStats {
     pub skipped: u32,
     /// Whether the server applied the aggregate (false: non-finite or zero weight).
     pub applied: bool,
-    /// Dropouts, rejections, surplus reports, a skipped round ([`crate::faults`]).
+    /// Dropouts, rejections, surplus reports, a skipped round ([`crate::config::reliability`]).
     #[serde(flatten)]
     pub faults: RoundFaults,
     /// Per-client bytes and rows of the round's traffic.
@@ -544,7 +547,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
 
     /// Replaces the global parameters (the item rows row-major, then the item biases when the
     /// model has them), e.g. with a centrally trained model, to evaluate it exactly as a
-    /// federated one (see [`crate::centralized`]).
+    /// federated one (see [`crate::baselines::centralized`]).
     pub fn set_params(&mut self, params: &[f32]) -> Result<()> {
         ensure!(
             params.len() == self.params.len(),

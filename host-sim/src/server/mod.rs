@@ -5,6 +5,10 @@
 //! followed by one bias per item when the model has item biases. The aggregate is accumulated
 //! in `f64` per touched row, in client order, so it is independent of thread count.
 
+pub mod privacy;
+pub mod schedule;
+pub mod validate;
+
 use anyhow::{Result, ensure};
 use fedrecon_core::Metrics;
 use rayon::prelude::*;

@@ -7,6 +7,9 @@
 //! given; even then only fedrecon's own file names are overwritten, each atomically (written
 //! beside the target, then renamed), and other files in the directory are left alone.
 
+pub mod checkpoint;
+pub mod plot;
+
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
@@ -16,9 +19,9 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 
 use crate::comm::TrafficStats;
-use crate::engine::RoundStats;
-use crate::evaluate::EvalReport;
-use crate::privacy::PrivacySpent;
+use crate::round::RoundStats;
+use crate::round::evaluate::EvalReport;
+use crate::server::privacy::PrivacySpent;
 
 /// File names a run writes (`--force` overwrites only these).
 pub const OUTPUT_FILES: [&str; 6] = [
@@ -50,7 +53,7 @@ pub enum Record {
         bytes_up: u64,
         /// Dropouts, rejected updates, a skipped round (fields present only when non-empty).
         #[serde(flatten)]
-        faults: crate::faults::RoundFaults,
+        faults: crate::config::reliability::RoundFaults,
         /// Per-client bytes (mean, max) down and up, rows per update, update norms.
         #[serde(flatten)]
         traffic: TrafficStats,

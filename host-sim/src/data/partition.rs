@@ -6,8 +6,8 @@
 //! `split_tf_datasets` arithmetic, so the same users land in the same split as in the references.
 
 use crate::config::{DataConfig, ExampleOrder};
-use crate::movielens::Ratings;
-use crate::numpy_rng;
+use crate::data::movielens::Ratings;
+use crate::data::numpy_rng;
 
 /// A list of clients stored contiguously (CSR): client `c` owns `offsets[c]..offsets[c + 1]`.
 #[derive(Clone, Debug, Default, PartialEq)]

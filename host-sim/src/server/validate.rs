@@ -9,7 +9,7 @@
 
 use fedrecon_core::Metrics;
 
-use crate::faults::{Reject, ReliabilityConfig};
+use crate::config::reliability::{Reject, ReliabilityConfig};
 
 /// What the server knows when it checks one update.
 #[derive(Clone, Copy, Debug)]

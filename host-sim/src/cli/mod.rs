@@ -1,6 +1,8 @@
 //! The `fedrecon` command line: `train`, `config`, `stats`, `recommend`, `bench`,
 //! `centralized`.
 
+pub mod resume;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -8,11 +10,11 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Overrides, Preset};
+use crate::data::movielens::{self, Ratings};
+use crate::data::partition::{Client, partition};
 use crate::dispatch_k;
-use crate::engine::{self, WORKER_STACK, load_client, new_workspace};
-use crate::movielens::{self, Ratings};
-use crate::partition::{Client, partition};
-use crate::report;
+use crate::output;
+use crate::round::{self, WORKER_STACK, load_client, new_workspace};
 use crate::run::RunOptions;
 
 /// Federated Reconstruction (Singhal et al. 2021) for matrix factorization: a simulator of
@@ -38,10 +40,10 @@ pub enum Command {
     /// Reconstruct one user's embedding from all their ratings and print their top titles.
     Recommend(RecommendArgs),
     /// Time one round over the whole paper training population against a plain SGD loop.
-    Bench(crate::bench::BenchArgs),
+    Bench(crate::baselines::bench::BenchArgs),
     /// Train the same model centrally on the training users (the upper bound) and evaluate it
     /// on the held-out users exactly as `train` does.
-    Centralized(crate::centralized::CentralizedArgs),
+    Centralized(crate::baselines::centralized::CentralizedArgs),
 }
 
 /// A number or `none` (unset / all / automatic).
@@ -84,7 +86,7 @@ pub struct TrainArgs {
     pub source: ConfigSource,
     #[allow(missing_docs)] // checkpoints, dropouts, validation limits
     #[command(flatten)]
-    pub reliability: crate::resume::ReliabilityArgs,
+    pub reliability: crate::cli::resume::ReliabilityArgs,
     /// Training rounds.
     #[arg(long)]
     pub rounds: Option<u32>,
@@ -144,7 +146,7 @@ pub struct TrainArgs {
     pub comm: crate::comm::CommArgs,
     #[allow(missing_docs)] // differential-privacy flags
     #[command(flatten)]
-    pub dp: crate::privacy::DpArgs,
+    pub dp: crate::server::privacy::DpArgs,
     /// Boot N QEMU boards (the firmware's `qemu` image) that train the first clients of each
     /// round that fit them, bit-identically (needs `cargo build-fw` and qemu-system-arm).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -218,8 +220,8 @@ pub fn main() -> Result<()> {
         }
         Command::Stats(a) => stats(&a.data),
         Command::Recommend(a) => recommend(a),
-        Command::Bench(a) => crate::bench::bench(&a),
-        Command::Centralized(a) => crate::centralized::centralized(&a),
+        Command::Bench(a) => crate::baselines::bench::bench(&a),
+        Command::Centralized(a) => crate::baselines::centralized::centralized(&a),
     }
 }
 
@@ -251,7 +253,7 @@ pub fn load_data(dir: &Path) -> Result<Ratings> {
 
 fn train(a: TrainArgs) -> Result<()> {
     if a.reliability.resume.is_some() {
-        return crate::resume::resume(a);
+        return crate::cli::resume::resume(a);
     }
     let o = overrides(&a);
     let mut cfg = Config::resolve(a.source.preset, a.source.config.as_deref(), &o)
@@ -262,7 +264,7 @@ fn train(a: TrainArgs) -> Result<()> {
     cfg.validate()
         .context("building the configuration (--downlink / --uplink / --dp-* flags)")?;
     if let Some(dir) = &a.out {
-        report::prepare_out_dir(dir, a.force)?;
+        output::prepare_out_dir(dir, a.force)?;
     }
     let data = a.data.clone().context("--data is required")?;
     let ratings = load_data(&data)?;
@@ -283,7 +285,7 @@ fn train(a: TrainArgs) -> Result<()> {
         link_timeout: None,
     };
     let res = crate::run::run_checkpointed(&cfg, &ratings, &opts, &ck, &boards)?;
-    println!("{}", report::summary_table(&res.records, res.seconds));
+    println!("{}", output::summary_table(&res.records, res.seconds));
     if let Some(dir) = &a.out {
         println!("outputs in {}", dir.display());
     }
@@ -332,7 +334,7 @@ fn stats(dir: &Path) -> Result<()> {
 
 fn recommend(a: RecommendArgs) -> Result<()> {
     ensure!((1..=100).contains(&a.k), "-k {} must be in 1..=100", a.k);
-    let (data, rows, cols) = report::read_npy(&a.model).context("--model")?;
+    let (data, rows, cols) = output::read_npy(&a.model).context("--model")?;
     let beside = a.model.with_file_name("config.toml");
     let file = match (&a.source.config, beside.is_file()) {
         (Some(f), _) => Some(f.clone()),
@@ -394,7 +396,7 @@ fn recommend_k<const K: usize>(
     k: usize,
 ) -> Result<Vec<(u32, f32)>> {
     let rows = fedrecon_core::DenseRows::new(data.as_chunks::<K>().0);
-    let mut rc = engine::round_config(cfg, true, 0.0)?;
+    let mut rc = round::round_config(cfg, true, 0.0)?;
     if cfg.model.item_bias || cfg.model.global_mean {
         bail!("recommend supports models without biases only (items.npy holds no biases)");
     }

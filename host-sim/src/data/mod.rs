@@ -1,0 +1,6 @@
+//! The data a run trains on: MovieLens files, the user partition, numpy's RNG (for the
+//! paper's split).
+
+pub mod movielens;
+pub mod numpy_rng;
+pub mod partition;
