@@ -1189,7 +1189,10 @@ fn error_detail_none_and_item_zero_differ() {
     };
     let invalid = ErrorMsg::from_core(3, &cfg.validate().unwrap_err());
     assert_eq!(invalid.detail, None);
-    assert_eq!(postcard_bytes(&missing0), [3, ErrorCode::RoundFailed as u8, 1, 0]);
+    assert_eq!(
+        postcard_bytes(&missing0),
+        [3, ErrorCode::RoundFailed as u8, 1, 0]
+    );
     let none = ErrorMsg {
         detail: None,
         ..missing0
@@ -1206,9 +1209,26 @@ fn error_detail_none_and_item_zero_differ() {
         );
     }
     // Codes without a detail send none; those with one send it, even when it is 0.
-    assert_eq!(ErrorMsg::from_wire(0, &WireError::Crc { computed: 1, received: 2 }).detail, None);
     assert_eq!(
-        ErrorMsg::from_wire(0, &WireError::BadChunkSequence { expected: 0, got: 4 }).detail,
+        ErrorMsg::from_wire(
+            0,
+            &WireError::Crc {
+                computed: 1,
+                received: 2
+            }
+        )
+        .detail,
+        None
+    );
+    assert_eq!(
+        ErrorMsg::from_wire(
+            0,
+            &WireError::BadChunkSequence {
+                expected: 0,
+                got: 4
+            }
+        )
+        .detail,
         Some(0)
     );
 }
@@ -1306,11 +1326,18 @@ fn chunk_disagreeing_with_its_begin() {
         (
             "seq and round",
             chunk(9, 2, 5, K, f32_, false),
-            WireError::BadChunkSequence { expected: 1, got: 5 },
+            WireError::BadChunkSequence {
+                expected: 1,
+                got: 5,
+            },
         ),
     ];
     for (what, bad, want) in cases {
-        assert_eq!(decode(&[begin.clone(), bad.clone()].concat()).unwrap_err(), want, "{what}");
+        assert_eq!(
+            decode(&[begin.clone(), bad.clone()].concat()).unwrap_err(),
+            want,
+            "{what}"
+        );
         // The firmware's path: layer two, then the stream announced by the begin message.
         let mut buf = vec![0u8; update_buf_len(K)];
         let (_, fr) = next_frame(&bad, &mut buf);
@@ -1321,7 +1348,11 @@ fn chunk_disagreeing_with_its_begin() {
             }
             m => panic!("{what}: {m:?}"),
         });
-        assert_eq!(got.unwrap_err(), want, "{what} (Message::decode + RowStream)");
+        assert_eq!(
+            got.unwrap_err(),
+            want,
+            "{what} (Message::decode + RowStream)"
+        );
     }
     // What a device sends back for them.
     assert_eq!(
@@ -1333,7 +1364,13 @@ fn chunk_disagreeing_with_its_begin() {
         }
     );
     assert_eq!(
-        ErrorMsg::from_wire(4, &WireError::DimensionMismatch { got: 8, expected: K as u32 }),
+        ErrorMsg::from_wire(
+            4,
+            &WireError::DimensionMismatch {
+                got: 8,
+                expected: K as u32
+            }
+        ),
         ErrorMsg {
             round: 4,
             code: ErrorCode::DimensionMismatch,

@@ -99,6 +99,15 @@ fn citations(text: &str) -> Vec<Citation> {
             let mut rest = &flat[from..];
             rest = rest.strip_prefix('`').unwrap_or(rest);
             rest = rest.strip_prefix(',').unwrap_or(rest);
+            // A section follows after a space; a quote right after the name closes a string
+            // literal that merely holds the name.
+            if !rest.starts_with(' ') {
+                found.push(Citation {
+                    doc,
+                    target: Target::File,
+                });
+                continue;
+            }
             rest = rest.trim_start();
             let mut targets = Vec::new();
             while let Some(q) = rest.strip_prefix('"') {
@@ -141,7 +150,9 @@ fn headings(md: &str) -> Vec<String> {
 fn unresolved(c: &Citation, heads: &[String]) -> Option<String> {
     match &c.target {
         Target::File => None,
-        Target::Heading(h) => (!heads.iter().any(|x| x == h)).then(|| format!("no heading \"{h}\"")),
+        Target::Heading(h) => {
+            (!heads.iter().any(|x| x == h)).then(|| format!("no heading \"{h}\""))
+        }
         Target::Number(n) => {
             let prefix = format!("{n}. ");
             (!heads.iter().any(|x| x.starts_with(&prefix))).then(|| format!("no section {n}"))
@@ -152,7 +163,8 @@ fn unresolved(c: &Citation, heads: &[String]) -> Option<String> {
 #[test]
 fn the_parser_finds_what_the_project_writes() {
     let text = "//! See docs/SEMANTICS.md \"One client's round\", \"Server\" and\n\
-                /// `core/WIRE.md` \"Version\n/// history\"; WIRE.md 3, kind 10; docs/SEMANTICS.md's values.";
+                /// `core/WIRE.md` \"Version\n/// history\"; WIRE.md 3, kind 10; docs/SEMANTICS.md's values;\n\
+                name: \"WIRE.md\", path: \"core/WIRE.md\"";
     assert_eq!(
         citations(text),
         vec![
@@ -176,6 +188,14 @@ fn the_parser_finds_what_the_project_writes() {
                 doc: 1,
                 target: Target::Number(3)
             },
+            Citation {
+                doc: 1,
+                target: Target::File
+            },
+            Citation {
+                doc: 1,
+                target: Target::File
+            },
         ]
     );
     let heads = headings("# T\n## 3. Payload\n```\n# not a heading\n```\n### Server\n");
@@ -184,7 +204,10 @@ fn the_parser_finds_what_the_project_writes() {
         doc: 0,
         target: Target::Heading("Servers".into()),
     };
-    assert_eq!(unresolved(&bad, &heads).as_deref(), Some("no heading \"Servers\""));
+    assert_eq!(
+        unresolved(&bad, &heads).as_deref(),
+        Some("no heading \"Servers\"")
+    );
     assert_eq!(
         unresolved(
             &Citation {
@@ -219,14 +242,19 @@ fn every_citation_resolves() {
         };
         let rel = f.strip_prefix(&root).unwrap().display().to_string();
         if text.contains(shared_notes) {
-            problems.push(format!("{rel}: cites {shared_notes}, which is not in the repository"));
+            problems.push(format!(
+                "{rel}: cites {shared_notes}, which is not in the repository"
+            ));
         }
         for c in citations(&text) {
             if !matches!(c.target, Target::File) {
                 headed += 1;
             }
             if let Some(why) = unresolved(&c, &heads[c.doc]) {
-                problems.push(format!("{rel}: cites {} but it has {why}", DOCS[c.doc].path));
+                problems.push(format!(
+                    "{rel}: cites {} but it has {why}",
+                    DOCS[c.doc].path
+                ));
             }
         }
     }

@@ -428,8 +428,14 @@ mod tests {
             weight: 1,
             metrics: Default::default(),
         };
-        encode_update(UpdateInfo::default(), &upd, RowEncoding::F32, &mut buf, sink(&mut update))
-            .unwrap();
+        encode_update(
+            UpdateInfo::default(),
+            &upd,
+            RowEncoding::F32,
+            &mut buf,
+            sink(&mut update),
+        )
+        .unwrap();
         assert_eq!(is_refusal(&update, &mut buf), Ok(false));
         // A request is neither.
         let mut req = Vec::new();
