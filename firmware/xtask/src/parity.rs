@@ -437,6 +437,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(is_refusal(&update, &mut buf), Ok(false));
+        // An update without rows is one frame too, and still not a refusal.
+        let empty = fedrecon_core::Update::<f32, K> {
+            items: &[],
+            deltas: &[],
+            ..upd
+        };
+        let mut one = Vec::new();
+        encode_update(
+            UpdateInfo::default(),
+            &empty,
+            RowEncoding::F32,
+            &mut buf,
+            sink(&mut one),
+        )
+        .unwrap();
+        assert_eq!(frames(&one).len(), 1);
+        assert_eq!(is_refusal(&one, &mut buf), Ok(false));
         // A request is neither.
         let mut req = Vec::new();
         request(&case, &mut buf, &mut req).unwrap();
