@@ -125,7 +125,7 @@ fn corpus() -> Vec<Vec<Vec<u8>>> {
         Message::Error(ErrorMsg {
             round: 1,
             code: ErrorCode::Crc,
-            detail: 0,
+            detail: None,
         }),
     ];
     for m in &msgs {

@@ -308,7 +308,7 @@ fn arb_message_owned() -> impl Strategy<Value = Message<'static>> {
                     .map(|(item, score)| Scored { item, score })
                     .collect(),
             })),
-        (any::<(u32, u32, u8)>()).prop_map(|(round, detail, c)| Message::Error(ErrorMsg {
+        (any::<(u32, Option<u32>, u8)>()).prop_map(|(round, detail, c)| Message::Error(ErrorMsg {
             round,
             code: [
                 ErrorCode::UnsupportedVersion,
@@ -557,7 +557,7 @@ fn max_sizes_equal_worst_case_encodings() {
     let err = ErrorMsg {
         round: u32::MAX,
         code: ErrorCode::Other,
-        detail: u32::MAX,
+        detail: Some(u32::MAX),
     };
     assert_eq!(postcard_len(&err), ErrorMsg::POSTCARD_MAX_SIZE);
 
@@ -800,8 +800,8 @@ fn raw(header: [u8; 3], payload: &[u8]) -> Vec<u8> {
 fn versions_and_kinds() {
     let req = postcard_bytes(&TopKRequest { round: 1, k: 3 });
     let mut buf = vec![0u8; 4096];
-    // Another major: a clear error, whatever the payload.
-    for major in [0u8, 2, 255] {
+    // Another major (1 is the previous version): a clear error, whatever the payload.
+    for major in [0u8, 1, PROTOCOL_MAJOR + 1, 255] {
         let f = raw([major, 0, Kind::TopKRequest as u8], &req);
         assert_eq!(
             next_frame(&f, &mut buf).1.unwrap_err(),
@@ -899,7 +899,7 @@ fn width_mismatch_and_bad_values() {
     // Hand-made chunks with valid CRCs but bad contents.
     let begin = |rows: u32, enc| {
         raw(
-            [1, 0, Kind::UpdateBegin as u8],
+            [PROTOCOL_MAJOR, PROTOCOL_MINOR, Kind::UpdateBegin as u8],
             &postcard_bytes(&UpdateBegin {
                 round: 1,
                 client: 2,
@@ -915,7 +915,7 @@ fn width_mismatch_and_bad_values() {
     let chunk = |enc: RowEncoding, rows: &[Vec<u8>]| {
         let data: Vec<u8> = rows.concat();
         raw(
-            [1, 0, Kind::UpdateRows as u8],
+            [PROTOCOL_MAJOR, PROTOCOL_MINOR, Kind::UpdateRows as u8],
             &postcard_bytes(&RowChunk {
                 round: 1,
                 stream: 2,
@@ -1117,18 +1117,265 @@ fn quantization_is_pinned() {
 
 #[test]
 fn golden_frame_for_wire_md() {
-    // The example in WIRE.md: TopKRequest { round: 1, k: 5 }. Raw frame 01 00 08 | 01 05 |
-    // CRC-32 0x9c204adb little-endian; COBS: the zero after the major byte splits the groups.
+    // The example in WIRE.md: TopKRequest { round: 1, k: 5 }. Raw frame 02 00 08 | 01 05 |
+    // CRC-32 0xdb80300b little-endian; COBS: the zero after the major byte splits the groups.
     let f = frame_of(&Message::TopKRequest(TopKRequest { round: 1, k: 5 }));
+    assert_eq!((PROTOCOL_MAJOR, PROTOCOL_MINOR), (2, 0));
     assert_eq!(
-        fedrecon_core::wire::crc::crc32(&[1, 0, 8, 1, 5]),
-        0x9c20_4adb
+        fedrecon_core::wire::crc::crc32(&[2, 0, 8, 1, 5]),
+        0xdb80_300b
     );
     assert_eq!(
         f,
         [
-            0x02, 0x01, 0x08, 0x08, 0x01, 0x05, 0xdb, 0x4a, 0x20, 0x9c, 0x00
+            0x02, 0x02, 0x08, 0x08, 0x01, 0x05, 0x0b, 0x30, 0x80, 0xdb, 0x00
         ]
+    );
+}
+
+/// WIRE.md 1: a frame whose raw bytes end in a run of exactly 254 non-zero bytes is encoded
+/// as a `0xFF` group and the delimiter, with no empty `0x01` group after it (as Python's
+/// `cobs` package does); a decoder also accepts the form with the `0x01`.
+#[test]
+fn cobs_group_of_254_at_the_end_gets_no_trailing_01() {
+    // raw = major, 0x00 (minor), then kind + 249 payload bytes + CRC: 254 non-zero bytes,
+    // when the CRC has no zero byte (vary the last payload byte until it has none).
+    let kind = Kind::TopKAnswer as u8;
+    let (payload, crc) = (1u8..=255)
+        .find_map(|last| {
+            let mut p: Vec<u8> = (0..249).map(|i| (i % 251 + 1) as u8).collect();
+            p[248] = last;
+            let mut body = vec![PROTOCOL_MAJOR, PROTOCOL_MINOR, kind];
+            body.extend(&p);
+            let crc = fedrecon_core::wire::crc::crc32(&body).to_le_bytes();
+            (!crc.contains(&0)).then_some((p, crc))
+        })
+        .unwrap();
+    let frame = raw([PROTOCOL_MAJOR, PROTOCOL_MINOR, kind], &payload);
+    let mut want = vec![0x02, PROTOCOL_MAJOR, 0xFF, kind];
+    want.extend(&payload);
+    want.extend(crc);
+    want.push(0x00);
+    assert_eq!(want.len(), 2 + 1 + 254 + 1);
+    assert_eq!(frame, want);
+    // With an empty final group (`0x01`) inserted before the delimiter: the same frame.
+    let mut with_01 = frame.clone();
+    with_01.insert(with_01.len() - 1, 0x01);
+    let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+    let (used_a, fa) = next_frame(&frame, &mut a);
+    let (used_b, fb) = next_frame(&with_01, &mut b);
+    assert_eq!((used_a, used_b), (frame.len(), with_01.len()));
+    let (fa, fb) = (fa.unwrap().unwrap(), fb.unwrap().unwrap());
+    assert_eq!(fa, fb);
+    assert_eq!(fa.payload, &payload[..]);
+}
+
+/// WIRE.md 3, kind 10: `detail` is an `Option<u32>`, so "no detail" (`00`) and "item 0"
+/// (`01 00`) differ on the wire.
+#[test]
+fn error_detail_none_and_item_zero_differ() {
+    let missing0 = ErrorMsg::from_core(3, &fedrecon_core::Error::MissingItemRow { item: 0 });
+    assert_eq!(
+        missing0,
+        ErrorMsg {
+            round: 3,
+            code: ErrorCode::RoundFailed,
+            detail: Some(0)
+        }
+    );
+    let cfg = RoundConfig {
+        recon_lr: f32::NAN,
+        ..RoundConfig::default()
+    };
+    let invalid = ErrorMsg::from_core(3, &cfg.validate().unwrap_err());
+    assert_eq!(invalid.detail, None);
+    assert_eq!(
+        postcard_bytes(&missing0),
+        [3, ErrorCode::RoundFailed as u8, 1, 0]
+    );
+    let none = ErrorMsg {
+        detail: None,
+        ..missing0
+    };
+    assert_eq!(postcard_bytes(&none), [3, ErrorCode::RoundFailed as u8, 0]);
+    // Both survive a frame round trip as themselves.
+    for m in [missing0, none] {
+        let f = frame_of(&Message::Error(m));
+        let mut buf = vec![0u8; 256];
+        let (_, fr) = next_frame(&f, &mut buf);
+        assert_eq!(
+            Message::decode::<K>(&fr.unwrap().unwrap()).unwrap(),
+            Message::Error(m)
+        );
+    }
+    // Codes without a detail send none; those with one send it, even when it is 0.
+    assert_eq!(
+        ErrorMsg::from_wire(
+            0,
+            &WireError::Crc {
+                computed: 1,
+                received: 2
+            }
+        )
+        .detail,
+        None
+    );
+    assert_eq!(
+        ErrorMsg::from_wire(
+            0,
+            &WireError::BadChunkSequence {
+                expected: 0,
+                got: 4
+            }
+        )
+        .detail,
+        Some(0)
+    );
+}
+
+/// WIRE.md 2: a row chunk that disagrees with its `UpdateBegin` (or `RoundStart`) on the
+/// round, the stream, K, the encoding or the bias flag is refused with these errors, the same
+/// through `decode_update` and through `Message::decode` + `RowStream` (the firmware's path).
+#[test]
+fn chunk_disagreeing_with_its_begin() {
+    let begin = raw(
+        [PROTOCOL_MAJOR, PROTOCOL_MINOR, Kind::UpdateBegin as u8],
+        &postcard_bytes(&UpdateBegin {
+            round: 1,
+            client: 2,
+            k: K as u32,
+            encoding: RowEncoding::F32,
+            has_bias: false,
+            rows: 1,
+            weight: 1,
+            metrics: Metrics::default(),
+        }),
+    );
+    // One row of width k in `enc`, with a bias iff `bias`.
+    let chunk = |round: u32, stream: u32, seq: u32, k: usize, enc: RowEncoding, bias: bool| {
+        let mut data = 7u32.to_le_bytes().to_vec();
+        if enc != RowEncoding::F32 {
+            data.extend(0.01f32.to_le_bytes());
+        }
+        for _ in 0..k {
+            match enc {
+                RowEncoding::F32 => data.extend(0.5f32.to_le_bytes()),
+                RowEncoding::I16 => data.extend(3i16.to_le_bytes()),
+                RowEncoding::I8 => data.push(3),
+            }
+        }
+        if bias {
+            data.extend(0.25f32.to_le_bytes());
+        }
+        raw(
+            [PROTOCOL_MAJOR, PROTOCOL_MINOR, Kind::UpdateRows as u8],
+            &postcard_bytes(&RowChunk {
+                round,
+                stream,
+                seq,
+                k: k as u32,
+                encoding: enc,
+                has_bias: bias,
+                count: 1,
+                data: Bytes(&data),
+            }),
+        )
+    };
+    let f32_ = RowEncoding::F32;
+    let ok = chunk(1, 2, 1, K, f32_, false);
+    assert_eq!(decode(&[begin.clone(), ok].concat()).unwrap().1.len(), 1);
+    let invalid = |what| WireError::InvalidValue { what };
+    let cases = [
+        (
+            "round",
+            chunk(9, 2, 1, K, f32_, false),
+            invalid("row chunk belongs to another round or stream"),
+        ),
+        (
+            "stream",
+            chunk(1, 9, 1, K, f32_, false),
+            invalid("row chunk belongs to another round or stream"),
+        ),
+        (
+            "K",
+            chunk(1, 2, 1, 8, f32_, false),
+            WireError::DimensionMismatch {
+                got: 8,
+                expected: K as u32,
+            },
+        ),
+        (
+            "encoding",
+            chunk(1, 2, 1, K, RowEncoding::I8, false),
+            invalid("row chunk encoding differs from its stream's"),
+        ),
+        (
+            "bias flag",
+            chunk(1, 2, 1, K, f32_, true),
+            invalid("row chunk encoding differs from its stream's"),
+        ),
+        // K is checked before the sequence number, the sequence number before the rest.
+        (
+            "K and seq",
+            chunk(1, 2, 5, 8, f32_, false),
+            WireError::DimensionMismatch {
+                got: 8,
+                expected: K as u32,
+            },
+        ),
+        (
+            "seq and round",
+            chunk(9, 2, 5, K, f32_, false),
+            WireError::BadChunkSequence {
+                expected: 1,
+                got: 5,
+            },
+        ),
+    ];
+    for (what, bad, want) in cases {
+        assert_eq!(
+            decode(&[begin.clone(), bad.clone()].concat()).unwrap_err(),
+            want,
+            "{what}"
+        );
+        // The firmware's path: layer two, then the stream announced by the begin message.
+        let mut buf = vec![0u8; update_buf_len(K)];
+        let (_, fr) = next_frame(&bad, &mut buf);
+        let fr = fr.unwrap().unwrap();
+        let got = Message::decode::<K>(&fr).and_then(|m| match m {
+            Message::UpdateRows(c) => {
+                RowStream::new(1, 2, f32_, false, 1).accept::<K>(&c, |_, _, _| {})
+            }
+            m => panic!("{what}: {m:?}"),
+        });
+        assert_eq!(
+            got.unwrap_err(),
+            want,
+            "{what} (Message::decode + RowStream)"
+        );
+    }
+    // What a device sends back for them.
+    assert_eq!(
+        ErrorMsg::from_wire(4, &invalid("row chunk encoding differs from its stream's")),
+        ErrorMsg {
+            round: 4,
+            code: ErrorCode::InvalidValue,
+            detail: None
+        }
+    );
+    assert_eq!(
+        ErrorMsg::from_wire(
+            4,
+            &WireError::DimensionMismatch {
+                got: 8,
+                expected: K as u32
+            }
+        ),
+        ErrorMsg {
+            round: 4,
+            code: ErrorCode::DimensionMismatch,
+            detail: Some(K as u32)
+        }
     );
 }
 

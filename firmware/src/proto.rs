@@ -359,11 +359,7 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, 
         }
         if start.config.model.item_bias && !CachedRows::<S, N, K>::keeps_biases() {
             // This build caches no item biases (see CachedRows): it cannot hold the round.
-            return Ok(Err(ErrorMsg {
-                round,
-                code: ErrorCode::CapacityExceeded,
-                detail: 0,
-            }));
+            return Ok(Err(capacity(round, 0)));
         }
         self.rows.reset(start.num_items);
         let stream = RowStream::new(
@@ -544,7 +540,7 @@ fn capacity(round: u32, cap: usize) -> ErrorMsg {
     ErrorMsg {
         round,
         code: ErrorCode::CapacityExceeded,
-        detail: cap as u32,
+        detail: Some(cap as u32),
     }
 }
 
@@ -555,7 +551,7 @@ fn cache_refusal(round: u32, e: &CacheError) -> ErrorMsg {
         CacheError::ItemOutOfRange { item, .. } => ErrorMsg {
             round,
             code: ErrorCode::RoundFailed,
-            detail: item,
+            detail: Some(item),
         },
         CacheError::NotAscending { .. } => ErrorMsg::from_wire(
             round,

@@ -191,7 +191,7 @@ pub enum ErrorCode {
     UnexpectedKind,
     /// A lost or reordered chunk (`detail` = the sequence number expected).
     BadChunkSequence,
-    /// Another `K` (`detail` = the receiver's `K`).
+    /// Another `K` (`detail` = the `K` of the peer sending the `Error`, the one refusing).
     DimensionMismatch,
     /// An undecodable payload.
     Decode,
@@ -209,39 +209,46 @@ pub enum ErrorCode {
     Other,
 }
 
-/// A refusal (kind 10). `detail` is a code-specific number (see [`ErrorCode`]), 0 if none.
+/// A refusal (kind 10). `detail` is a code-specific number (see [`ErrorCode`]), `None` when
+/// the code has none: an `Option` so that "no detail" and "item 0" differ on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
 pub struct ErrorMsg {
     /// The round concerned (0 if none).
     pub round: u32,
     /// Why.
     pub code: ErrorCode,
-    /// Code-specific detail.
-    pub detail: u32,
+    /// Code-specific detail, if the code has one for this refusal.
+    pub detail: Option<u32>,
 }
 
 impl ErrorMsg {
     /// The message that reports `e` to the peer.
     pub fn from_wire(round: u32, e: &WireError) -> Self {
         let (code, detail) = match *e {
-            WireError::Crc { .. } => (ErrorCode::Crc, 0),
-            WireError::Truncated => (ErrorCode::Truncated, 0),
-            WireError::TooLarge { len, .. } => (ErrorCode::TooLarge, len as u32),
-            WireError::Cobs => (ErrorCode::Cobs, 0),
+            WireError::Crc { .. } => (ErrorCode::Crc, None),
+            WireError::Truncated => (ErrorCode::Truncated, None),
+            WireError::TooLarge { len, .. } => (ErrorCode::TooLarge, Some(len as u32)),
+            WireError::Cobs => (ErrorCode::Cobs, None),
             WireError::UnsupportedVersion { got, .. } => {
-                (ErrorCode::UnsupportedVersion, u32::from(got))
+                (ErrorCode::UnsupportedVersion, Some(u32::from(got)))
             }
-            WireError::UnknownKind { kind } => (ErrorCode::UnknownKind, u32::from(kind)),
-            WireError::UnexpectedKind { got, .. } => (ErrorCode::UnexpectedKind, u32::from(got)),
-            WireError::BadChunkSequence { expected, .. } => (ErrorCode::BadChunkSequence, expected),
+            WireError::UnknownKind { kind } => (ErrorCode::UnknownKind, Some(u32::from(kind))),
+            WireError::UnexpectedKind { got, .. } => {
+                (ErrorCode::UnexpectedKind, Some(u32::from(got)))
+            }
+            WireError::BadChunkSequence { expected, .. } => {
+                (ErrorCode::BadChunkSequence, Some(expected))
+            }
             WireError::DimensionMismatch { expected, .. } => {
-                (ErrorCode::DimensionMismatch, expected)
+                (ErrorCode::DimensionMismatch, Some(expected))
             }
-            WireError::Decode => (ErrorCode::Decode, 0),
-            WireError::TrailingData => (ErrorCode::TrailingData, 0),
-            WireError::InvalidValue { .. } => (ErrorCode::InvalidValue, 0),
-            WireError::BufferTooSmall { have, .. } => (ErrorCode::CapacityExceeded, have as u32),
-            WireError::Encode => (ErrorCode::Other, 0),
+            WireError::Decode => (ErrorCode::Decode, None),
+            WireError::TrailingData => (ErrorCode::TrailingData, None),
+            WireError::InvalidValue { .. } => (ErrorCode::InvalidValue, None),
+            WireError::BufferTooSmall { have, .. } => {
+                (ErrorCode::CapacityExceeded, Some(have as u32))
+            }
+            WireError::Encode => (ErrorCode::Other, None),
         };
         Self {
             round,
@@ -254,13 +261,13 @@ impl ErrorMsg {
     pub fn from_core(round: u32, e: &crate::Error) -> Self {
         let (code, detail) = match *e {
             crate::Error::CapacityExceeded { capacity, .. } => {
-                (ErrorCode::CapacityExceeded, capacity as u32)
+                (ErrorCode::CapacityExceeded, Some(capacity as u32))
             }
-            crate::Error::InvalidConfig { .. } => (ErrorCode::InvalidConfig, 0),
+            crate::Error::InvalidConfig { .. } => (ErrorCode::InvalidConfig, None),
             crate::Error::ItemOutOfRange { item, .. } | crate::Error::MissingItemRow { item } => {
-                (ErrorCode::RoundFailed, item)
+                (ErrorCode::RoundFailed, Some(item))
             }
-            _ => (ErrorCode::RoundFailed, 0),
+            _ => (ErrorCode::RoundFailed, None),
         };
         Self {
             round,

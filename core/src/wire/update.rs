@@ -246,8 +246,10 @@ fn canonical_nans(mut m: Metrics) -> Metrics {
     m
 }
 
-/// Validates a stream of [`RowChunk`]s against its begin message: round, stream, width,
-/// encoding, bias flag, sequence numbers, row count, strictly ascending item ids.
+/// Validates a stream of [`RowChunk`]s against its begin message, in this order: width
+/// (`DimensionMismatch`), count and data length, sequence number (`BadChunkSequence`), round
+/// and stream, encoding and bias flag, rows remaining, then each row's values and strictly
+/// ascending item ids (all `InvalidValue`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowStream {
     round: u32,
@@ -292,6 +294,9 @@ impl RowStream {
         chunk: &RowChunk<'_>,
         mut visit: impl FnMut(u32, &[f32; K], Option<f32>),
     ) -> Result<(), WireError> {
+        // Width, count and length first, as `Message::decode` checks them, so a receiver
+        // reports the same error whichever of the two it decodes a chunk with (WIRE.md 2).
+        let stride = chunk.validate::<K>()?;
         if chunk.seq != self.next_seq {
             return Err(WireError::BadChunkSequence {
                 expected: self.next_seq,
@@ -308,7 +313,6 @@ impl RowStream {
                 what: "row chunk encoding differs from its stream's",
             });
         }
-        let stride = chunk.validate::<K>()?;
         let count = u32::from(chunk.count);
         let expect = core::cmp::min(ROWS_PER_CHUNK as u32, self.total - self.received);
         if count != expect {

@@ -202,6 +202,25 @@ fn expected<S: Scalar>(case: &Case, request: &[u8], buf: &mut [u8]) -> Result<Ve
     Ok(want)
 }
 
+/// What one case's expected answer is: a refusal (a single `Error` frame) or an update (an
+/// `UpdateBegin` frame, then its chunks). Decodes the first frame: byte 1 of an encoded frame
+/// is COBS-stuffed header, not the kind, so the bytes cannot be read in place.
+fn is_refusal(answer: &[u8], buf: &mut [u8]) -> Result<bool, String> {
+    let n_frames = frames(answer).len();
+    let (_, frame) = next_frame(answer, buf);
+    let frame = frame
+        .map_err(|e| format!("internal: the expected answer does not decode: {e}"))?
+        .ok_or("internal: the expected answer is empty")?;
+    match Message::decode::<K>(&frame).map_err(|e| e.to_string())? {
+        Message::Error(_) if n_frames == 1 => Ok(true),
+        Message::UpdateBegin(_) => Ok(false),
+        m => Err(format!(
+            "internal: an expected answer of {n_frames} frames starts with {:?}",
+            m.kind()
+        )),
+    }
+}
+
 /// Splits `bytes` into frames (delimiter included).
 fn frames(bytes: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
@@ -254,9 +273,7 @@ pub fn run<S: Scalar>(elf: &Path, work: &Path, cases: usize, seed: u64) -> Resul
         let mut req = Vec::new();
         request(&case, &mut buf, &mut req)?;
         let want = expected::<S>(&case, &req, &mut buf)?;
-        if want.get(1) == Some(&(fedrecon_core::wire::Kind::Error as u8))
-            || frames(&want).len() == 1
-        {
+        if is_refusal(&want, &mut buf)? {
             refusals += 1;
         }
         input.extend_from_slice(&req);
@@ -344,6 +361,15 @@ pub fn run<S: Scalar>(elf: &Path, work: &Path, cases: usize, seed: u64) -> Resul
             got.len() - at
         ));
     }
+    // The random cases must exercise both answers; a counter that never matched (it once
+    // compared a COBS-stuffed byte with the Error kind) would report 0 refusals.
+    if refusals == 0 || refusals == cases {
+        return Err(format!(
+            "{:?}: {refusals} refusals in {cases} cases: the cases must include both updates \
+             and refusals",
+            S::KIND
+        ));
+    }
     Ok(Outcome {
         cases,
         updates: cases - refusals,
@@ -375,4 +401,62 @@ pub fn main(images: &Path, work: &Path) -> Result<(), String> {
     }
     println!("fw-parity: {total} random cases, all identical");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The refusal counter decodes answers: an `Error` frame counts, an update does not.
+    #[test]
+    fn refusals_are_counted_by_decoding_the_answer() {
+        let mut buf = vec![0u8; update_buf_len(K)];
+        let mut rng = DeviceRng::new(5);
+        let case = random_case(&mut rng, 1);
+        let err = fedrecon_core::Error::MissingItemRow { item: 0 };
+        let n = Message::Error(ErrorMsg::from_core(1, &err))
+            .encode(&mut buf)
+            .unwrap();
+        let refusal = buf[..n].to_vec();
+        assert_eq!(is_refusal(&refusal, &mut buf), Ok(true));
+        let mut update = Vec::new();
+        let deltas = [[0.5f32; K]];
+        let upd = fedrecon_core::Update::<f32, K> {
+            items: &[3],
+            deltas: &deltas,
+            bias_deltas: None,
+            weight: 1,
+            metrics: Default::default(),
+        };
+        encode_update(
+            UpdateInfo::default(),
+            &upd,
+            RowEncoding::F32,
+            &mut buf,
+            sink(&mut update),
+        )
+        .unwrap();
+        assert_eq!(is_refusal(&update, &mut buf), Ok(false));
+        // An update without rows is one frame too, and still not a refusal.
+        let empty = fedrecon_core::Update::<f32, K> {
+            items: &[],
+            deltas: &[],
+            ..upd
+        };
+        let mut one = Vec::new();
+        encode_update(
+            UpdateInfo::default(),
+            &empty,
+            RowEncoding::F32,
+            &mut buf,
+            sink(&mut one),
+        )
+        .unwrap();
+        assert_eq!(frames(&one).len(), 1);
+        assert_eq!(is_refusal(&one, &mut buf), Ok(false));
+        // A request is neither.
+        let mut req = Vec::new();
+        request(&case, &mut buf, &mut req).unwrap();
+        assert!(is_refusal(&req, &mut buf).is_err());
+    }
 }

@@ -624,7 +624,7 @@ impl Board {
                 (b.rows as usize).div_ceil(fedrecon_core::wire::ROWS_PER_CHUNK)
             }
             Message::Error(e) => bail!(
-                "board {name} refused round {} (client of {} ratings): {:?} (detail {})",
+                "board {name} refused round {} (client of {} ratings): {:?} (detail {:?})",
                 job.round,
                 job.items.len(),
                 e.code,
