@@ -10,27 +10,28 @@
 //! every client it runs. The embedding width `K` is a const generic; [`dispatch_k!`] turns the
 //! runtime `model.k` into a call of a generic function.
 
+mod clients;
 pub mod evaluate;
+mod phases;
 
 use std::sync::Mutex;
-use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, anyhow, ensure};
 use fedrecon_core::{
     DenseRows, Device, Error as CoreError, Metrics, ModelConfig, Q12, Q16, RoundConfig, Scalar,
     SplitConfig,
 };
 use rayon::prelude::*;
 
-use crate::comm::transport::{self, UpdateHeader};
-use crate::comm::{self, DownlinkRound, TrafficStats, UplinkScratch};
-use crate::config::reliability::{Reject, RoundFaults};
+use self::clients::{BoardHost, Slot, VirtualDevices};
+use crate::comm::{DownlinkRound, TrafficStats};
+use crate::config::reliability::RoundFaults;
 use crate::config::{Config, Weighting};
 use crate::data::partition::{Client, ClientSet, Partition};
 use crate::round::evaluate::{EvalReport, EvalSums, UserEval, evaluate_loaded};
 use crate::seeds::{Purpose, sample_without_replacement, seed_for};
 use crate::server::privacy::{DpSession, PrivacySpent};
-use crate::server::{Aggregator, ClientRows, ServerOptimizer};
+use crate::server::{Aggregator, ServerOptimizer};
 
 /// Example capacity of a device workspace: fits every ML-1M user uncapped (max 2,314 ratings).
 pub const N: usize = 2400;
@@ -192,120 +193,9 @@ pub fn load_client<S: Scalar, const K: usize>(
     Ok(())
 }
 
-/// One client's training outcome, written by a worker into its slot.
-#[derive(Debug, Default)]
-struct Slot {
-    /// The encoded update (empty when the client had nothing to train on).
-    bytes: Vec<u8>,
-    /// Frame scratch of the encoder.
-    frame_buf: Vec<u8>,
-    /// Bytes of the client's downlink frames.
-    bytes_down: u64,
-    /// The uplink rows built from the device update (see [`comm`]).
-    up: UplinkScratch,
-    /// The client's distinct items (the rows of a `needed` downlink).
-    needed: Vec<u32>,
-    /// `Ok(false)`: skipped (a phase had no batch); an error aborts the round.
-    outcome: Option<Result<bool>>,
-    /// The server's decoding of `bytes`: header, then the rows (ids, values, biases).
-    header: UpdateHeader,
-    items: Vec<u32>,
-    rows: Vec<f32>,
-    biases: Vec<f32>,
-    /// The client dropped out of the round (sent nothing).
-    dropped: bool,
-    /// A board client dropped for the round after failed exchanges on its link.
-    link_failed: bool,
-    /// Why the server refused the update ([`crate::server::validate`]), if it did.
-    reject: Option<(Reject, String)>,
-}
-
 /// A hook that may rewrite a client's encoded update before the server receives it
 /// (`(round, user, bytes)`): how tests and fault injectors model hostile devices and faulty links.
 pub type Tamper = Box<dyn Fn(u32, u32, &mut Vec<u8>) + Send + Sync>;
-
-impl Slot {
-    /// The server side of one upload: decodes `bytes` into the slot's row buffers. Rows are
-    /// kept only if the whole update decodes (the decoder validates every frame).
-    /// `wire_client` is the client id the update carries (the user, or a board's own id).
-    fn receive<const K: usize>(
-        &mut self,
-        round: u32,
-        user: u32,
-        wire_client: u32,
-        with_bias: bool,
-    ) -> Result<()> {
-        self.items.clear();
-        self.rows.clear();
-        self.biases.clear();
-        let (items, rows, biases) = (&mut self.items, &mut self.rows, &mut self.biases);
-        let decoded = transport::decode_update::<K>(
-            &self.bytes,
-            round,
-            wire_client,
-            &mut self.frame_buf,
-            |item, delta, bias| {
-                items.push(item);
-                rows.extend_from_slice(delta);
-                if with_bias {
-                    biases.push(bias.unwrap_or(0.0));
-                }
-            },
-        );
-        match decoded {
-            Ok(h) => {
-                self.header = h;
-                Ok(())
-            }
-            Err(e) => {
-                self.items.clear();
-                self.rows.clear();
-                self.biases.clear();
-                Err(e.context(format!("round {round}: decoding the update of user {user}")))
-            }
-        }
-    }
-
-    /// The server's check of the decoded update ([`crate::server::validate`]): `Some` when it must be
-    /// rejected.
-    fn validate(
-        &self,
-        job: &ClientJob<'_, '_>,
-        cfg: &RoundConfig,
-        rel: &crate::config::reliability::ReliabilityConfig,
-        k: usize,
-    ) -> Option<(Reject, String)> {
-        let kept = cfg.split.kept(job.client.len());
-        let post = cfg
-            .split
-            .schedule(fedrecon_core::Phase::PostReconstruction, kept)
-            .examples();
-        let post = u32::try_from(post).unwrap_or(u32::MAX);
-        let max_weight = match cfg.weighting {
-            fedrecon_core::Weighting::Examples => post,
-            fedrecon_core::Weighting::Uniform => 1,
-        };
-        let limits =
-            crate::server::validate::Limits::new(rel, job.num_items as usize, k, max_weight, post);
-        if self.header.rows as usize != self.items.len() {
-            return Some((
-                Reject::Malformed,
-                "row count differs from the header".into(),
-            ));
-        }
-        crate::server::validate::check(
-            &limits,
-            &crate::server::validate::Decoded {
-                weight: self.header.weight,
-                metrics: self.header.metrics,
-                items: &self.items,
-                rows: &self.rows,
-                biases: &self.biases,
-            },
-        )
-        .err()
-    }
-}
 
 /// Figures of one training round.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -380,10 +270,8 @@ pub struct Simulation<'p, S: SimScalar, const K: usize> {
     opt: ServerOptimizer,
     agg: Aggregator,
     mean: Vec<f32>,
-    pool: rayon::ThreadPool,
-    workspaces: Vec<Mutex<Box<Workspace<S, K>>>>,
-    /// The parameters converted to the device scalar (unused for f32).
-    lent: Vec<S>,
+    /// The in-process devices (and the worker pool evaluation also uses).
+    devices: VirtualDevices<S, K>,
     slots: Vec<Slot>,
     /// Differentially private aggregation and accounting (`privacy.enabled`).
     dp: Option<DpSession>,
@@ -394,7 +282,7 @@ pub struct Simulation<'p, S: SimScalar, const K: usize> {
     round: u32,
     tamper: Option<Tamper>,
     /// Boards that train some clients of each round (see [`crate::board`]).
-    boards: crate::board::Boards,
+    boards: BoardHost,
 }
 
 impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
@@ -422,12 +310,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             *p = -0.05 + 0.1 * rng.unit_f32();
         }
         let threads = cfg.run.threads.unwrap_or(0);
-        let pool = thread_pool(threads)?;
-        let workspaces = pool.install(|| {
-            (0..rayon::current_num_threads())
-                .map(|_| Mutex::new(new_workspace::<S, K>()))
-                .collect()
-        });
+        let devices = VirtualDevices::new(thread_pool(threads)?);
         Ok(Self {
             opt: ServerOptimizer::new(&cfg.server, len),
             cfg: cfg.clone(),
@@ -438,9 +321,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             eval_cfg,
             agg,
             mean: vec![0.0; len],
-            pool,
-            workspaces,
-            lent: Vec::new(),
+            devices,
             slots: Vec::new(),
             dp: cfg
                 .privacy
@@ -461,7 +342,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             down_buf: Vec::new(),
             round: 0,
             tamper: None,
-            boards: crate::board::Boards::default(),
+            boards: BoardHost::new(crate::board::Boards::default()),
         })
     }
 
@@ -506,18 +387,18 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             "boards join rounds with the default link only (full f32 downlink, sparse f32 \
              uplink): the board images do not implement the [comm] modes"
         );
-        self.boards = boards;
+        self.boards = BoardHost::new(boards);
         Ok(())
     }
 
     /// The attached boards.
     pub fn boards(&self) -> &crate::board::Boards {
-        &self.boards
+        &self.boards.boards
     }
 
     /// Worker threads in use.
     pub fn threads(&self) -> usize {
-        self.workspaces.len()
+        self.devices.workspaces.len()
     }
 
     /// Rounds completed.
@@ -559,330 +440,6 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
         Ok(())
     }
 
-    /// Runs one training round over the seeded sample of training clients.
-    pub fn train_round(&mut self) -> Result<RoundStats> {
-        let t0 = Instant::now();
-        let round = self.round + 1;
-        let seed = self.cfg.run.seed;
-        let train = &self.part.train;
-        let rel = &self.cfg.reliability.clone();
-        let sample = sample_without_replacement(
-            train.len(),
-            rel.sample_size(self.cfg.run.clients_per_round),
-            seed_for(seed, Purpose::SampleTrain, u64::from(round), 0),
-        );
-        self.slots.resize_with(sample.len(), Slot::default);
-        let with_bias = self.cfg.model.item_bias;
-        // Boards start on their clients first (none without boards); the rest run virtually.
-        let link_faults_before = self.boards.injected_faults();
-        let (on_board, board_clients, pending) = self.start_boards(round, &sample);
-        let reshuffle = self.cfg.client.reshuffle_each_round;
-        let comm_cfg = &self.cfg.comm;
-        self.down = DownlinkRound::prepare::<K>(
-            comm_cfg.downlink,
-            round,
-            &self.params,
-            self.num_items,
-            with_bias,
-            &mut self.down_buf,
-        )?;
-        {
-            // The devices train on what they decode: the dequantized rows of a quantized
-            // downlink, else the server's rows.
-            let device_params = self.down.dequantized.as_deref().unwrap_or(&self.params);
-            let lent = S::lend(device_params, &mut self.lent);
-            let rows = rows_view::<S, K>(lent, self.num_items, with_bias);
-            let (cfg, workspaces, num_items) =
-                (&self.train_cfg, &self.workspaces, self.num_items as u32);
-            let tamper = self.tamper.as_deref();
-            let (params, down) = (&self.params, &self.down);
-            let slots = &mut self.slots;
-            self.pool.install(|| {
-                slots
-                    .par_iter_mut()
-                    .zip(sample.par_iter())
-                    .zip(on_board.par_iter())
-                    .filter(|(_, on_board)| !**on_board)
-                    .for_each(|((slot, &c), _)| {
-                        let client = train.client(c);
-                        let client_seed = seed_for(
-                            seed,
-                            Purpose::TrainClient,
-                            u64::from(round),
-                            client.user.into(),
-                        );
-                        slot.reject = None;
-                        slot.link_failed = false;
-                        slot.dropped = rel.drops(seed, round, client.user);
-                        if slot.dropped {
-                            slot.bytes.clear();
-                            slot.outcome = Some(Ok(false));
-                            return;
-                        }
-                        let job = ClientJob {
-                            round,
-                            client: &client,
-                            num_items,
-                            seed: client_seed,
-                        };
-                        comm::distinct_sorted(client.items, &mut slot.needed);
-                        let start = comm::round_start(
-                            round,
-                            client_seed,
-                            cfg,
-                            num_items as usize,
-                            comm_cfg.uplink,
-                        );
-                        let outcome = comm::client_downlink_bytes::<K>(
-                            comm_cfg.downlink,
-                            down,
-                            start,
-                            params,
-                            num_items as usize,
-                            &slot.needed,
-                            &mut slot.frame_buf,
-                        )
-                        .and_then(|b| {
-                            slot.bytes_down = b;
-                            let mut ws = worker_workspace(workspaces);
-                            let rc = client_round_config(cfg, reshuffle, round, client.user);
-                            train_client(
-                                &mut ws,
-                                &rows,
-                                &rc,
-                                &job,
-                                (comm_cfg, &mut slot.up),
-                                &mut slot.frame_buf,
-                                &mut slot.bytes,
-                            )
-                        });
-                        if let (Ok(true), Some(t)) = (&outcome, tamper) {
-                            t(round, client.user, &mut slot.bytes);
-                        }
-                        // The server decodes and validates each upload as soon as it is
-                        // complete (in parallel across clients; a pure function of the bytes).
-                        slot.outcome = Some(match outcome {
-                            Ok(true) => {
-                                slot.reject = match slot.receive::<K>(
-                                    round,
-                                    client.user,
-                                    client.user,
-                                    with_bias,
-                                ) {
-                                    Ok(()) => slot.validate(&job, cfg, rel, K),
-                                    Err(e) => Some((Reject::Malformed, format!("{e:#}"))),
-                                };
-                                Ok(true)
-                            }
-                            other => other,
-                        });
-                    });
-            });
-        }
-        let (mut link_errors, mut link_retries) = (0u32, 0u32);
-        for ((i, user), report) in board_clients.into_iter().zip(self.boards.finish(pending)) {
-            let client = train.client(sample[i]);
-            let job = ClientJob {
-                round,
-                client: &client,
-                num_items: self.num_items as u32,
-                seed: seed_for(seed, Purpose::TrainClient, u64::from(round), user.into()),
-            };
-            let slot = &mut self.slots[i];
-            slot.reject = None;
-            slot.dropped = false;
-            slot.bytes_down = 0;
-            slot.link_failed = false;
-            link_errors += report.link_errors;
-            link_retries += u32::from(report.retried);
-            slot.outcome = Some(match report.update {
-                Ok(Some(bytes)) => {
-                    // A board's update is decoded and validated exactly like a virtual one's.
-                    slot.bytes = bytes;
-                    let board = crate::board::BOARD_CLIENT;
-                    slot.reject = match slot.receive::<K>(round, user, board, with_bias) {
-                        Ok(()) => slot.validate(&job, &self.train_cfg, rel, K),
-                        Err(e) => Some((Reject::Malformed, format!("{e:#}"))),
-                    };
-                    Ok(true)
-                }
-                // Failed twice on the link: nothing of it is aggregated.
-                Ok(None) => {
-                    slot.bytes.clear();
-                    slot.link_failed = true;
-                    Ok(false)
-                }
-                Err(e) => Err(e),
-            });
-        }
-        let device_seconds = t0.elapsed().as_secs_f64();
-
-        // Select, in sample order, the first `clients_per_round` valid reports; aggregate
-        // them in that order (item stripes in parallel, each summed in client order).
-        self.agg.reset();
-        let (mut bytes_up, mut bytes_down, mut skipped, mut examples) = (0u64, 0u64, 0u32, 0u64);
-        let mut faults = RoundFaults {
-            link_faults: self.boards.injected_faults() - link_faults_before,
-            link_errors,
-            link_retries,
-            ..RoundFaults::default()
-        };
-        let wanted = self.cfg.run.clients_per_round;
-        let mut take = vec![false; self.slots.len()];
-        let mut accepted = 0usize;
-        let mut per_client = Vec::with_capacity(self.slots.len());
-        for (i, (slot, &c)) in self.slots.iter_mut().zip(&sample).enumerate() {
-            let client = train.client(c);
-            match slot.outcome.take() {
-                Some(Ok(true)) => {}
-                Some(Ok(false)) if slot.dropped => {
-                    faults.dropped += 1;
-                    continue;
-                }
-                Some(Ok(false)) if slot.link_failed => {
-                    faults.link_failed.push(client.user);
-                    continue;
-                }
-                Some(Ok(false)) => {
-                    skipped += 1;
-                    continue;
-                }
-                Some(Err(e)) => {
-                    return Err(e.context(format!("round {round}, user {}", client.user)));
-                }
-                None => bail!("internal: round {round}, user {} was not run", client.user),
-            }
-            bytes_up += slot.bytes.len() as u64;
-            bytes_down += slot.bytes_down;
-            per_client.push((
-                slot.bytes_down,
-                slot.bytes.len() as u64,
-                slot.items.len() as u32,
-                comm_cfg.update_mode == comm::UpdateMode::Padded
-                    && slot.up.touched > comm_cfg.pad_rows,
-                comm::l2_norm(&slot.rows, &slot.biases),
-            ));
-            examples +=
-                u64::from(slot.header.metrics.count) + recon_examples(&self.train_cfg, &client);
-            if let Some((why, msg)) = &slot.reject {
-                faults.reject(*why);
-                tracing::warn!(
-                    round,
-                    user = client.user,
-                    reason = why.name(),
-                    "update rejected: {msg}"
-                );
-                continue;
-            }
-            if accepted == wanted {
-                faults.surplus += 1;
-                continue;
-            }
-            accepted += 1;
-            take[i] = true;
-        }
-        let traffic = TrafficStats::from_clients(&per_client);
-        let min = self.cfg.reliability.min_clients;
-        let round_skipped = accepted < min;
-        let updates: Vec<_> = self
-            .slots
-            .iter()
-            .zip(&take)
-            .filter(|&(_, &t)| t)
-            .map(|(slot, _)| {
-                (
-                    ClientRows {
-                        weight: slot.header.weight,
-                        items: &slot.items,
-                        rows: &slot.rows,
-                        biases: &slot.biases,
-                    },
-                    slot.header.metrics,
-                )
-            })
-            .collect();
-        let mut privacy = None;
-        let applied = if round_skipped {
-            // Never half-applied: the reports' metrics are kept, their rows are not.
-            for (c, m) in &updates {
-                self.agg.add_client(c.weight, m);
-            }
-            let why = format!(
-                "{accepted} of {} sampled clients sent a valid update, fewer than \
-                 reliability.min_clients = {min}",
-                sample.len()
-            );
-            tracing::warn!(round, "round skipped: {why}");
-            faults.skipped = true;
-            faults.reason = Some(why);
-            false
-        } else {
-            let applied = match self.dp.as_mut() {
-                None => {
-                    let agg = &mut self.agg;
-                    self.pool
-                        .install(|| agg.add_clients(&updates))
-                        .with_context(|| format!("round {round}: aggregating updates"))?;
-                    self.agg.mean_delta(&mut self.mean)
-                }
-                Some(dp) => {
-                    // Central DP: clipped, uniformly weighted, noised on the server (the
-                    // aggregator only sums the metrics here).
-                    for (u, m) in &updates {
-                        dp.add_client(u.items, u.rows, u.biases)
-                            .with_context(|| format!("round {round}: DP aggregation"))?;
-                        self.agg.add_client(u.weight, m);
-                    }
-                    let (mean, spent) = dp.finish(round)?;
-                    self.mean.copy_from_slice(&mean);
-                    privacy = Some(spent);
-                    self.mean.iter().all(|x| x.is_finite())
-                }
-            };
-            if applied {
-                let r = &self.cfg.run;
-                let decay = r.server_lr_decay.factor(round, r.rounds, r.server_lr_final);
-                self.opt.set_lr(self.cfg.server.lr() * decay);
-                self.opt.step(&mut self.params, &self.mean);
-            } else {
-                tracing::warn!(
-                    round,
-                    "aggregate is not finite or has no weight; server update skipped"
-                );
-            }
-            applied
-        };
-        drop(updates);
-        let rel = &self.cfg.reliability;
-        if rel.dropout > 0.0
-            || rel.over_select > 0.0
-            || round_skipped
-            || !faults.rejected.is_empty()
-            || faults.link_errors > 0
-        {
-            faults.aggregated = Some(if round_skipped { 0 } else { accepted as u32 });
-        }
-        self.round = round;
-        let m = self.agg.metrics();
-        Ok(RoundStats {
-            round,
-            loss: f64::from(m.loss_sum) / f64::from(m.count.max(1)),
-            rating_accuracy: f64::from(m.correct) / f64::from(m.count.max(1)),
-            seconds: t0.elapsed().as_secs_f64(),
-            bytes_down,
-            bytes_up,
-            clients: sample.len() as u32,
-            skipped,
-            applied,
-            faults,
-            traffic,
-            privacy,
-            examples,
-            device_seconds,
-            server_seconds: t0.elapsed().as_secs_f64() - device_seconds,
-        })
-    }
-
     /// Privacy spent so far (DP runs after their first round).
     pub fn privacy_spent(&self) -> Option<PrivacySpent> {
         self.dp.as_ref().and_then(DpSession::spent)
@@ -891,49 +448,6 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
     /// The DP session of a DP run.
     pub fn dp_session(&self) -> Option<&DpSession> {
         self.dp.as_ref()
-    }
-
-    /// Assigns clients of `sample` to the boards and starts them: which sample positions are
-    /// on a board, `(position, user)` of each in job order, and the running boards.
-    #[allow(clippy::type_complexity)]
-    fn start_boards(
-        &mut self,
-        round: u32,
-        sample: &[usize],
-    ) -> (Vec<bool>, Vec<(usize, u32)>, crate::board::Pending) {
-        let train = &self.part.train;
-        let lens: Vec<usize> = sample.iter().map(|&c| train.client(c).len()).collect();
-        let assigned = self.boards.assign(round, &self.train_cfg, &lens);
-        let mut on_board = vec![false; sample.len()];
-        let mut clients = Vec::with_capacity(assigned.len());
-        let mut jobs = Vec::with_capacity(assigned.len());
-        for (b, i) in assigned {
-            let client = train.client(sample[i]);
-            on_board[i] = true;
-            clients.push((i, client.user));
-            let seed = seed_for(
-                self.cfg.run.seed,
-                Purpose::TrainClient,
-                u64::from(round),
-                client.user.into(),
-            );
-            let job = crate::board::BoardJob {
-                round,
-                items: client.items.to_vec(),
-                ratings: client.ratings.to_vec(),
-                seed,
-                cfg: client_round_config(
-                    &self.train_cfg,
-                    self.cfg.client.reshuffle_each_round,
-                    round,
-                    client.user,
-                ),
-            };
-            jobs.push((b, job));
-        }
-        let rows = self.params[..self.num_items * K].as_chunks::<K>().0;
-        let pending = self.boards.start::<K>(rows, jobs);
-        (on_board, clients, pending)
     }
 
     /// Evaluates the current model on the validation or test users (a seeded sample of
@@ -979,13 +493,16 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             &mut self.down_buf,
         )?;
         let device_params = down.dequantized.as_deref().unwrap_or(&self.params);
-        let lent = S::lend(device_params, &mut self.lent);
+        let lent = S::lend(device_params, &mut self.devices.lent);
         let rows = rows_view::<S, K>(lent, self.num_items, self.cfg.model.item_bias);
-        let (cfg, workspaces, num_items) =
-            (&self.eval_cfg, &self.workspaces, self.num_items as u32);
+        let (cfg, workspaces, num_items) = (
+            &self.eval_cfg,
+            &self.devices.workspaces,
+            self.num_items as u32,
+        );
         let (seed, round) = (self.cfg.run.seed, u64::from(self.round));
         let reshuffle = self.cfg.client.reshuffle_each_round;
-        let results: Vec<Result<Option<UserEval>>> = self.pool.install(|| {
+        let results: Vec<Result<Option<UserEval>>> = self.devices.pool.install(|| {
             users
                 .par_iter()
                 .map_init(Vec::new, |relevant, &c| {
@@ -1057,54 +574,6 @@ fn worker_workspace<S: Scalar, const K: usize>(
 ) -> std::sync::MutexGuard<'_, Box<Workspace<S, K>>> {
     let i = rayon::current_thread_index().unwrap_or(0) % workspaces.len();
     workspaces[i].lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// One client's training job.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientJob<'a, 'c> {
-    /// 1-based round number (carried in the update's frames).
-    pub round: u32,
-    /// The client's data.
-    pub client: &'a Client<'c>,
-    /// Catalogue size.
-    pub num_items: u32,
-    /// Seed of the user-embedding initialisation.
-    pub seed: u64,
-}
-
-/// Runs one client's training round and encodes its update into `out` (`frame_buf` is the
-/// encoder's scratch). `Ok(false)` when a phase has no batch (the client then sends nothing).
-pub fn train_client<S: Scalar, R: fedrecon_core::ItemRows<S, K>, const K: usize>(
-    dev: &mut Workspace<S, K>,
-    rows: &R,
-    cfg: &RoundConfig,
-    job: &ClientJob<'_, '_>,
-    (comm_cfg, up): (&comm::CommConfig, &mut UplinkScratch),
-    frame_buf: &mut Vec<u8>,
-    out: &mut Vec<u8>,
-) -> Result<bool> {
-    let client = job.client;
-    load_client(dev, client, job.num_items)?;
-    match dev.train(rows, cfg, job.seed) {
-        Ok(update) => {
-            let seed = comm::uplink_seed(job.seed, job.round, client.user);
-            let sent = up.shape(&update, comm_cfg, job.num_items as usize, seed);
-            transport::encode_update_as(
-                job.round,
-                client.user,
-                &sent,
-                comm_cfg.uplink.encoding(),
-                frame_buf,
-                out,
-            )?;
-            Ok(true)
-        }
-        Err(CoreError::EmptySplit { .. }) => {
-            out.clear();
-            Ok(false)
-        }
-        Err(e) => Err(anyhow!("user {}: {e}", client.user)),
-    }
 }
 
 /// Examples the reconstruction phase of `cfg` visits for `client` (for throughput figures).
