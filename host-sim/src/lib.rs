@@ -5,7 +5,6 @@
 
 pub mod baselines;
 pub mod board;
-pub mod cli;
 pub mod comm;
 pub mod config;
 pub mod data;

@@ -12,10 +12,10 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
 use crate::cli::{TrainArgs, load_data, overrides};
-use crate::config::{Config, Overrides};
-use crate::output;
-use crate::output::checkpoint;
-use crate::run::{Checkpointing, RunOptions, run_checkpointed};
+use fedrecon_host_sim::config::{Config, Overrides};
+use fedrecon_host_sim::output;
+use fedrecon_host_sim::output::checkpoint;
+use fedrecon_host_sim::run::{Checkpointing, RunOptions, run_checkpointed};
 
 /// Checkpoint, dropout and update-validation flags of `train`.
 #[derive(Debug, Args, Default)]

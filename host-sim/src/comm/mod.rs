@@ -249,49 +249,6 @@ impl CommConfig {
     }
 }
 
-/// Command-line flags of the `[comm]` section (each overrides the config when given).
-#[derive(Clone, Debug, Default, clap::Args)]
-pub struct CommArgs {
-    /// Downlink: full (f32 matrix, TFF), needed (only the client's rows; reveals its items),
-    /// full-i16, full-i8 (quantized matrix, per-row scale), needed-i16, needed-i8.
-    #[arg(long)]
-    pub downlink: Option<Downlink>,
-    /// Update rows: dense (every row, TFF), sparse (touched rows) or padded (touched rows plus
-    /// zero-delta decoys up to --pad-rows).
-    #[arg(long)]
-    pub update_mode: Option<UpdateMode>,
-    /// Rows of a padded update.
-    #[arg(long)]
-    pub pad_rows: Option<usize>,
-    /// Uplink values: f32, i16 or i8 (per-row scale).
-    #[arg(long)]
-    pub uplink: Option<Uplink>,
-    /// Unbiased stochastic rounding of quantized uplink values.
-    #[arg(long)]
-    pub stochastic_rounding: bool,
-}
-
-impl CommArgs {
-    /// Applies the given flags to `c`.
-    pub fn apply(&self, c: &mut CommConfig) {
-        if let Some(d) = self.downlink {
-            c.downlink = d;
-        }
-        if let Some(m) = self.update_mode {
-            c.update_mode = m;
-        }
-        if let Some(r) = self.pad_rows {
-            c.pad_rows = r;
-        }
-        if let Some(u) = self.uplink {
-            c.uplink = u;
-        }
-        if self.stochastic_rounding {
-            c.stochastic_rounding = true;
-        }
-    }
-}
-
 /// Seed tag of the uplink randomness (decoys, stochastic rounding); distinct from
 /// [`crate::seeds::Purpose`]'s values.
 const UPLINK_TAG: u64 = 0xC0_4D_17;

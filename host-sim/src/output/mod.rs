@@ -53,7 +53,7 @@ pub enum Record {
         bytes_up: u64,
         /// Dropouts, rejected updates, a skipped round (fields present only when non-empty).
         #[serde(flatten)]
-        faults: crate::config::reliability::RoundFaults,
+        faults: crate::round::faults::RoundFaults,
         /// Per-client bytes (mean, max) down and up, rows per update, update norms.
         #[serde(flatten)]
         traffic: TrafficStats,

@@ -15,8 +15,9 @@ use super::{SimScalar, Workspace, load_client, rows_view, worker_workspace};
 use crate::board::{BOARD_CLIENT, BoardJob, Boards, Pending};
 use crate::comm::transport::{self, UpdateHeader};
 use crate::comm::{self, CommConfig, DownlinkRound, UplinkScratch};
-use crate::config::reliability::{Reject, RoundFaults};
 use crate::data::partition::{Client, ClientSet};
+use crate::round::faults::RoundFaults;
+use crate::server::validate::Reject;
 
 /// One sampled client of a round, as the configure phase sets it up for whichever host runs it.
 #[derive(Clone, Copy, Debug)]

@@ -12,6 +12,7 @@
 
 mod clients;
 pub mod evaluate;
+pub mod faults;
 mod phases;
 
 use std::sync::Mutex;
@@ -25,10 +26,10 @@ use rayon::prelude::*;
 
 use self::clients::{BoardHost, Slot, VirtualDevices};
 use crate::comm::{DownlinkRound, TrafficStats};
-use crate::config::reliability::RoundFaults;
 use crate::config::{Config, Weighting};
 use crate::data::partition::{Client, ClientSet, Partition};
 use crate::round::evaluate::{EvalReport, EvalSums, UserEval, evaluate_loaded};
+use crate::round::faults::RoundFaults;
 use crate::seeds::{Purpose, sample_without_replacement, seed_for};
 use crate::server::privacy::{DpSession, PrivacySpent};
 use crate::server::{Aggregator, ServerOptimizer};
@@ -428,7 +429,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
 
     /// Replaces the global parameters (the item rows row-major, then the item biases when the
     /// model has them), e.g. with a centrally trained model, to evaluate it exactly as a
-    /// federated one (see [`crate::baselines::centralized`]).
+    /// federated one (the centralized baseline does).
     pub fn set_params(&mut self, params: &[f32]) -> Result<()> {
         ensure!(
             params.len() == self.params.len(),

@@ -9,10 +9,11 @@ use rayon::prelude::*;
 use super::clients::{ClientHost, ClientJob, Outcome, RoundInput, Slot};
 use super::{RoundStats, SimScalar, Simulation, client_round_config, recon_examples};
 use crate::comm::{self, ClientTraffic, DownlinkRound, TrafficStats};
-use crate::config::reliability::{Reject, RoundFaults};
+use crate::round::faults::RoundFaults;
 use crate::seeds::{Purpose, sample_without_replacement, seed_for};
 use crate::server::ClientRows;
 use crate::server::privacy::PrivacySpent;
+use crate::server::validate::Reject;
 
 /// The reports a round aggregates and what it records about the others.
 struct Selection {
