@@ -81,7 +81,7 @@ pub fn find_firmware(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         ensure!(
             p.is_file(),
-            "--firmware {}: no such file (build the images with `cargo build-fw`)",
+            "firmware image {}: no such file (build the images with `cargo build-fw`)",
             p.display()
         );
         return Ok(p.to_path_buf());
@@ -95,7 +95,7 @@ pub fn find_firmware(explicit: Option<&Path>) -> Result<PathBuf> {
     }
     bail!(
         "the QEMU firmware image {} is missing: run `cargo build-fw` in the repository \
-         (or pass --firmware PATH)",
+         (or give the image's path)",
         rel.display()
     )
 }
@@ -310,16 +310,16 @@ impl Board {
     pub fn open(spec: &str, k: usize) -> Result<Board> {
         let mut b = if let Some(addr) = spec.strip_prefix("tcp:") {
             let s = connect_retry(addr, Duration::from_secs(5))
-                .with_context(|| format!("--device {spec}"))?;
+                .with_context(|| format!("board {spec}"))?;
             Board::over_tcp(spec.to_string(), s)?
         } else {
             let port = serialport::new(spec, 115_200)
                 .timeout(READ_TIMEOUT)
                 .open()
-                .with_context(|| format!("--device {spec}: cannot open the serial port"))?;
+                .with_context(|| format!("board {spec}: cannot open the serial port"))?;
             Board::over_link(spec.to_string(), Box::new(port))
         };
-        b.greet(k).with_context(|| format!("--device {spec}"))?;
+        b.greet(k).with_context(|| format!("board {spec}"))?;
         Ok(b)
     }
 
@@ -410,7 +410,7 @@ impl Board {
         );
         ensure!(
             hello.k as usize == k,
-            "board {} has K = {}, the model K = {k} (build an image with that K or pass --k {})",
+            "board {} has K = {}, the model K = {k} (build an image with that K or set model.k = {})",
             self.name,
             hello.k,
             hello.k
@@ -675,7 +675,7 @@ impl Boards {
     pub fn open(opts: &BoardOptions, k: usize, scalar: ScalarKind, seed: u64) -> Result<Boards> {
         ensure!(
             (0.0..1.0).contains(&opts.link_faults),
-            "--link-faults {}: must be in [0, 1)",
+            "link fault rate {}: must be in [0, 1)",
             opts.link_faults
         );
         let mut boards = Vec::new();
@@ -694,7 +694,7 @@ impl Boards {
         for spec in &opts.devices {
             ensure!(
                 opts.link_faults == 0.0,
-                "--link-faults applies to QEMU boards only (--qemu-devices)"
+                "link faults apply to QEMU boards only (BoardOptions::qemu_devices)"
             );
             boards.push(Board::open(spec, k)?);
         }

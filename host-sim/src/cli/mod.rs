@@ -267,7 +267,12 @@ fn train(a: TrainArgs) -> Result<()> {
     cfg.validate()
         .context("building the configuration (--downlink / --uplink / --dp-* flags)")?;
     if let Some(dir) = &a.out {
-        output::prepare_out_dir(dir, a.force)?;
+        output::prepare_out_dir(dir, a.force).with_context(|| {
+            format!(
+                "--out {} (--force overwrites fedrecon's files in it)",
+                dir.display()
+            )
+        })?;
     }
     let data = a.data.clone().context("--data is required")?;
     let ratings = load_data(&data)?;

@@ -120,7 +120,7 @@ pub fn differences(a: &Config, b: &Config, b_name: &str) -> Vec<String> {
 /// `fedrecon train --resume DIR [flags]`.
 pub fn resume(a: TrainArgs) -> Result<()> {
     let dir = a.reliability.resume.clone().expect("called with --resume");
-    let ck = checkpoint::load(&dir)?;
+    let ck = checkpoint::load(&dir).with_context(|| format!("--resume {}", dir.display()))?;
     let ck_name = format!("the checkpoint {}", dir.join(checkpoint::FILE).display());
     let stored = Config::from_toml_str(&ck.config_toml, &ck_name, None)
         .map_err(anyhow::Error::from)

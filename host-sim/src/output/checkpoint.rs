@@ -326,19 +326,19 @@ pub fn save(dir: &Path, mut ck: Checkpoint) -> Result<()> {
 pub fn load(dir: &Path) -> Result<Checkpoint> {
     let path = dir.join(FILE);
     if !dir.is_dir() {
-        bail!("--resume {}: not a directory", dir.display());
+        bail!("{}: not a directory", dir.display());
     }
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "--resume {}: no checkpoint ({} does not exist; the run was started without \
+            "{}: no checkpoint ({} does not exist; the run was started without \
              --checkpoint-every or stopped before its first checkpoint)",
             dir.display(),
             path.display()
         ),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    Checkpoint::decode(&bytes).with_context(|| format!("--resume: {}", path.display()))
+    Checkpoint::decode(&bytes).with_context(|| format!("{}", path.display()))
 }
 
 /// Rewrites `metrics.jsonl` and `metrics.csv` in `dir` to what they were at the checkpoint

@@ -138,21 +138,21 @@ impl Record {
 /// Creates `dir` or checks it may be written (see the module docs for the policy).
 pub fn prepare_out_dir(dir: &Path, force: bool) -> Result<()> {
     match fs::metadata(dir) {
-        Ok(m) if !m.is_dir() => bail!("--out {}: exists and is not a directory", dir.display()),
+        Ok(m) if !m.is_dir() => bail!("{}: exists and is not a directory", dir.display()),
         Ok(_) => {
             let mut entries = fs::read_dir(dir)
-                .with_context(|| format!("--out {}: cannot list the directory", dir.display()))?;
+                .with_context(|| format!("{}: cannot list the directory", dir.display()))?;
             if entries.next().is_some() && !force {
                 bail!(
-                    "--out {}: directory is not empty; refusing to overwrite a previous run \
-                     (choose a new directory, or pass --force to overwrite fedrecon's files in it)",
+                    "{}: directory is not empty; refusing to overwrite a previous run \
+                     (choose a new directory, or allow overwriting fedrecon's files in it)",
                     dir.display()
                 );
             }
             Ok(())
         }
         Err(_) => fs::create_dir_all(dir)
-            .with_context(|| format!("--out {}: cannot create the directory", dir.display())),
+            .with_context(|| format!("{}: cannot create the directory", dir.display())),
     }
 }
 

@@ -82,7 +82,7 @@ impl DpSession {
             expected_clients: clients_per_round.min(train_users) as f64,
         };
         let agg = DpAggregator::new(&params, num_items, k, with_bias)
-            .map_err(|e| anyhow!("--dp-*: {e}"))?;
+            .map_err(|e| anyhow!("privacy: {e}"))?;
         Ok(Self {
             agg,
             accountant: RdpAccountant::default(),
