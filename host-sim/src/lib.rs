@@ -1,7 +1,7 @@
 //! fedrecon-host-sim: the simulator of Federated Reconstruction (Singhal et al. 2021) over
 //! thousands of virtual `fedrecon-core` devices and real boards (see docs/SEMANTICS.md).
 //!
-//! The modules (each depends only on modules above it; `tests/module_deps.rs` checks there
+//! The modules (each depends only on modules above it; `tests/it/module_deps.rs` checks there
 //! is no import cycle):
 //! - [`seeds`]: every random draw derived from the experiment seed.
 //! - [`comm`]: downlink and uplink modes and the wire encoding of updates.

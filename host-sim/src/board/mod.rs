@@ -8,7 +8,7 @@
 //! rated items (exact `f32`), then reads the `UpdateBegin` + `UpdateRows` frames back. The
 //! engine decodes those bytes with the same decoder as a virtual device's and aggregates them
 //! in the same fixed client order, so a run with boards is bit-identical to the all-virtual
-//! run (the board computes with the same `fedrecon-core`; `tests/boards.rs` asserts it).
+//! run (the board computes with the same `fedrecon-core`; `tests/it/boards.rs` asserts it).
 //!
 //! Which clients: in each round the first sampled clients (in sample order) that fit a board
 //! go to the boards, one per board; a client with more ratings than the board's capacity (its

@@ -5,7 +5,7 @@
 //! reason when either is missing, unless `FEDRECON_REQUIRE_QEMU=1` (scripts/check.sh sets it
 //! after building the images), which turns a skip into a failure.
 
-mod common;
+use crate::common;
 
 use std::fmt::Write as _;
 use std::path::Path;
