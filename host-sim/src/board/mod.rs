@@ -37,7 +37,7 @@ use crate::board::link_faults::{FaultCounts, FaultyLink, Reconnect};
 
 /// The client id a board puts in its updates (`BoardInfo.client` of the firmware images); the
 /// engine decodes board updates expecting it.
-pub const BOARD_CLIENT: u32 = 0;
+pub(crate) const BOARD_CLIENT: u32 = 0;
 
 /// How long to wait for a board's answer before giving up on it.
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
@@ -45,7 +45,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// The default read timeout of a link with injected faults (a lost delimiter or a lost reply
 /// can stall it): above a QEMU board's silence while it trains a client of its full capacity
 /// (over 3 s for 300 ratings at K = 50, measured).
-pub const FAULTY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const FAULTY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `Hello` exchanges tried when (re)synchronising a board before it counts as lost.
 const RESYNC_ATTEMPTS: usize = 8;

@@ -63,15 +63,9 @@ pub enum ExampleOrder {
     ShuffleThenCap,
 }
 
-/// How client updates are weighted in the server's mean.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Weighting {
-    /// By the number of post-reconstruction examples iterated (TFF's default).
-    Examples,
-    /// Every client counts 1 (the paper's DP runs).
-    Uniform,
-}
+/// How client updates are weighted in the server's mean: the device's own type, written
+/// `examples` (TFF's default) or `uniform` (the paper's DP runs) in a config file.
+pub use fedrecon_core::Weighting;
 
 /// Arithmetic type of the virtual devices (the server always keeps f32 rows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -45,9 +45,9 @@ use crate::server::ServerOptimizer;
 /// File name of the checkpoint inside the output directory.
 pub const FILE: &str = "checkpoint.bin";
 /// Magic bytes at the start of a checkpoint.
-pub const MAGIC: [u8; 8] = *b"FRCKPT\r\n";
+pub(crate) const MAGIC: [u8; 8] = *b"FRCKPT\r\n";
 /// Format version written (and the only one read).
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 const HEADER: usize = 8 + 4 + 8 + 4;
 
 /// One checkpoint (see the module docs).
@@ -76,7 +76,7 @@ pub struct Checkpoint {
 }
 
 /// The fingerprint of a partition: users and examples per split, and items.
-pub fn fingerprint(part: &Partition, num_items: usize) -> [u64; 7] {
+pub(crate) fn fingerprint(part: &Partition, num_items: usize) -> [u64; 7] {
     [
         part.train.len() as u64,
         part.train.examples() as u64,
@@ -89,7 +89,7 @@ pub fn fingerprint(part: &Partition, num_items: usize) -> [u64; 7] {
 }
 
 /// The optimizer's state as `(tag, t, vectors)`.
-pub fn optimizer_state(opt: &ServerOptimizer) -> (u8, u32, Vec<Vec<f32>>) {
+pub(crate) fn optimizer_state(opt: &ServerOptimizer) -> (u8, u32, Vec<Vec<f32>>) {
     match opt {
         ServerOptimizer::Sgd { .. } => (0, 0, Vec::new()),
         ServerOptimizer::Adam { t, m, v, .. } => (1, *t, vec![m.clone(), v.clone()]),
@@ -288,7 +288,7 @@ impl<'a> Reader<'a> {
 
 /// Writes `bytes` to `path` crash-safely: a temporary file in the same directory, fsynced,
 /// renamed over `path`, then the directory fsynced.
-pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
@@ -311,7 +311,7 @@ pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Saves a checkpoint into `dir`, with the metric files as they are now on disk.
-pub fn save(dir: &Path, mut ck: Checkpoint) -> Result<()> {
+pub(crate) fn save(dir: &Path, mut ck: Checkpoint) -> Result<()> {
     let read = |name: &str| {
         let p = dir.join(name);
         fs::read_to_string(&p).with_context(|| format!("checkpoint: cannot read {}", p.display()))
@@ -343,7 +343,7 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
 
 /// Rewrites `metrics.jsonl` and `metrics.csv` in `dir` to what they were at the checkpoint
 /// (dropping rows of rounds after it), each atomically.
-pub fn rewind_metrics(dir: &Path, ck: &Checkpoint) -> Result<()> {
+pub(crate) fn rewind_metrics(dir: &Path, ck: &Checkpoint) -> Result<()> {
     write_durable(&dir.join("metrics.jsonl"), ck.metrics_jsonl.as_bytes())?;
     write_durable(&dir.join("metrics.csv"), ck.metrics_csv.as_bytes())
 }

@@ -82,7 +82,7 @@ impl From<&RoundStats> for Record {
 }
 
 /// CSV header of `metrics.csv` (empty cells where a record has no such field).
-pub const CSV_HEADER: &str = "kind,round,split,loss,rating_accuracy,rmse,mae,recall_at_10,\
+pub(crate) const CSV_HEADER: &str = "kind,round,split,loss,rating_accuracy,rmse,mae,recall_at_10,\
                               ndcg_at_10,seconds,bytes_down,bytes_up,bytes_down_mean,\
                               bytes_down_max,bytes_up_mean,bytes_up_max,rows_up_mean,\
                               update_norm_median,epsilon,delta";
@@ -235,7 +235,7 @@ impl MetricsLog {
 }
 
 /// The NPY v1.0 header for a C-order little-endian `f32` array of `shape`.
-pub fn npy_header(shape: &[usize]) -> Vec<u8> {
+pub(crate) fn npy_header(shape: &[usize]) -> Vec<u8> {
     let dims = match shape {
         [n] => format!("({n},)"),
         _ => format!(
@@ -280,7 +280,7 @@ pub fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
 }
 
 /// Parses the bytes of a 2-D `<f4` C-order NPY file: `(data, rows, cols)`.
-pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<f32>, usize, usize)> {
+pub(crate) fn parse_npy(bytes: &[u8]) -> Result<(Vec<f32>, usize, usize)> {
     ensure!(
         bytes.len() >= 10 && &bytes[..6] == b"\x93NUMPY",
         "bad magic"

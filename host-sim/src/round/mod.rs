@@ -19,14 +19,13 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result, anyhow, ensure};
 use fedrecon_core::{
-    DenseRows, Device, Error as CoreError, Metrics, ModelConfig, Q12, Q16, RoundConfig, Scalar,
-    SplitConfig,
+    DenseRows, Device, Error as CoreError, ModelConfig, Q12, Q16, RoundConfig, Scalar, SplitConfig,
 };
 use rayon::prelude::*;
 
 use self::clients::{BoardHost, Slot, VirtualDevices};
 use crate::comm::{DownlinkRound, TrafficStats};
-use crate::config::{Config, Weighting};
+use crate::config::Config;
 use crate::data::partition::{Client, ClientSet, Partition};
 use crate::round::evaluate::{EvalReport, EvalSums, UserEval, evaluate_loaded};
 use crate::round::faults::RoundFaults;
@@ -116,7 +115,7 @@ pub fn new_workspace<S: Scalar, const K: usize>() -> Box<Workspace<S, K>> {
 }
 
 /// A rayon pool of `threads` workers (0 = one per core) with large stacks.
-pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+pub(crate) fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .stack_size(WORKER_STACK)
@@ -155,10 +154,7 @@ pub fn round_config(cfg: &Config, eval: bool, global_mean: f32) -> Result<RoundC
         post_lr: c.client_lr,
         user_l2: c.user_l2,
         init_scale: 0.05,
-        weighting: match c.weighting {
-            Weighting::Examples => fedrecon_core::Weighting::Examples,
-            Weighting::Uniform => fedrecon_core::Weighting::Uniform,
-        },
+        weighting: c.weighting,
         accuracy_threshold: c.accuracy_threshold,
         model: ModelConfig {
             user_bias: cfg.model.user_bias,
@@ -593,10 +589,4 @@ pub fn mean_rating(set: &ClientSet) -> f32 {
         n += c.len() as u64;
     }
     if n == 0 { 0.0 } else { (sum / n as f64) as f32 }
-}
-
-/// Sums of metrics across clients, finalised (kept for callers outside the engine).
-pub fn finalize(m: &Metrics) -> (f64, f64) {
-    let n = f64::from(m.count.max(1));
-    (f64::from(m.loss_sum) / n, f64::from(m.correct) / n)
 }
