@@ -31,8 +31,7 @@
 //! over `checkpoint.bin`, and the directory is fsynced, so a crash leaves either the previous
 //! checkpoint or the new one, never a torn file; a corrupted one fails its checksum.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -286,30 +285,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Writes `bytes` to `path` crash-safely: a temporary file in the same directory, fsynced,
-/// renamed over `path`, then the directory fsynced.
-pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    drop(f);
-    fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))?;
-    // Persist the rename itself (directories can be opened and fsynced on Unix).
-    if let Ok(d) = File::open(if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    }) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 /// Saves a checkpoint into `dir`, with the metric files as they are now on disk.
 pub(crate) fn save(dir: &Path, mut ck: Checkpoint) -> Result<()> {
     let read = |name: &str| {
@@ -318,7 +293,7 @@ pub(crate) fn save(dir: &Path, mut ck: Checkpoint) -> Result<()> {
     };
     ck.metrics_jsonl = read("metrics.jsonl")?;
     ck.metrics_csv = read("metrics.csv")?;
-    write_durable(&dir.join(FILE), &ck.encode())
+    crate::output::write_atomic(&dir.join(FILE), &ck.encode())
         .with_context(|| format!("writing the checkpoint of round {}", ck.round))
 }
 
@@ -344,8 +319,8 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
 /// Rewrites `metrics.jsonl` and `metrics.csv` in `dir` to what they were at the checkpoint
 /// (dropping rows of rounds after it), each atomically.
 pub(crate) fn rewind_metrics(dir: &Path, ck: &Checkpoint) -> Result<()> {
-    write_durable(&dir.join("metrics.jsonl"), ck.metrics_jsonl.as_bytes())?;
-    write_durable(&dir.join("metrics.csv"), ck.metrics_csv.as_bytes())
+    crate::output::write_atomic(&dir.join("metrics.jsonl"), ck.metrics_jsonl.as_bytes())?;
+    crate::output::write_atomic(&dir.join("metrics.csv"), ck.metrics_csv.as_bytes())
 }
 
 #[cfg(test)]
@@ -391,8 +366,8 @@ mod tests {
     fn durable_write_replaces_and_leaves_no_temp() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join(FILE);
-        write_durable(&p, b"one").unwrap();
-        write_durable(&p, b"two").unwrap();
+        crate::output::write_atomic(&p, b"one").unwrap();
+        crate::output::write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
     }

@@ -156,11 +156,27 @@ pub fn prepare_out_dir(dir: &Path, force: bool) -> Result<()> {
     }
 }
 
-/// Writes `bytes` to `path` atomically (a temporary file beside it, then a rename).
+/// The one way fedrecon replaces a file: writes `bytes` to `path` crash-safely (a reader sees
+/// the old or the new file, never a mix): a temporary file in the same directory, fsynced,
+/// renamed over `path`, then the directory fsynced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = tmp_path(path);
-    fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))
+    let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    drop(f);
+    fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))?;
+    // Persist the rename itself (directories can be opened and fsynced on Unix).
+    if let Ok(d) = File::open(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
