@@ -42,6 +42,9 @@ pub(crate) struct RoundInput<'a> {
     pub(crate) train: &'a ClientSet,
     /// The sampled clients, in sample order.
     pub(crate) jobs: &'a [ClientJob],
+    /// The round's device configuration before per-client shuffle seeds (which clients have a
+    /// batch in both phases depends only on it).
+    pub(crate) cfg: &'a RoundConfig,
     /// The server's flat parameters (item rows, then item biases).
     pub(crate) params: &'a [f32],
     /// The round's downlink as the devices receive it.
@@ -312,11 +315,10 @@ impl<const K: usize> ClientHost<K> for BoardHost {
             .iter()
             .map(|&i| input.train.client(input.jobs[i].index).len())
             .collect();
-        // Clients too small to train stay virtual: the check uses the shared configuration.
-        let cfg = input.jobs.first().map(|j| j.cfg).unwrap_or_default();
         let mut slots = Vec::new();
         let mut jobs = Vec::new();
-        for (board, c) in self.boards.assign(input.round, &cfg, &lens) {
+        // Clients too small to train stay virtual (Boards::assign skips them).
+        for (board, c) in self.boards.assign(input.round, input.cfg, &lens) {
             let i = candidates[c];
             free[i] = false;
             let job = &input.jobs[i];

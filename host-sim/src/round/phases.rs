@@ -143,6 +143,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             round,
             train: &self.part.train,
             jobs,
+            cfg: &self.train_cfg,
             params: &self.params,
             down: &self.down,
             num_items: self.num_items,
