@@ -61,8 +61,7 @@ step "fidelity: random rounds through the firmware on QEMU, byte-for-byte agains
 cargo fw-parity
 
 step "simulator rounds with 2 QEMU boards (clean, with link faults, with dropout; and their goldens), bit-identical to all-virtual rounds"
-FEDRECON_REQUIRE_QEMU=1 cargo test --locked -p fedrecon-host-sim --test boards --test link_faults
-FEDRECON_REQUIRE_QEMU=1 cargo test --locked -p fedrecon-host-sim --test goldens qemu_board_goldens
+FEDRECON_REQUIRE_QEMU=1 cargo test --locked -p fedrecon-host-sim --test it -- boards:: link_faults:: goldens::qemu_board_goldens
 
 echo
 echo "all checks passed"

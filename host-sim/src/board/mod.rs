@@ -8,7 +8,7 @@
 //! rated items (exact `f32`), then reads the `UpdateBegin` + `UpdateRows` frames back. The
 //! engine decodes those bytes with the same decoder as a virtual device's and aggregates them
 //! in the same fixed client order, so a run with boards is bit-identical to the all-virtual
-//! run (the board computes with the same `fedrecon-core`; `tests/boards.rs` asserts it).
+//! run (the board computes with the same `fedrecon-core`; `tests/it/boards.rs` asserts it).
 //!
 //! Which clients: in each round the first sampled clients (in sample order) that fit a board
 //! go to the boards, one per board; a client with more ratings than the board's capacity (its
@@ -37,7 +37,7 @@ use crate::board::link_faults::{FaultCounts, FaultyLink, Reconnect};
 
 /// The client id a board puts in its updates (`BoardInfo.client` of the firmware images); the
 /// engine decodes board updates expecting it.
-pub const BOARD_CLIENT: u32 = 0;
+pub(crate) const BOARD_CLIENT: u32 = 0;
 
 /// How long to wait for a board's answer before giving up on it.
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
@@ -45,7 +45,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// The default read timeout of a link with injected faults (a lost delimiter or a lost reply
 /// can stall it): above a QEMU board's silence while it trains a client of its full capacity
 /// (over 3 s for 300 ratings at K = 50, measured).
-pub const FAULTY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const FAULTY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `Hello` exchanges tried when (re)synchronising a board before it counts as lost.
 const RESYNC_ATTEMPTS: usize = 8;
@@ -81,7 +81,7 @@ pub fn find_firmware(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         ensure!(
             p.is_file(),
-            "--firmware {}: no such file (build the images with `cargo build-fw`)",
+            "firmware image {}: no such file (build the images with `cargo build-fw`)",
             p.display()
         );
         return Ok(p.to_path_buf());
@@ -95,7 +95,7 @@ pub fn find_firmware(explicit: Option<&Path>) -> Result<PathBuf> {
     }
     bail!(
         "the QEMU firmware image {} is missing: run `cargo build-fw` in the repository \
-         (or pass --firmware PATH)",
+         (or give the image's path)",
         rel.display()
     )
 }
@@ -310,16 +310,16 @@ impl Board {
     pub fn open(spec: &str, k: usize) -> Result<Board> {
         let mut b = if let Some(addr) = spec.strip_prefix("tcp:") {
             let s = connect_retry(addr, Duration::from_secs(5))
-                .with_context(|| format!("--device {spec}"))?;
+                .with_context(|| format!("board {spec}"))?;
             Board::over_tcp(spec.to_string(), s)?
         } else {
             let port = serialport::new(spec, 115_200)
                 .timeout(READ_TIMEOUT)
                 .open()
-                .with_context(|| format!("--device {spec}: cannot open the serial port"))?;
+                .with_context(|| format!("board {spec}: cannot open the serial port"))?;
             Board::over_link(spec.to_string(), Box::new(port))
         };
-        b.greet(k).with_context(|| format!("--device {spec}"))?;
+        b.greet(k).with_context(|| format!("board {spec}"))?;
         Ok(b)
     }
 
@@ -410,7 +410,7 @@ impl Board {
         );
         ensure!(
             hello.k as usize == k,
-            "board {} has K = {}, the model K = {k} (build an image with that K or pass --k {})",
+            "board {} has K = {}, the model K = {k} (build an image with that K or set model.k = {})",
             self.name,
             hello.k,
             hello.k
@@ -675,7 +675,7 @@ impl Boards {
     pub fn open(opts: &BoardOptions, k: usize, scalar: ScalarKind, seed: u64) -> Result<Boards> {
         ensure!(
             (0.0..1.0).contains(&opts.link_faults),
-            "--link-faults {}: must be in [0, 1)",
+            "link fault rate {}: must be in [0, 1)",
             opts.link_faults
         );
         let mut boards = Vec::new();
@@ -694,7 +694,7 @@ impl Boards {
         for spec in &opts.devices {
             ensure!(
                 opts.link_faults == 0.0,
-                "--link-faults applies to QEMU boards only (--qemu-devices)"
+                "link faults apply to QEMU boards only (BoardOptions::qemu_devices)"
             );
             boards.push(Board::open(spec, k)?);
         }
