@@ -38,8 +38,13 @@ done
 step "fuzz the wire frame decoder for a bounded time (no panic on any input)"
 cargo run --release --locked -p fedrecon-core --example fuzz_frames -- --seconds 15
 
-step "core's shared cases on an emulated Cortex-M4F (cargo test-target)"
-cargo test-target
+# One build and one QEMU boot per case per target: Cortex-M4F (mps2-an386), and the FPU-less
+# Cortex-M3 and Cortex-M0+ instruction sets on mps2-an385 and RV32IMC on riscv32 virt, where
+# every f32 operation is soft-float and must still give the host's bits.
+for target in thumbv7em-none-eabihf thumbv7m-none-eabi thumbv6m-none-eabi riscv32imc-unknown-none-elf; do
+    step "core's shared cases on QEMU for $target (cargo test-target --target $target)"
+    cargo test-target --target "$target" --locked
+done
 
 step "firmware: format, lint, host tests of the protocol loop (firmware/ and firmware/xtask)"
 # cargo runs inside each directory so its .cargo/config.toml (target) applies. The library's
