@@ -23,6 +23,8 @@ pub mod rows;
 mod proto_tests;
 
 #[cfg(target_os = "none")]
+pub mod counter;
+#[cfg(target_os = "none")]
 pub mod footprint;
 #[cfg(target_os = "none")]
 pub mod parity;
