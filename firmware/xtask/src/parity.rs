@@ -349,11 +349,14 @@ pub fn run<S: Scalar>(
     })
 }
 
-/// `fw-parity`: f32 and Q16.16 over their images in `images` (a `build` output directory),
-/// on `machine`.
-pub fn main(machine: Machine, images: &Path, work: &Path) -> Result<(), String> {
-    let cases_f32 = 600;
-    let cases_q16 = 400;
+/// `fw-parity`: `cases_f32` f32 and `cases_q16` Q16.16 rounds over their images in `images`
+/// (a `build` output directory), on `machine`.
+pub fn main(
+    machine: Machine,
+    images: &Path,
+    work: &Path,
+    (cases_f32, cases_q16): (usize, usize),
+) -> Result<(), String> {
     let mut total = 0;
     for (kind, bin, cases, seed) in [
         (ScalarKind::F32, "parity", cases_f32, 0x0f32_u64),
