@@ -10,7 +10,10 @@ fn main() {
     println!("cargo::rerun-if-changed=memory-mps2-an386.x");
     println!("cargo::rerun-if-changed=memory-nrf52840.x");
     println!("cargo::rerun-if-changed=memory-riscv32-virt.x");
-    if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("none") {
+    // Without `images` this is a library for a board crate, which links with its own layout.
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("none")
+        || env::var_os("CARGO_FEATURE_IMAGES").is_none()
+    {
         return;
     }
     let layout = if env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("riscv32") {
