@@ -18,7 +18,7 @@ bash scripts/install-target-tools.sh
 
 step "format (cargo fmt --check)"
 cargo fmt --all -- --check
-for m in target-tests/Cargo.toml target-tests/runner/Cargo.toml; do
+for m in target-tests/Cargo.toml target-tests/runner/Cargo.toml firmware/boards/pico/Cargo.toml firmware/boards/esp32c3/Cargo.toml; do
     [ -f "$m" ] && cargo fmt --manifest-path "$m" -- --check
 done
 
@@ -54,6 +54,14 @@ step "firmware: format, lint, host tests of the protocol loop (firmware/ and fir
 (cd firmware && cargo clippy --release --features nrf52840-dk --bin nrf52840 --locked -- -D warnings)
 (cd firmware && cargo test --lib --target host-tuple --locked)
 (cd firmware/xtask && cargo fmt -- --check && cargo clippy --all-targets --locked -- -D warnings)
+
+step "board images without an FPU: Raspberry Pi Pico (thumbv6m) and ESP32-C3 (riscv32imc), Q3.12"
+# Each is its own workspace (its HAL's dependency versions stay out of firmware/'s); cargo runs
+# inside the directory so its .cargo/config.toml (target, linker script) applies.
+for board in pico esp32c3; do
+    (cd "firmware/boards/$board" && cargo clippy --release --locked -- -D warnings \
+        && cargo build --release --locked)
+done
 
 step "firmware images (cargo build-fw) and footprint report (cargo footprint)"
 cargo build-fw

@@ -10,16 +10,16 @@
 #![no_main]
 
 use embedded_io::{ErrorKind, ErrorType, Read, Write};
+use fedrecon_core::Device;
 use fedrecon_core::Q12;
 use fedrecon_core::wire::max_frame_buf_len;
 use fedrecon_firmware::{Board, BoardInfo, CachedRows};
-use fedrecon_core::Device;
 use panic_halt as _;
 use rp2040_hal::{self as hal, pac};
 use static_cell::{ConstStaticCell, StaticCell};
+use usb_device::UsbError;
 use usb_device::bus::UsbBusAllocator;
 use usb_device::device::{StringDescriptors, UsbDevice, UsbDeviceBuilder, UsbVidPid};
-use usb_device::UsbError;
 use usbd_serial::SerialPort;
 
 /// Embedding width (the presets' K).
