@@ -1,5 +1,5 @@
 //! The `fedrecon` command line: `train`, `config`, `stats`, `recommend`, `bench`,
-//! `centralized`.
+//! `centralized`, `synth`.
 
 mod bench;
 mod centralized;
@@ -47,6 +47,9 @@ pub enum Command {
     /// Train the same model centrally on the training users (the upper bound) and evaluate it
     /// on the held-out users exactly as `train` does.
     Centralized(centralized::CentralizedArgs),
+    /// Write a MovieLens-shaped synthetic dataset (ratings.csv, movies.csv) from a planted
+    /// low-rank model, streamed, deterministic by seed.
+    Synth(SynthArgs),
 }
 
 /// A number or `none` (unset / all / automatic).
@@ -176,6 +179,89 @@ pub struct ConfigArgs {
     pub source: ConfigSource,
 }
 
+/// `fedrecon synth`: the shape's counts, then any flag overrides them.
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Output folder (gets ratings.csv and movies.csv; must be empty unless --force).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Release whose counts and spread to imitate.
+    #[arg(long, default_value = "ml-25m")]
+    pub shape: fedrecon_host_sim::data::synth::Shape,
+    /// Users.
+    #[arg(long)]
+    pub users: Option<u32>,
+    /// Movies.
+    #[arg(long)]
+    pub items: Option<u32>,
+    /// About this many ratings in all (sets the mean per user; conflicts with
+    /// --ratings-per-user).
+    #[arg(long, conflicts_with = "ratings_per_user")]
+    pub ratings: Option<u64>,
+    /// Mean ratings per user.
+    #[arg(long)]
+    pub ratings_per_user: Option<f64>,
+    /// Fewest ratings of a user.
+    #[arg(long)]
+    pub min_ratings_per_user: Option<u32>,
+    /// Most ratings of a user (default: the shape's, at most --items).
+    #[arg(long)]
+    pub max_ratings_per_user: Option<u32>,
+    /// Log-normal sigma of ratings per user (heavier tail when larger).
+    #[arg(long)]
+    pub spread: Option<f64>,
+    /// Zipf exponent of movie popularity.
+    #[arg(long)]
+    pub popularity: Option<f64>,
+    /// Rank of the planted model.
+    #[arg(long)]
+    pub rank: Option<usize>,
+    /// Standard deviation of the planted interaction term.
+    #[arg(long)]
+    pub signal: Option<f64>,
+    /// Standard deviation of the rating noise.
+    #[arg(long)]
+    pub noise: Option<f64>,
+    /// Whole stars (1 to 5) instead of the shape's scale.
+    #[arg(long)]
+    pub whole_stars: bool,
+    /// Seed (the output is a function of the options and the seed only).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Worker threads (`none` = one per core); the output does not depend on it.
+    #[arg(long)]
+    pub threads: Option<MaybeNum>,
+    /// Allow writing into a non-empty --out directory (overwrites ratings.csv and movies.csv).
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl SynthArgs {
+    /// The generator options: the shape's, overridden by the flags.
+    pub fn options(&self) -> fedrecon_host_sim::data::synth::SynthOptions {
+        let mut o = fedrecon_host_sim::data::synth::SynthOptions::shaped(self.shape);
+        o.users = self.users.unwrap_or(o.users);
+        o.items = self.items.unwrap_or(o.items);
+        o.max_ratings_per_user = self
+            .max_ratings_per_user
+            .unwrap_or(o.max_ratings_per_user.min(o.items));
+        if let Some(total) = self.ratings {
+            o.mean_ratings_per_user = total as f64 / f64::from(o.users.max(1));
+        }
+        let set = |v: &mut f64, flag: Option<f64>| *v = flag.unwrap_or(*v);
+        set(&mut o.mean_ratings_per_user, self.ratings_per_user);
+        set(&mut o.per_user_spread, self.spread);
+        set(&mut o.popularity_exponent, self.popularity);
+        set(&mut o.signal, self.signal);
+        set(&mut o.noise, self.noise);
+        o.min_ratings_per_user = self.min_ratings_per_user.unwrap_or(o.min_ratings_per_user);
+        o.rank = self.rank.unwrap_or(o.rank);
+        o.half_stars &= !self.whole_stars;
+        o.seed = self.seed;
+        o
+    }
+}
+
 /// `fedrecon stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
@@ -225,6 +311,7 @@ pub fn main() -> Result<()> {
         Command::Recommend(a) => recommend(a),
         Command::Bench(a) => bench::bench(&a),
         Command::Centralized(a) => centralized::centralized(&a),
+        Command::Synth(a) => synth(&a),
     }
 }
 
@@ -319,6 +406,34 @@ pub fn overrides(a: &TrainArgs) -> Overrides {
         max_ratings_per_user: a.max_ratings_per_user.map(|m| m.0),
         ..Overrides::default()
     }
+}
+
+fn synth(a: &SynthArgs) -> Result<()> {
+    let o = a.options();
+    o.validate().context("fedrecon synth")?;
+    output::prepare_out_dir(&a.out, a.force)?;
+    let threads = a
+        .threads
+        .and_then(|m| m.0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("cannot start the worker threads")?;
+    let t = std::time::Instant::now();
+    let s = pool.install(|| fedrecon_host_sim::data::synth::generate(&o, &a.out))?;
+    println!(
+        "wrote {} users, {} movies, {} ratings ({} to {} per user, {:.1} MB) to {} in {:.1} s",
+        s.users,
+        s.items,
+        s.ratings,
+        s.min_per_user,
+        s.max_per_user,
+        s.ratings_bytes as f64 / 1e6,
+        a.out.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn stats(dir: &Path) -> Result<()> {

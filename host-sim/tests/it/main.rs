@@ -17,3 +17,4 @@ mod module_deps;
 mod movielens_formats;
 mod quality;
 mod reliability;
+mod synth;
