@@ -12,6 +12,7 @@ use crate::comm::transport;
 use crate::config::{Config, Preset};
 use crate::data::partition::{ClientSet, Partition};
 use crate::dispatch;
+use crate::on_device;
 use crate::round::{SimScalar, Simulation, Split, load_client, new_workspace, thread_pool};
 use rayon::prelude::*;
 
@@ -148,9 +149,8 @@ fn bench_k<S: SimScalar, const K: usize>(
                     || (new_workspace::<S, K>(), Vec::new(), Vec::new()),
                     |(dev, buf, out), c| {
                         let client = part.train.client(c);
-                        load_client(dev, &client, num_items as u32)?;
-                        let u = dev
-                            .train(&rows, &rc, c as u64)
+                        let loaded = load_client(dev, &client, num_items as u32)?;
+                        let u = on_device!(loaded, |dev| dev.train(&rows, &rc, c as u64))
                             .map_err(|e| anyhow::anyhow!("{e}"))?;
                         if encode {
                             transport::encode_update(1, client.user, &u, buf, out)?;

@@ -526,16 +526,15 @@ fn recommend_k<const K: usize>(
     // Learn from every rating: no split, no cap.
     rc.split.split_dataset = false;
     let mut dev = new_workspace::<f32, K>();
-    load_client(&mut dev, client, (data.len() / K) as u32)?;
-    dev.reconstruct(
-        &rows,
-        &rc,
-        fedrecon_host_sim::seeds::derive(&[cfg.run.seed, 6, client.user.into()]),
-    )
-    .map_err(|e| anyhow!("reconstructing the user: {e}"))?;
+    let loaded = load_client(&mut dev, client, (data.len() / K) as u32)?;
+    let seed = fedrecon_host_sim::seeds::derive(&[cfg.run.seed, 6, client.user.into()]);
     let mut top =
         fedrecon_core::rank::TopK::<f32, 100>::new(k).map_err(|e| anyhow!("-k {k}: {e}"))?;
-    dev.rank(&rows, &rc, &mut top)
-        .map_err(|e| anyhow!("ranking: {e}"))?;
+    fedrecon_host_sim::on_device!(loaded, |dev| {
+        dev.reconstruct(&rows, &rc, seed)
+            .map_err(|e| anyhow!("reconstructing the user: {e}"))?;
+        dev.rank(&rows, &rc, &mut top)
+            .map_err(|e| anyhow!("ranking: {e}"))
+    })?;
     Ok(top.into_sorted().to_vec())
 }

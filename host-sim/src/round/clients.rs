@@ -212,7 +212,7 @@ pub(crate) trait ClientHost<const K: usize> {
 /// The in-process virtual devices: one [`Workspace`] per worker thread of a rayon pool.
 pub(crate) struct VirtualDevices<S: SimScalar, const K: usize> {
     pub(crate) pool: rayon::ThreadPool,
-    pub(crate) workspaces: Vec<Mutex<Box<Workspace<S, K>>>>,
+    pub(crate) workspaces: Vec<Mutex<Workspace<S, K>>>,
     /// The parameters converted to the device scalar (unused for f32).
     pub(crate) lent: Vec<S>,
     /// Which jobs of the current round are ours.
@@ -375,8 +375,8 @@ pub(crate) fn train_client<S: SimScalar, R: fedrecon_core::ItemRows<S, K>, const
     frame_buf: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Result<bool> {
-    load_client(dev, client, num_items)?;
-    match dev.train(rows, &job.cfg, job.seed) {
+    let loaded = load_client(dev, client, num_items)?;
+    match crate::on_device!(loaded, |dev| dev.train(rows, &job.cfg, job.seed)) {
         Ok(update) => {
             let seed = comm::uplink_seed(job.seed, round, client.user);
             let sent = up.shape(&update, comm_cfg, num_items as usize, seed);

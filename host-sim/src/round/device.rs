@@ -5,18 +5,12 @@
 use std::sync::Mutex;
 
 use anyhow::{Context, Result, anyhow};
-use fedrecon_core::{
-    DenseRows, Device, Error as CoreError, ModelConfig, Q12, Q16, RoundConfig, Scalar, SplitConfig,
-};
+use fedrecon_core::{DenseRows, ModelConfig, Q12, Q16, RoundConfig, Scalar, SplitConfig};
 
 use crate::config::Config;
 use crate::data::partition::{Client, ClientSet};
 
-/// Example capacity of a device workspace: fits every ML-1M user uncapped (max 2,314 ratings).
-pub const N: usize = 2400;
-
-/// One virtual device's workspace.
-pub type Workspace<S, const K: usize> = Device<S, N, K>;
+pub use super::workspace::{LARGE_N, Loaded, N, Workspace};
 
 /// A device scalar the simulator can run. The server keeps its rows in f32; each round it lends
 /// them to the devices in the device scalar: zero-copy for f32, converted once for fixed point
@@ -88,9 +82,9 @@ macro_rules! dispatch {
     };
 }
 
-/// A fresh boxed workspace (call on a thread with a [`WORKER_STACK`]-sized stack).
-pub fn new_workspace<S: Scalar, const K: usize>() -> Box<Workspace<S, K>> {
-    Box::new(Device::new())
+/// A fresh workspace (call on a thread with a [`WORKER_STACK`]-sized stack).
+pub fn new_workspace<S: Scalar, const K: usize>() -> Workspace<S, K> {
+    Workspace::new()
 }
 
 /// A rayon pool of `threads` workers (0 = one per core) with large stacks.
@@ -146,27 +140,13 @@ pub fn round_config(cfg: &Config, eval: bool, global_mean: f32) -> Result<RoundC
     Ok(rc)
 }
 
-/// Copies a client's examples into a device workspace.
-pub fn load_client<S: Scalar, const K: usize>(
-    dev: &mut Workspace<S, K>,
+/// Copies a client's examples into the workspace's smallest device that holds them.
+pub fn load_client<'w, S: Scalar, const K: usize>(
+    dev: &'w mut Workspace<S, K>,
     client: &Client<'_>,
     num_items: u32,
-) -> Result<()> {
-    let data = dev.data_mut();
-    data.clear();
-    for (&item, &rating) in client.items.iter().zip(client.ratings) {
-        data.push(item, S::from_f32(rating), num_items)
-            .map_err(|e| match e {
-                CoreError::CapacityExceeded { .. } => anyhow!(
-                    "user {} has {} ratings, more than the device capacity of {N}; \
-                 set data.max_ratings_per_user",
-                    client.user,
-                    client.len()
-                ),
-                e => anyhow!("user {}: {e}", client.user),
-            })?;
-    }
-    Ok(())
+) -> Result<Loaded<'w, S, K>> {
+    dev.load(client, num_items)
 }
 
 /// The device configuration of one client in one round: with `reshuffle`, its shuffle seed is
@@ -205,8 +185,8 @@ pub(crate) fn rows_view<S: Scalar, const K: usize>(
 
 /// The workspace of the current worker thread (uncontended: one per worker).
 pub(crate) fn worker_workspace<S: Scalar, const K: usize>(
-    workspaces: &[Mutex<Box<Workspace<S, K>>>],
-) -> std::sync::MutexGuard<'_, Box<Workspace<S, K>>> {
+    workspaces: &[Mutex<Workspace<S, K>>],
+) -> std::sync::MutexGuard<'_, Workspace<S, K>> {
     let i = rayon::current_thread_index().unwrap_or(0) % workspaces.len();
     workspaces[i].lock().unwrap_or_else(|p| p.into_inner())
 }

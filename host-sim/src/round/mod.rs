@@ -17,14 +17,15 @@ mod device;
 pub mod evaluate;
 pub mod faults;
 mod phases;
+pub mod workspace;
 
 use anyhow::{Result, anyhow, ensure};
 use fedrecon_core::{Error as CoreError, RoundConfig};
 use rayon::prelude::*;
 
 pub use self::device::{
-    N, SimScalar, WORKER_STACK, Workspace, client_round_config, load_client, mean_rating,
-    new_workspace, round_config,
+    LARGE_N, Loaded, N, SimScalar, WORKER_STACK, Workspace, client_round_config, load_client,
+    mean_rating, new_workspace, round_config,
 };
 pub(crate) use self::device::{recon_examples, rows_view, thread_pool, worker_workspace};
 
@@ -353,7 +354,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
                 .map_init(Vec::new, |relevant, &c| {
                     let client = set.client(c);
                     let mut ws = worker_workspace(workspaces);
-                    load_client(&mut ws, &client, num_items)?;
+                    let loaded = load_client(&mut ws, &client, num_items)?;
                     let s = seed_for(
                         seed,
                         Purpose::EvalClient,
@@ -361,7 +362,10 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
                         (u64::from(client.user) << 1) | (split == Split::Test) as u64,
                     );
                     let rc = client_round_config(cfg, reshuffle, round as u32, client.user);
-                    match evaluate_loaded(&mut **ws, &rows, &rc, s, relevant) {
+                    let outcome = crate::on_device!(loaded, |dev| {
+                        evaluate_loaded(dev, &rows, &rc, s, relevant)
+                    });
+                    match outcome {
                         Ok(u) => Ok(Some(u)),
                         Err(CoreError::EmptySplit { .. }) => Ok(None),
                         Err(e) => Err(anyhow!("evaluating user {}: {e}", client.user)),
