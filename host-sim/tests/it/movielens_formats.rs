@@ -330,10 +330,13 @@ fn stats_on_a_small_set() {
     assert!(text.contains("  3.5: 2\n"), "{text}");
 }
 
+/// Raw user id, raw movie id, rating, timestamp.
+type Record = (u32, u32, f32, u32);
+
 /// A `ratings.csv` of `lines` ratings, several loader chunks (4 MiB) long, with users
 /// interleaved (`grouped = false`: every user comes back) or grouped, and odd-but-valid lines
 /// (`4`, `3.50`, `\r\n`, blank lines) scattered through it; plus the records it holds.
-fn big_csv(lines: u32, grouped: bool) -> (Vec<u8>, Vec<(u32, u32, f32, u32)>) {
+fn big_csv(lines: u32, grouped: bool) -> (Vec<u8>, Vec<Record>) {
     let mut text = b"userId,movieId,rating,timestamp\n".to_vec();
     let mut records = Vec::new();
     for k in 0..lines {
