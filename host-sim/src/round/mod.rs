@@ -82,6 +82,12 @@ pub struct RoundStats {
     /// Seconds of decoding, aggregation and the server step.
     #[serde(skip)]
     pub server_seconds: f64,
+    /// Seconds of the aggregation alone (part of `server_seconds`).
+    #[serde(skip)]
+    pub aggregate_seconds: f64,
+    /// Seconds of the server optimizer's step alone (part of `server_seconds`).
+    #[serde(skip)]
+    pub step_seconds: f64,
 }
 
 /// Which held-out population an evaluation uses.

@@ -28,6 +28,9 @@ struct Selection {
     skipped: u32,
     /// Rating-steps of the reporting clients.
     examples: u64,
+    /// Seconds of the aggregation and of the server step (for `fedrecon bench`).
+    aggregate_seconds: f64,
+    step_seconds: f64,
 }
 
 impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
@@ -63,6 +66,8 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             examples: chosen.examples,
             device_seconds,
             server_seconds: t0.elapsed().as_secs_f64() - device_seconds,
+            aggregate_seconds: chosen.aggregate_seconds,
+            step_seconds: chosen.step_seconds,
         })
     }
 
@@ -212,6 +217,8 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             bytes_down: 0,
             skipped: 0,
             examples: 0,
+            aggregate_seconds: 0.0,
+            step_seconds: 0.0,
         };
         let mut per_client = Vec::with_capacity(jobs.len());
         for (i, (slot, job)) in self.slots.iter_mut().zip(jobs).enumerate() {
@@ -276,6 +283,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         chosen: &mut Selection,
         sampled: usize,
     ) -> Result<(bool, Option<PrivacySpent>)> {
+        let t_aggregate = Instant::now();
         self.agg.reset();
         let updates: Vec<_> = self
             .slots
@@ -333,8 +341,11 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                     self.mean.iter().all(|x| x.is_finite())
                 }
             };
+            chosen.aggregate_seconds = t_aggregate.elapsed().as_secs_f64();
+            let t_step = Instant::now();
             if aggregated {
                 self.apply(round);
+                chosen.step_seconds = t_step.elapsed().as_secs_f64();
             } else {
                 tracing::warn!(
                     round,

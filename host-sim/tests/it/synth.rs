@@ -269,3 +269,47 @@ fn cli_writes_a_loadable_folder_and_refuses_a_full_one() {
         common::stderr(&again)
     );
 }
+
+#[test]
+fn bench_runs_any_configuration_on_it_and_prints_every_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    generate_on(2, &small(), dir.path());
+    let data = dir.path().to_str().unwrap();
+    let o = common::fedrecon(&[
+        "bench",
+        "--data",
+        data,
+        "--preset",
+        "tutorial",
+        "--k",
+        "8",
+        "--rounds",
+        "1",
+        "--clients-per-round",
+        "20",
+        "--eval-clients",
+        "5",
+        "--max-ratings-per-user",
+        "none",
+        "--threads",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for phase in [
+        "20 clients per round",
+        "K = 8",
+        "device training",
+        "encode",
+        "decode + validate",
+        "aggregate",
+        "server step",
+        "evaluation",
+        "(5 validation users",
+        "M rating-steps/s",
+        "per-core speed vs baseline",
+        "peak RSS: ",
+    ] {
+        assert!(out.contains(phase), "no '{phase}' in:\n{out}");
+    }
+}
