@@ -6,7 +6,7 @@
 //! - [`seeds`]: every random draw derived from the experiment seed.
 //! - [`comm`]: downlink and uplink modes and the wire encoding of updates.
 //! - [`config`]: presets, the TOML sections and their validation.
-//! - [`data`]: MovieLens files, the user partition, numpy's RNG.
+//! - [`data`]: MovieLens files, the user partition, numpy's RNG, synthetic MovieLens-shaped data.
 //! - [`server`]: aggregation, server optimizers, update validation, differential privacy.
 //! - [`board`]: boards on a link (QEMU or serial), the fault-injecting link, assignment.
 //! - [`round`]: one round as its phases (sample, configure, run clients, collect, validate,
