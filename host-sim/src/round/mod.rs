@@ -17,6 +17,7 @@ mod device;
 pub mod evaluate;
 pub mod faults;
 mod phases;
+pub mod recommend;
 
 use anyhow::{Result, anyhow, ensure};
 use fedrecon_core::{Error as CoreError, RoundConfig};
