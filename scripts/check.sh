@@ -38,6 +38,10 @@ done
 step "fuzz the wire frame decoder for a bounded time (no panic on any input)"
 cargo run --release --locked -p fedrecon-core --example fuzz_frames -- --seconds 15
 
+step "coverage-guided fuzzing (cargo-fuzz): every parser of untrusted input, 5 s per target"
+# Installs nightly (minimal) and cargo-fuzz when missing; stable stays the default toolchain.
+bash scripts/fuzz.sh --seconds 5
+
 step "core's shared cases on an emulated Cortex-M4F (cargo test-target)"
 cargo test-target
 
