@@ -261,6 +261,93 @@ fn board_sessions() -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Checkpoints of every optimizer kind, as `train --checkpoint-every` writes them.
+fn checkpoints() -> Vec<(String, Vec<u8>)> {
+    use fedrecon_host_sim::checkpoint::Checkpoint;
+    use fedrecon_host_sim::config::{Config, Preset};
+    let cfg = Config::preset(Preset::Tutorial).to_toml_string();
+    let jsonl = "{\"kind\":\"train\",\"round\":1,\"loss\":1.5,\"rating_accuracy\":0.25,\"seconds\":0.01,\"bytes_down\":10,\"bytes_up\":20}\n";
+    let vecs: [(u8, u32, Vec<Vec<f32>>); 5] = [
+        (0, 0, vec![]),
+        (1, 3, vec![vec![0.5; 6], vec![0.25; 6]]),
+        (2, 0, vec![vec![0.1; 6]]),
+        (3, 3, vec![vec![0.5; 6], vec![1e-6; 6]]),
+        (4, 0, vec![vec![-0.5; 6]]),
+    ];
+    vecs.into_iter()
+        .map(|(tag, t, opt_vecs)| {
+            let ck = Checkpoint {
+                round: 3,
+                config_toml: cfg.clone(),
+                data_dir: "/data/synthetic".into(),
+                fingerprint: [8, 200, 1, 25, 1, 25, 6],
+                params: (0..6).map(|i| i as f32 * 0.125 - 0.3).collect(),
+                opt_tag: tag,
+                opt_t: t,
+                opt_vecs,
+                metrics_jsonl: jsonl.into(),
+                metrics_csv: "kind,round\ntrain,1\n".into(),
+            };
+            (format!("optimizer-{tag}"), ck.encode())
+        })
+        .collect()
+}
+
+/// NPY files as `train` writes `items.npy`, and a version-2 header.
+fn npys() -> Vec<(String, Vec<u8>)> {
+    use fedrecon_host_sim::report::npy_header;
+    let mut out = Vec::new();
+    for (r, c) in [(3usize, 4usize), (0, 8), (5, 1)] {
+        let mut b = npy_header(&[r, c]);
+        for i in 0..r * c {
+            b.extend_from_slice(&(i as f32 * 0.5).to_le_bytes());
+        }
+        out.push((format!("items-{r}x{c}"), b));
+    }
+    let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }\n";
+    let mut v2 = b"\x93NUMPY\x02\x00".to_vec();
+    v2.extend_from_slice(&(dict.len() as u32).to_le_bytes());
+    v2.extend_from_slice(dict.as_bytes());
+    for i in 0..4 {
+        v2.extend_from_slice(&(i as f32).to_le_bytes());
+    }
+    out.push(("v2-2x2".into(), v2));
+    out
+}
+
+/// Every preset's full configuration as `fedrecon config` prints it, and variants with every
+/// server optimizer, differential privacy, compressed links and the reliability knobs.
+fn configs() -> Vec<(String, Vec<u8>)> {
+    use fedrecon_host_sim::config::{Config, Preset};
+    let mut out = Vec::new();
+    for p in [Preset::Tutorial, Preset::Paper, Preset::Best] {
+        out.push((format!("preset-{p}"), Config::preset(p).to_toml_string()));
+    }
+    let base = Config::preset(Preset::Paper).to_toml_string();
+    let sgd = "[server]\noptimizer = \"sgd\"\nlr = 1.0\n";
+    for (name, server) in [
+        ("momentum", "[server]\noptimizer = \"momentum\"\nlr = 1.0\nmomentum = 0.9\nnesterov = true\n"),
+        ("adam", "[server]\noptimizer = \"adam\"\nlr = 0.01\n"),
+        ("yogi", "[server]\noptimizer = \"yogi\"\nlr = 0.01\ninitial_accumulator = 1e-6\n"),
+        ("adagrad", "[server]\noptimizer = \"adagrad\"\nlr = 0.1\n"),
+    ] {
+        out.push((format!("server-{name}"), base.replace(sgd, server)));
+    }
+    out.push((
+        "privacy".into(),
+        "preset = \"tutorial\"\n[privacy]\nenabled = true\nnoise_multiplier = 1.0\nclip = 0.5\nadaptive_clip = true\ntarget_quantile = 0.5\ndelta = 1e-5\n".into(),
+    ));
+    out.push((
+        "comm".into(),
+        "preset = \"paper\"\n[comm]\ndownlink = \"full\"\nupdate_mode = \"padded\"\npad_rows = 150\nuplink = \"i8\"\nstochastic_rounding = true\n".into(),
+    ));
+    out.push((
+        "reliability".into(),
+        "preset = \"tutorial\"\n[reliability]\ncheckpoint_every = 5\ndropout = 0.1\nover_select = 0.2\nmin_clients = 3\nmax_update_norm = 100.0\nmax_weight = 300\n[run]\nthreads = \"none\"\nrounds = 7\n".into(),
+    ));
+    out.into_iter().map(|(n, s)| (n, s.into_bytes())).collect()
+}
+
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join(name), bytes).unwrap();
@@ -282,6 +369,15 @@ fn main() {
             let mut r = vec![mode];
             r.extend(to_records(s));
             write(&root.join("firmware_board"), &format!("{name}-{tag}"), &r);
+        }
+    }
+    for (target, seeds) in [
+        ("checkpoint", checkpoints()),
+        ("npy", npys()),
+        ("config_toml", configs()),
+    ] {
+        for (name, bytes) in seeds {
+            write(&root.join(target), &name, &bytes);
         }
     }
     println!("seeds written under {}", root.display());
