@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok((values, rows, cols)) = fedrecon_host_sim::report::parse_npy(data) {
+    if let Ok((values, rows, cols)) = fedrecon_host_sim::output::parse_npy(data) {
         assert_eq!(Some(values.len()), rows.checked_mul(cols));
     }
 });

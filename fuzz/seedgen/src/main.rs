@@ -263,8 +263,8 @@ fn board_sessions() -> Vec<(String, Vec<u8>)> {
 
 /// Checkpoints of every optimizer kind, as `train --checkpoint-every` writes them.
 fn checkpoints() -> Vec<(String, Vec<u8>)> {
-    use fedrecon_host_sim::checkpoint::Checkpoint;
     use fedrecon_host_sim::config::{Config, Preset};
+    use fedrecon_host_sim::output::checkpoint::Checkpoint;
     let cfg = Config::preset(Preset::Tutorial).to_toml_string();
     let jsonl = "{\"kind\":\"train\",\"round\":1,\"loss\":1.5,\"rating_accuracy\":0.25,\"seconds\":0.01,\"bytes_down\":10,\"bytes_up\":20}\n";
     let vecs: [(u8, u32, Vec<Vec<f32>>); 5] = [
@@ -295,7 +295,7 @@ fn checkpoints() -> Vec<(String, Vec<u8>)> {
 
 /// NPY files as `train` writes `items.npy`, and a version-2 header.
 fn npys() -> Vec<(String, Vec<u8>)> {
-    use fedrecon_host_sim::report::npy_header;
+    use fedrecon_host_sim::output::npy_header;
     let mut out = Vec::new();
     for (r, c) in [(3usize, 4usize), (0, 8), (5, 1)] {
         let mut b = npy_header(&[r, c]);
@@ -326,9 +326,15 @@ fn configs() -> Vec<(String, Vec<u8>)> {
     let base = Config::preset(Preset::Paper).to_toml_string();
     let sgd = "[server]\noptimizer = \"sgd\"\nlr = 1.0\n";
     for (name, server) in [
-        ("momentum", "[server]\noptimizer = \"momentum\"\nlr = 1.0\nmomentum = 0.9\nnesterov = true\n"),
+        (
+            "momentum",
+            "[server]\noptimizer = \"momentum\"\nlr = 1.0\nmomentum = 0.9\nnesterov = true\n",
+        ),
         ("adam", "[server]\noptimizer = \"adam\"\nlr = 0.01\n"),
-        ("yogi", "[server]\noptimizer = \"yogi\"\nlr = 0.01\ninitial_accumulator = 1e-6\n"),
+        (
+            "yogi",
+            "[server]\noptimizer = \"yogi\"\nlr = 0.01\ninitial_accumulator = 1e-6\n",
+        ),
         ("adagrad", "[server]\noptimizer = \"adagrad\"\nlr = 0.1\n"),
     ] {
         out.push((format!("server-{name}"), base.replace(sgd, server)));
@@ -346,6 +352,56 @@ fn configs() -> Vec<(String, Vec<u8>)> {
         "preset = \"tutorial\"\n[reliability]\ncheckpoint_every = 5\ndropout = 0.1\nover_select = 0.2\nmin_clients = 3\nmax_update_norm = 100.0\nmax_weight = 300\n[run]\nthreads = \"none\"\nrounds = 7\n".into(),
     ));
     out.into_iter().map(|(n, s)| (n, s.into_bytes())).collect()
+}
+
+/// Small synthetic rating and movie files in every MovieLens format (never MovieLens data):
+/// format byte, ratings, NUL, movies.
+fn movielens_files() -> Vec<(String, Vec<u8>)> {
+    let mut dat = String::new();
+    let mut tab = String::new();
+    let mut csv = String::from("userId,movieId,rating,timestamp\n");
+    for u in 1..=6u32 {
+        for j in 0..5u32 {
+            let item = (u * 7 + j * 3) % 11 + 1;
+            let r = 1 + (u + j) % 5;
+            dat.push_str(&format!("{u}::{item}::{r}::{}\n", 978_300_000 + j));
+            tab.push_str(&format!("{u}\t{item}\t{r}\t{}\r\n", 881_250_000 + j));
+            let value = if j % 2 == 0 {
+                format!("{}.5", r - 1)
+            } else {
+                format!("{r}.0")
+            };
+            csv.push_str(&format!("{u},{item},{value},{}\n", 1_100_000_000 + j));
+        }
+    }
+    let mut movies_dat = String::new();
+    let mut movies_tab = String::new();
+    let mut movies_csv = String::from("movieId,title,genres\n");
+    for i in 1..=11u32 {
+        movies_dat.push_str(&format!("{i}::Film {i} (1999)::Drama|Comedy\n"));
+        movies_tab.push_str(&format!(
+            "{i}|Film {i} (1999)|01-Jan-1999||http://x|0|1|0\n"
+        ));
+        movies_csv.push_str(&if i % 3 == 0 {
+            format!("{i},\"Film, {i} (1999)\",Drama\n")
+        } else {
+            format!("{i},Film {i} (1999),Comedy|Drama\n")
+        });
+    }
+    let mut out = Vec::new();
+    for (f, name, r, m) in [
+        (0u8, "dat", dat, movies_dat),
+        (1, "tab", tab, movies_tab),
+        (2, "csv", csv, movies_csv),
+    ] {
+        let mut with = vec![f];
+        with.extend_from_slice(r.as_bytes());
+        out.push((format!("{name}-ratings"), with.clone()));
+        with.push(0);
+        with.extend_from_slice(m.as_bytes());
+        out.push((format!("{name}-with-movies"), with));
+    }
+    out
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
@@ -375,6 +431,7 @@ fn main() {
         ("checkpoint", checkpoints()),
         ("npy", npys()),
         ("config_toml", configs()),
+        ("movielens", movielens_files()),
     ] {
         for (name, bytes) in seeds {
             write(&root.join(target), &name, &bytes);

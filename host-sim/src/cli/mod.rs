@@ -1,6 +1,7 @@
 //! The `fedrecon` command line: `train`, `config`, `stats`, `recommend`, `bench`,
 //! `centralized`.
 
+pub mod interrupt;
 pub mod resume;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a federated training experiment and evaluate it on held-out users.
+    // Negative numbers are values (`--client-lr -1` is then refused by validation, naming the
+    // key), not unknown flags.
+    #[command(allow_negative_numbers = true)]
     Train(Box<TrainArgs>),
     /// Print a preset's (or a file's) full configuration as TOML.
     Config(ConfigArgs),
@@ -43,6 +47,7 @@ pub enum Command {
     Bench(crate::baselines::bench::BenchArgs),
     /// Train the same model centrally on the training users (the upper bound) and evaluate it
     /// on the held-out users exactly as `train` does.
+    #[command(allow_negative_numbers = true)]
     Centralized(crate::baselines::centralized::CentralizedArgs),
 }
 
@@ -263,15 +268,18 @@ fn train(a: TrainArgs) -> Result<()> {
     a.dp.apply(&mut cfg.privacy);
     cfg.validate()
         .context("building the configuration (--downlink / --uplink / --dp-* flags)")?;
-    if let Some(dir) = &a.out {
-        output::prepare_out_dir(dir, a.force)?;
-    }
     let data = a.data.clone().context("--data is required")?;
     let ratings = load_data(&data)?;
+    // Held until the run ends: a second writer or resumer fails at once naming this process.
+    let _claim = match &a.out {
+        Some(dir) => Some(output::RunDir::create(dir, a.force)?),
+        None => None,
+    };
     let opts = RunOptions {
         out: a.out.clone(),
         progress: !a.no_progress,
         plots: !a.no_plots,
+        interrupts: Some(interrupt::Interrupts::install().context("installing signal handlers")?),
     };
     let ck = crate::run::Checkpointing {
         data_dir: std::path::absolute(&data).unwrap_or(data),

@@ -484,21 +484,46 @@ pub fn load(dir: &Path) -> Result<Ratings, LoadError> {
     let format = detect_format(dir)?;
     let path = dir.join(format.ratings_file());
     let bytes = read(&path)?;
-    let mut ratings = parse_ratings(&bytes, format, &path)?;
     let movies = dir.join(format.movies_file());
-    if movies.is_file() {
-        let bytes = read(&movies)?;
+    let movie_bytes = if movies.is_file() {
+        Some(read(&movies)?)
+    } else {
+        None
+    };
+    parse(
+        format,
+        (&path, &bytes),
+        movie_bytes.as_deref().map(|b| (movies.as_path(), b)),
+    )
+}
+
+/// Parses the bytes of a ratings file and optionally its movie file, as [`load`] reads them
+/// (`(path for messages, bytes)`). A UTF-8 byte-order mark at the start of either is skipped.
+pub fn parse(
+    format: Format,
+    ratings: (&Path, &[u8]),
+    movies: Option<(&Path, &[u8])>,
+) -> Result<Ratings, LoadError> {
+    let (path, bytes) = ratings;
+    let mut ratings = parse_ratings(strip_bom(bytes), format, path)?;
+    if let Some((path, bytes)) = movies {
         let mut items = IdMap::default();
         for &raw in &ratings.item_raw_ids {
             items.get_or_insert(raw);
         }
-        parse_titles(&bytes, format, &movies, |raw, title| {
+        parse_titles(strip_bom(bytes), format, path, |raw, title| {
             if let Some(dense) = items.get(raw) {
                 ratings.titles[dense as usize] = Some(title);
             }
         })?;
     }
     Ok(ratings)
+}
+
+/// `bytes` without a leading UTF-8 byte-order mark (editors on Windows add one; it would
+/// otherwise become part of the first field: "not a number: 'ï»¿1'").
+fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, LoadError> {

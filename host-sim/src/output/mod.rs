@@ -9,6 +9,9 @@
 
 pub mod checkpoint;
 pub mod plot;
+pub mod run_dir;
+
+pub use run_dir::{LOCK_FILE, RunDir};
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -41,10 +44,11 @@ pub enum Record {
     Train {
         /// 1-based round.
         round: u32,
-        /// Training loss (post-reconstruction batches, before each step).
-        loss: f64,
-        /// Training rating accuracy.
-        rating_accuracy: f64,
+        /// Training loss (post-reconstruction batches, before each step); `null` for a skipped
+        /// round, which trained nothing (a 0.0 there read as a perfect round).
+        loss: Option<f64>,
+        /// Training rating accuracy; `null` for a skipped round.
+        rating_accuracy: Option<f64>,
         /// Wall-clock seconds of the round.
         seconds: f64,
         /// Bytes sent to devices.
@@ -69,8 +73,8 @@ impl From<&RoundStats> for Record {
     fn from(s: &RoundStats) -> Self {
         Record::Train {
             round: s.round,
-            loss: s.loss,
-            rating_accuracy: s.rating_accuracy,
+            loss: (!s.faults.skipped).then_some(s.loss),
+            rating_accuracy: (!s.faults.skipped).then_some(s.rating_accuracy),
             seconds: s.seconds,
             bytes_down: s.bytes_down,
             bytes_up: s.bytes_up,
@@ -107,8 +111,10 @@ impl Record {
                 privacy,
                 ..
             } => format!(
-                "train,{round},,{loss},{rating_accuracy},,,,,{seconds},{bytes_down},{bytes_up},\
+                "train,{round},,{},{},,,,,{seconds},{bytes_down},{bytes_up},\
                  {},{},{},{},{},{},{},{}",
+                cell(*loss),
+                cell(*rating_accuracy),
                 t.bytes_down_mean,
                 t.bytes_down_max,
                 t.bytes_up_mean,
@@ -135,32 +141,28 @@ impl Record {
     }
 }
 
-/// Creates `dir` or checks it may be written (see the module docs for the policy).
+/// Creates `dir` or checks it may be written (see the module docs for the policy); the check
+/// runs under the directory's lock ([`RunDir::create`]), released on return. A run holds a
+/// [`RunDir`] instead, for its whole life.
 pub fn prepare_out_dir(dir: &Path, force: bool) -> Result<()> {
-    match fs::metadata(dir) {
-        Ok(m) if !m.is_dir() => bail!("--out {}: exists and is not a directory", dir.display()),
-        Ok(_) => {
-            let mut entries = fs::read_dir(dir)
-                .with_context(|| format!("--out {}: cannot list the directory", dir.display()))?;
-            if entries.next().is_some() && !force {
-                bail!(
-                    "--out {}: directory is not empty; refusing to overwrite a previous run \
-                     (choose a new directory, or pass --force to overwrite fedrecon's files in it)",
-                    dir.display()
-                );
-            }
-            Ok(())
-        }
-        Err(_) => fs::create_dir_all(dir)
-            .with_context(|| format!("--out {}: cannot create the directory", dir.display())),
-    }
+    RunDir::create(dir, force).map(drop)
 }
 
 /// Writes `bytes` to `path` atomically (a temporary file beside it, then a rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
-    fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))
+    let res = File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .with_context(|| format!("cannot write {}", tmp.display()))
+        .and_then(|()| {
+            fs::rename(&tmp, path)
+                .with_context(|| format!("cannot move {} into place", path.display()))
+        });
+    if res.is_err() {
+        // A full disk or a directory in the way leaves the old file, and no temporary.
+        let _ = fs::remove_file(&tmp);
+    }
+    res
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
@@ -332,13 +334,14 @@ pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<f32>, usize, usize)> {
 /// The end-of-run table: last training round, and every validation/test evaluation's figures.
 pub fn summary_table(records: &[Record], total_seconds: f64) -> String {
     let mut s = String::new();
+    // The last round that trained (skipped rounds have no loss).
     let last_train = records.iter().rev().find_map(|r| match r {
         Record::Train {
             round,
-            loss,
-            rating_accuracy,
+            loss: Some(loss),
+            rating_accuracy: Some(acc),
             ..
-        } => Some((*round, *loss, *rating_accuracy)),
+        } => Some((*round, *loss, *acc)),
         _ => None,
     });
     let (rounds, secs, up, down) = records.iter().fold((0, 0.0, 0u64, 0u64), |acc, r| match r {
