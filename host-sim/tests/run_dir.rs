@@ -230,3 +230,75 @@ fn sigterm_and_sigint_leave_a_resumable_directory() {
         );
     }
 }
+
+/// Crash consistency: SIGKILLs and SIGTERMs at random moments of a checkpointed run, each
+/// followed by a resume (or a fresh start when no checkpoint was written yet), end with the
+/// uninterrupted run's model and every round's row once.
+#[test]
+fn random_kills_and_terms_then_resumes_give_the_uninterrupted_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_dir(tmp.path());
+    let rounds = 60;
+    let full = tmp.path().join("full");
+    let o = bin().args(train_args(&data, &full, rounds)).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let out = tmp.path().join("chaos");
+    let mut fresh = train_args(&data, &out, rounds);
+    fresh.extend(["--checkpoint-every".into(), "4".into(), "--force".into()]);
+    let resume: Vec<String> = ["train", "--resume", out.to_str().unwrap(), "--no-progress"]
+        .map(String::from)
+        .to_vec();
+    let mut s = 0x0DDB_A11u64;
+    let (mut kills, mut terms, mut finished) = (0, 0, false);
+    for _ in 0..10 {
+        let started_fresh = !out.join("checkpoint.bin").exists();
+        let mut child = spawn(if started_fresh { &fresh } else { &resume });
+        s = fedrecon_host_sim::seeds::splitmix64(s);
+        std::thread::sleep(Duration::from_millis(30 + s % 400));
+        if child.try_wait().unwrap().is_some() {
+            let (status, e) = child_stderr(child);
+            assert!(status.success(), "{e}");
+            finished = true;
+            break;
+        }
+        if s >> 32 & 1 == 0 {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            kills += 1;
+        } else {
+            signal(&child, "TERM");
+            let (status, e) = child_stderr(child);
+            if status.success() {
+                finished = true; // the run ended before the signal landed
+                break;
+            }
+            assert_eq!(status.code(), Some(143), "{e}");
+            assert!(out.join("checkpoint.bin").exists(), "{e}");
+            terms += 1;
+        }
+    }
+    if !finished {
+        let args = if out.join("checkpoint.bin").exists() {
+            resume
+        } else {
+            fresh
+        };
+        let o = bin().args(&args).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    eprintln!("{kills} SIGKILLs, {terms} SIGTERMs");
+    assert!(
+        std::fs::read(out.join("items.npy")).unwrap()
+            == std::fs::read(full.join("items.npy")).unwrap(),
+        "after {kills} SIGKILLs and {terms} SIGTERMs the model differs from the uninterrupted one"
+    );
+    let rounds_seen: Vec<u64> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| v["round"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rounds_seen, (1..=u64::from(rounds)).collect::<Vec<_>>());
+}
