@@ -140,7 +140,11 @@ pub fn run_checkpointed(
 /// evaluations need val and test users (found only after the rounds, the work was lost).
 fn check_splits(cfg: &Config, part: &Partition) -> Result<()> {
     let users = part.train.len() + part.val.len() + part.test.len();
-    for (name, set) in [("train", &part.train), ("val", &part.val), ("test", &part.test)] {
+    for (name, set) in [
+        ("train", &part.train),
+        ("val", &part.val),
+        ("test", &part.test),
+    ] {
         ensure!(
             !set.is_empty(),
             "the {name} split has no users: {users} users (data.max_clients = {}) split with \

@@ -201,19 +201,31 @@ fn configuration_is_checked_whole_before_round_one() {
         with("[privacy]\nenabled = true\nnoise_multiplier = -1.0\n"),
         &["privacy.noise_multiplier"],
     );
-    run(with("[data]\nval_fraction = 0.0\n"), &["val split has no users"]);
-    run(with("[server]\noptimizer = \"sgd\"\nlr = \"abc\"\n"), &["server.lr"]);
+    run(
+        with("[data]\nval_fraction = 0.0\n"),
+        &["val split has no users"],
+    );
+    run(
+        with("[server]\noptimizer = \"sgd\"\nlr = \"abc\"\n"),
+        &["server.lr"],
+    );
     let mut a = args(&data, &out, "3");
     let at = a.iter().position(|s| *s == "--max-clients").unwrap();
     a[at + 1] = "3";
-    run(a.iter().map(|s| s.to_string()).collect(), &["split has no users"]);
+    run(
+        a.iter().map(|s| s.to_string()).collect(),
+        &["split has no users"],
+    );
     let mut a = args(&data, &out, "3");
     let at = a.iter().position(|s| *s == "--threads").unwrap();
     a[at + 1] = "20000";
     run(a.iter().map(|s| s.to_string()).collect(), &["run.threads"]);
     let mut a = args(&data, &out, "3");
     a.extend(["--client-lr", "-1"]);
-    run(a.iter().map(|s| s.to_string()).collect(), &["client.client_lr"]);
+    run(
+        a.iter().map(|s| s.to_string()).collect(),
+        &["client.client_lr"],
+    );
 }
 
 #[test]
@@ -283,7 +295,10 @@ fn skipped_rounds_have_no_loss_and_plots_are_whole() {
         .collect();
     let train: Vec<&serde_json::Value> = rows.iter().filter(|r| r["kind"] == "train").collect();
     let skipped = train.iter().filter(|r| r["skipped"] == true).count();
-    assert!(skipped > 0 && skipped < train.len(), "{skipped} of 12 skipped");
+    assert!(
+        skipped > 0 && skipped < train.len(),
+        "{skipped} of 12 skipped"
+    );
     for r in &train {
         assert_eq!(r["skipped"] == true, r["loss"].is_null(), "{r}");
     }

@@ -240,7 +240,10 @@ fn random_kills_and_terms_then_resumes_give_the_uninterrupted_model() {
     let data = data_dir(tmp.path());
     let rounds = 60;
     let full = tmp.path().join("full");
-    let o = bin().args(train_args(&data, &full, rounds)).output().unwrap();
+    let o = bin()
+        .args(train_args(&data, &full, rounds))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
 
     let out = tmp.path().join("chaos");

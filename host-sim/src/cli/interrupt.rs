@@ -53,10 +53,14 @@ impl Interrupts {
 
     /// The signal received so far, if any.
     pub fn pending(&self) -> Option<Interrupted> {
-        match self.signal.load(Ordering::SeqCst) as i32 {
-            0 => None,
-            SIGINT => Some(Interrupted { signal: SIGINT, name: "SIGINT" }),
-            s => Some(Interrupted { signal: s, name: "SIGTERM" }),
-        }
+        let signal = self.signal.load(Ordering::SeqCst) as i32;
+        (signal != 0).then(|| Interrupted {
+            signal,
+            name: if signal == SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            },
+        })
     }
 }

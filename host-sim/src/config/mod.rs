@@ -902,9 +902,7 @@ fn quoted_key(text: &str, table: &str, msg: &str) -> Option<(String, toml::Value
         msg.contains(&shown)
     });
     let (key, value) = hits.next()?;
-    hits.next()
-        .is_none()
-        .then(|| (key.clone(), value.clone()))
+    hits.next().is_none().then(|| (key.clone(), value.clone()))
 }
 
 /// serde helper: an optional integer written as the number or the string `"none"`.

@@ -445,10 +445,15 @@ mod tests {
                 opt_vecs,
                 ..sample()
             };
-            let back = Checkpoint::decode(&ck.encode()).unwrap_or_else(|e| panic!("{cfg:?}: {e:#}"));
+            let back =
+                Checkpoint::decode(&ck.encode()).unwrap_or_else(|e| panic!("{cfg:?}: {e:#}"));
             let mut fresh = ServerOptimizer::new(&cfg, 3);
             back.restore_optimizer(&mut fresh).unwrap();
-            assert_eq!(optimizer_state(&fresh), optimizer_state(&trained), "{cfg:?}");
+            assert_eq!(
+                optimizer_state(&fresh),
+                optimizer_state(&trained),
+                "{cfg:?}"
+            );
         }
     }
 

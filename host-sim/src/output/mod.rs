@@ -318,11 +318,15 @@ pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<f32>, usize, usize)> {
     ensure!(dims.len() == 2, "shape {dims:?} is not 2-D");
     let (rows, cols) = (dims[0], dims[1]);
     let body = &bytes[start + hlen..];
+    // The shape is untrusted: its byte count may not fit a usize.
+    let need = rows
+        .checked_mul(cols)
+        .and_then(|n| n.checked_mul(4))
+        .with_context(|| format!("shape ({rows}, {cols}) is too large"))?;
     ensure!(
-        body.len() == rows * cols * 4,
-        "data has {} bytes, shape needs {}",
-        body.len(),
-        rows * cols * 4
+        body.len() == need,
+        "data has {} bytes, shape ({rows}, {cols}) needs {need}",
+        body.len()
     );
     let data = body
         .chunks_exact(4)
@@ -456,6 +460,21 @@ pub fn summary_table(records: &[Record], total_seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A header whose dimensions multiply past `usize` is refused, never wrapped (a wrapped
+    /// product once matched a short body).
+    #[test]
+    fn npy_shape_overflow_is_an_error() {
+        for (rows, cols) in [(1usize << 62, 4usize), (usize::MAX, 1), (1 << 40, 1 << 40)] {
+            let bytes = npy_header(&[rows, cols]);
+            let e = format!("{:#}", parse_npy(&bytes).unwrap_err());
+            assert!(e.contains("too large"), "{rows}x{cols}: {e}");
+        }
+        // (2^62 + 1) x 4 floats wraps to 16 bytes: four floats must not pass as that shape.
+        let mut bytes = npy_header(&[(1 << 62) + 1, 4]);
+        bytes.extend_from_slice(&[0u8; 16]);
+        assert!(parse_npy(&bytes).is_err());
+    }
 
     #[test]
     fn npy_header_is_aligned_and_roundtrips() {

@@ -1,5 +1,5 @@
 //! PNG plots of a run's curves: `train.png` (training loss and rating accuracy per round) and
-//! `eval.png` (validation loss and rating accuracy per evaluation, test as a final point).
+//! `eval.png` (every evaluation as a labelled point over the training curve).
 //!
 //! Rendering uses plotters' pure-Rust bitmap backend and `ab_glyph` text, with no system
 //! libraries. Text needs a TrueType font: the first one found in [`FONT_PATHS`] (or the file

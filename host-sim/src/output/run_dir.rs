@@ -83,12 +83,18 @@ impl RunDir {
                     "{flag} {}: the run directory is in use by {} (lock file {}); wait for it \
                      to finish or stop it first",
                     dir.display(),
-                    if holder.is_empty() { "another fedrecon process" } else { holder },
+                    if holder.is_empty() {
+                        "another fedrecon process"
+                    } else {
+                        holder
+                    },
                     path.display()
                 );
             }
             Err(TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("{flag} {}: cannot lock {}", dir.display(), path.display()));
+                return Err(e).with_context(|| {
+                    format!("{flag} {}: cannot lock {}", dir.display(), path.display())
+                });
             }
         }
         let who = format!(

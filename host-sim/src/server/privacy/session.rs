@@ -60,7 +60,10 @@ impl DpConfig {
         if !self.enabled {
             let d = DpConfig::default();
             let set: Vec<&str> = [
-                (self.noise_multiplier != d.noise_multiplier, "noise_multiplier"),
+                (
+                    self.noise_multiplier != d.noise_multiplier,
+                    "noise_multiplier",
+                ),
                 (self.clip != d.clip, "clip"),
                 (self.adaptive_clip != d.adaptive_clip, "adaptive_clip"),
                 (self.target_quantile != d.target_quantile, "target_quantile"),
