@@ -252,7 +252,7 @@ fn random_kills_and_terms_then_resumes_give_the_uninterrupted_model() {
     let resume: Vec<String> = ["train", "--resume", out.to_str().unwrap(), "--no-progress"]
         .map(String::from)
         .to_vec();
-    let mut s = 0x0DDB_A11u64;
+    let mut s = 0x00DD_BA11_u64;
     let (mut kills, mut terms, mut finished) = (0, 0, false);
     for _ in 0..10 {
         let started_fresh = !out.join("checkpoint.bin").exists();

@@ -54,7 +54,7 @@ impl Interrupts {
     /// The signal received so far, if any.
     pub fn pending(&self) -> Option<Interrupted> {
         let signal = self.signal.load(Ordering::SeqCst) as i32;
-        (signal != 0).then(|| Interrupted {
+        (signal != 0).then_some(Interrupted {
             signal,
             name: if signal == SIGINT {
                 "SIGINT"
