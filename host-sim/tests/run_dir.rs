@@ -238,7 +238,7 @@ fn sigterm_and_sigint_leave_a_resumable_directory() {
 fn random_kills_and_terms_then_resumes_give_the_uninterrupted_model() {
     let tmp = tempfile::tempdir().unwrap();
     let data = data_dir(tmp.path());
-    let rounds = 60;
+    let rounds = 400;
     let full = tmp.path().join("full");
     let o = bin()
         .args(train_args(&data, &full, rounds))
@@ -254,18 +254,18 @@ fn random_kills_and_terms_then_resumes_give_the_uninterrupted_model() {
         .to_vec();
     let mut s = 0x00DD_BA11_u64;
     let (mut kills, mut terms, mut finished) = (0, 0, false);
-    for _ in 0..10 {
+    for i in 0..12 {
         let started_fresh = !out.join("checkpoint.bin").exists();
         let mut child = spawn(if started_fresh { &fresh } else { &resume });
         s = fedrecon_host_sim::seeds::splitmix64(s);
-        std::thread::sleep(Duration::from_millis(30 + s % 400));
+        std::thread::sleep(Duration::from_millis(20 + s % 200));
         if child.try_wait().unwrap().is_some() {
             let (status, e) = child_stderr(child);
             assert!(status.success(), "{e}");
             finished = true;
             break;
         }
-        if s >> 32 & 1 == 0 {
+        if i % 2 == 0 {
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
             kills += 1;
@@ -291,6 +291,7 @@ fn random_kills_and_terms_then_resumes_give_the_uninterrupted_model() {
         assert!(o.status.success(), "{}", stderr(&o));
     }
     eprintln!("{kills} SIGKILLs, {terms} SIGTERMs");
+    assert!(kills > 0 && terms > 0, "{kills} SIGKILLs, {terms} SIGTERMs");
     assert!(
         std::fs::read(out.join("items.npy")).unwrap()
             == std::fs::read(full.join("items.npy")).unwrap(),
