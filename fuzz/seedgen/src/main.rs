@@ -176,7 +176,7 @@ fn wire_streams() -> Vec<(String, Vec<u8>)> {
             Message::Error(ErrorMsg {
                 round: 1,
                 code: ErrorCode::Crc,
-                detail: 0,
+                detail: Some(0),
             }),
         ),
     ];
@@ -281,6 +281,7 @@ fn checkpoints() -> Vec<(String, Vec<u8>)> {
                 config_toml: cfg.clone(),
                 data_dir: "/data/synthetic".into(),
                 fingerprint: [8, 200, 1, 25, 1, 25, 6],
+                data_digest: 0x9E37_79B9_7F4A_7C15,
                 params: (0..6).map(|i| i as f32 * 0.125 - 0.3).collect(),
                 opt_tag: tag,
                 opt_t: t,
@@ -426,6 +427,33 @@ fn main() {
             r.extend(to_records(s));
             write(&root.join("firmware_board"), &format!("{name}-{tag}"), &r);
         }
+    }
+    // Seeds that the readers refuse would start the fuzzer in the error paths only.
+    for (name, b) in checkpoints() {
+        fedrecon_host_sim::output::checkpoint::Checkpoint::decode(&b).expect(&name);
+    }
+    for (name, b) in npys() {
+        fedrecon_host_sim::output::parse_npy(&b).expect(&name);
+    }
+    for (name, b) in configs() {
+        let text = String::from_utf8(b).unwrap();
+        let cfg = fedrecon_host_sim::config::Config::from_toml_str(&text, &name, None)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        cfg.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    for (name, b) in movielens_files() {
+        use fedrecon_host_sim::data::movielens::{Format, parse};
+        let p = std::path::Path::new(&name);
+        let (ratings, movies) = match b[1..].iter().position(|&x| x == 0) {
+            Some(i) => (&b[1..1 + i], Some(&b[2 + i..])),
+            None => (&b[1..], None),
+        };
+        parse(
+            Format::ALL[usize::from(b[0])],
+            (p, ratings),
+            movies.map(|m| (p, m)),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     for (target, seeds) in [
         ("checkpoint", checkpoints()),
