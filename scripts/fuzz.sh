@@ -47,6 +47,6 @@ for t in "${targets[@]}"; do
         exit 1
     fi
     # The last status line: executions, edges covered (cov), features (ft), corpus size.
-    grep -E '^#[0-9]+ +DONE' "$log" | tail -n 1 | sed 's/^#/runs /'
+    { grep -E '^#[0-9]+[[:space:]]+DONE' "$log" || echo 'ok'; } | tail -n 1 | sed 's/^#/runs /'
     rm -f "$log"
 done
