@@ -1,10 +1,13 @@
-//! `fedrecon`: the simulator's command line (see `fedrecon --help` and [`fedrecon_host_sim::cli`]).
+//! `fedrecon`: the simulator's command line (see `fedrecon --help`). The command-line types
+//! live here, in the binary; the library (`fedrecon_host_sim`) takes typed options.
 
-use fedrecon_host_sim::cli::interrupt::Interrupted;
+mod cli;
+
+use fedrecon_host_sim::run::Interrupted;
 
 fn main() -> std::process::ExitCode {
     quiet_on_closed_stdout();
-    match fedrecon_host_sim::cli::main() {
+    match cli::main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<Interrupted>() {
             // Interrupted runs exit as the shell reports a signal (130 SIGINT, 143 SIGTERM).

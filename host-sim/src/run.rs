@@ -8,8 +8,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub mod interrupt;
+
+pub use interrupt::{Interrupted, Interrupts};
+
 use crate::board::{BoardOptions, BoardStats, Boards};
-use crate::cli::interrupt::Interrupts;
 use crate::config::Config;
 use crate::data::movielens::Ratings;
 use crate::data::partition::{Partition, partition};
@@ -29,7 +32,7 @@ pub struct RunOptions {
     /// Write `train.png` / `eval.png` into the output directory.
     pub plots: bool,
     /// SIGINT/SIGTERM, polled between rounds: the run writes a checkpoint (with an output
-    /// directory) and fails with [`crate::cli::interrupt::Interrupted`]; `None` leaves the
+    /// directory) and fails with [`Interrupted`]; `None` leaves the
     /// signals' default action.
     pub interrupts: Option<Interrupts>,
 }
@@ -244,7 +247,9 @@ fn run_k<S: SimScalar, const K: usize>(
 
     let start = sim.rounds_done();
     if boards.any() {
-        sim.attach_boards(Boards::open(boards, K, S::KIND, cfg.run.seed)?)?;
+        let opened =
+            Boards::open(boards, K, S::KIND, cfg.run.seed).context("opening the boards")?;
+        sim.attach_boards(opened)?;
     }
     tracing::info!(
         threads = sim.threads(),
@@ -309,7 +314,7 @@ fn run_k<S: SimScalar, const K: usize>(
     };
     // A signal stops the run between rounds, after a checkpoint of the last finished one.
     let pending = || opts.interrupts.as_ref().and_then(Interrupts::pending);
-    let stop = |sig: crate::cli::interrupt::Interrupted, done: u32, sim: &Simulation<S, K>| {
+    let stop = |sig: Interrupted, done: u32, sim: &Simulation<S, K>| {
         bar.finish_and_clear();
         let how = match &opts.out {
             Some(_) if cfg.privacy.enabled => {

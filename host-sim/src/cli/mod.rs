@@ -1,8 +1,10 @@
 //! The `fedrecon` command line: `train`, `config`, `stats`, `recommend`, `bench`,
 //! `centralized`.
 
-pub mod interrupt;
-pub mod resume;
+mod bench;
+mod centralized;
+mod flags;
+mod resume;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -10,13 +12,13 @@ use std::str::FromStr;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, Overrides, Preset};
-use crate::data::movielens::{self, Ratings};
-use crate::data::partition::{Client, partition};
-use crate::dispatch_k;
-use crate::output;
-use crate::round::{self, WORKER_STACK, load_client, new_workspace};
-use crate::run::RunOptions;
+use fedrecon_host_sim::config::{Config, Overrides, Preset};
+use fedrecon_host_sim::data::movielens::{self, Ratings};
+use fedrecon_host_sim::data::partition::{Client, partition};
+use fedrecon_host_sim::dispatch_k;
+use fedrecon_host_sim::output;
+use fedrecon_host_sim::round::{self, WORKER_STACK, load_client, new_workspace};
+use fedrecon_host_sim::run::{Interrupts, RunOptions};
 
 /// Federated Reconstruction (Singhal et al. 2021) for matrix factorization: a simulator of
 /// thousands of virtual fedrecon devices on MovieLens.
@@ -44,11 +46,11 @@ pub enum Command {
     /// Reconstruct one user's embedding from all their ratings and print their top titles.
     Recommend(RecommendArgs),
     /// Time one round over the whole paper training population against a plain SGD loop.
-    Bench(crate::baselines::bench::BenchArgs),
+    Bench(bench::BenchArgs),
     /// Train the same model centrally on the training users (the upper bound) and evaluate it
     /// on the held-out users exactly as `train` does.
     #[command(allow_negative_numbers = true)]
-    Centralized(crate::baselines::centralized::CentralizedArgs),
+    Centralized(centralized::CentralizedArgs),
 }
 
 /// A number or `none` (unset / all / automatic).
@@ -115,7 +117,7 @@ pub struct TrainArgs {
     pub k: Option<usize>,
     /// Device arithmetic: f32, q16 (Q16.16 fixed point; `fixed` also works) or q12 (Q3.12).
     #[arg(long)]
-    pub scalar: Option<crate::config::Scalar>,
+    pub scalar: Option<fedrecon_host_sim::config::Scalar>,
     /// Server learning rate.
     #[arg(long)]
     pub server_lr: Option<f32>,
@@ -148,10 +150,10 @@ pub struct TrainArgs {
     pub no_plots: bool,
     #[allow(missing_docs)] // downlink / uplink flags
     #[command(flatten)]
-    pub comm: crate::comm::CommArgs,
+    pub comm: flags::CommArgs,
     #[allow(missing_docs)] // differential-privacy flags
     #[command(flatten)]
-    pub dp: crate::server::privacy::DpArgs,
+    pub dp: flags::DpArgs,
     /// Boot N QEMU boards (the firmware's `qemu` image) that train the first clients of each
     /// round that fit them, bit-identically (needs `cargo build-fw` and qemu-system-arm).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -225,8 +227,8 @@ pub fn main() -> Result<()> {
         }
         Command::Stats(a) => stats(&a.data),
         Command::Recommend(a) => recommend(a),
-        Command::Bench(a) => crate::baselines::bench::bench(&a),
-        Command::Centralized(a) => crate::baselines::centralized::centralized(&a),
+        Command::Bench(a) => bench::bench(&a),
+        Command::Centralized(a) => centralized::centralized(&a),
     }
 }
 
@@ -268,31 +270,37 @@ fn train(a: TrainArgs) -> Result<()> {
     a.dp.apply(&mut cfg.privacy);
     cfg.validate()
         .context("building the configuration (--downlink / --uplink / --dp-* flags)")?;
-    let data = a.data.clone().context("--data is required")?;
-    let ratings = load_data(&data)?;
-    // Held until the run ends: a second writer or resumer fails at once naming this process.
+    // Claimed before the data is read and held until the run ends: a second writer or
+    // resumer fails at once naming this process.
     let _claim = match &a.out {
-        Some(dir) => Some(output::RunDir::create(dir, a.force)?),
+        Some(dir) => Some(output::RunDir::create(dir, a.force).with_context(|| {
+            format!(
+                "--out {} (--force overwrites fedrecon's files in it)",
+                dir.display()
+            )
+        })?),
         None => None,
     };
+    let data = a.data.clone().context("--data is required")?;
+    let ratings = load_data(&data)?;
     let opts = RunOptions {
         out: a.out.clone(),
         progress: !a.no_progress,
         plots: !a.no_plots,
-        interrupts: Some(interrupt::Interrupts::install().context("installing signal handlers")?),
+        interrupts: Some(Interrupts::install().context("installing signal handlers")?),
     };
-    let ck = crate::run::Checkpointing {
+    let ck = fedrecon_host_sim::run::Checkpointing {
         data_dir: std::path::absolute(&data).unwrap_or(data),
         resume: None,
     };
-    let boards = crate::board::BoardOptions {
+    let boards = fedrecon_host_sim::board::BoardOptions {
         qemu_devices: a.qemu_devices,
         firmware: a.firmware.clone(),
         devices: a.devices.clone(),
         link_faults: a.link_faults,
         link_timeout: None,
     };
-    let res = crate::run::run_checkpointed(&cfg, &ratings, &opts, &ck, &boards)?;
+    let res = fedrecon_host_sim::run::run_checkpointed(&cfg, &ratings, &opts, &ck, &boards)?;
     println!("{}", output::summary_table(&res.records, res.seconds));
     if let Some(dir) = &a.out {
         println!("outputs in {}", dir.display());
@@ -415,7 +423,7 @@ fn recommend_k<const K: usize>(
     dev.reconstruct(
         &rows,
         &rc,
-        crate::seeds::derive(&[cfg.run.seed, 6, client.user.into()]),
+        fedrecon_host_sim::seeds::derive(&[cfg.run.seed, 6, client.user.into()]),
     )
     .map_err(|e| anyhow!("reconstructing the user: {e}"))?;
     let mut top =

@@ -12,10 +12,10 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
 use crate::cli::{TrainArgs, load_data, overrides};
-use crate::config::{Config, Overrides};
-use crate::output::checkpoint;
-use crate::output::{self, RunDir};
-use crate::run::{Checkpointing, RunOptions, run_checkpointed};
+use fedrecon_host_sim::config::{Config, Overrides};
+use fedrecon_host_sim::output::checkpoint;
+use fedrecon_host_sim::output::{self, RunDir};
+use fedrecon_host_sim::run::{Checkpointing, Interrupts, RunOptions, run_checkpointed};
 
 /// Checkpoint, dropout and update-validation flags of `train`.
 #[derive(Debug, Args, Default)]
@@ -122,7 +122,7 @@ pub fn resume(a: TrainArgs) -> Result<()> {
     let dir = a.reliability.resume.clone().expect("called with --resume");
     // Claimed before the checkpoint is read, and held to the end: no other process writes
     // into the directory while this one checks and continues it.
-    let claim = RunDir::open(&dir)?;
+    let claim = RunDir::open(&dir).with_context(|| format!("--resume {}", dir.display()))?;
     for (given, flag) in [
         (a.qemu_devices > 0, "--qemu-devices"),
         (!a.devices.is_empty(), "--device"),
@@ -136,7 +136,7 @@ pub fn resume(a: TrainArgs) -> Result<()> {
             dir.display()
         );
     }
-    let ck = checkpoint::load(&dir)?;
+    let ck = checkpoint::load(&dir).with_context(|| format!("--resume {}", dir.display()))?;
     let ck_name = format!("the checkpoint {}", dir.join(checkpoint::FILE).display());
     let stored = Config::from_toml_str(&ck.config_toml, &ck_name, None)
         .map_err(anyhow::Error::from)
@@ -209,9 +209,7 @@ pub fn resume(a: TrainArgs) -> Result<()> {
         out: Some(claim.path().to_path_buf()),
         progress: !a.no_progress,
         plots: !a.no_plots,
-        interrupts: Some(
-            crate::cli::interrupt::Interrupts::install().context("installing signal handlers")?,
-        ),
+        interrupts: Some(Interrupts::install().context("installing signal handlers")?),
     };
     let ckpt = Checkpointing {
         data_dir: data,

@@ -57,7 +57,7 @@ pub enum Record {
         bytes_up: u64,
         /// Dropouts, rejected updates, a skipped round (fields present only when non-empty).
         #[serde(flatten)]
-        faults: crate::config::reliability::RoundFaults,
+        faults: crate::round::faults::RoundFaults,
         /// Per-client bytes (mean, max) down and up, rows per update, update norms.
         #[serde(flatten)]
         traffic: TrafficStats,
@@ -86,7 +86,7 @@ impl From<&RoundStats> for Record {
 }
 
 /// CSV header of `metrics.csv` (empty cells where a record has no such field).
-pub const CSV_HEADER: &str = "kind,round,split,loss,rating_accuracy,rmse,mae,recall_at_10,\
+pub(crate) const CSV_HEADER: &str = "kind,round,split,loss,rating_accuracy,rmse,mae,recall_at_10,\
                               ndcg_at_10,seconds,bytes_down,bytes_up,bytes_down_mean,\
                               bytes_down_max,bytes_up_mean,bytes_up_max,rows_up_mean,\
                               update_norm_median,epsilon,delta";
@@ -148,8 +148,11 @@ pub fn prepare_out_dir(dir: &Path, force: bool) -> Result<()> {
     RunDir::create(dir, force).map(drop)
 }
 
-/// Writes `bytes` to `path` atomically (a temporary file beside it, then a rename).
+/// The one way fedrecon replaces a file: writes `bytes` to `path` crash-safely (a reader sees
+/// the old or the new file, never a mix): a temporary file in the same directory, fsynced,
+/// renamed over `path`, then the directory fsynced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = tmp_path(path);
     let res = File::create(&tmp)
         .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
@@ -161,8 +164,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if res.is_err() {
         // A full disk or a directory in the way leaves the old file, and no temporary.
         let _ = fs::remove_file(&tmp);
+        return res;
     }
-    res
+    // Persist the rename itself (directories can be opened and fsynced on Unix).
+    if let Ok(d) = File::open(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
@@ -236,7 +248,8 @@ impl MetricsLog {
     }
 }
 
-/// The NPY v1.0 header for a C-order little-endian `f32` array of `shape`.
+/// The NPY v1.0 header for a C-order little-endian `f32` array of `shape` (public for the
+/// fuzz seed generator, which writes valid and oversized headers).
 pub fn npy_header(shape: &[usize]) -> Vec<u8> {
     let dims = match shape {
         [n] => format!("({n},)"),
@@ -281,7 +294,8 @@ pub fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     parse_npy(&bytes).with_context(|| format!("{}: not a 2-D '<f4' NPY file", path.display()))
 }
 
-/// Parses the bytes of a 2-D `<f4` C-order NPY file: `(data, rows, cols)`.
+/// Parses the bytes of a 2-D `<f4` C-order NPY file: `(data, rows, cols)` (public for the
+/// `npy` fuzz target: the bytes are untrusted).
 pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<f32>, usize, usize)> {
     ensure!(
         bytes.len() >= 10 && &bytes[..6] == b"\x93NUMPY",

@@ -32,19 +32,19 @@ impl RunDir {
     /// [`crate::output`]).
     pub fn create(dir: &Path, force: bool) -> Result<RunDir> {
         match fs::metadata(dir) {
-            Ok(m) if !m.is_dir() => bail!("--out {}: exists and is not a directory", dir.display()),
+            Ok(m) if !m.is_dir() => bail!("{}: exists and is not a directory", dir.display()),
             Ok(_) => {}
             Err(_) => fs::create_dir_all(dir)
-                .with_context(|| format!("--out {}: cannot create the directory", dir.display()))?,
+                .with_context(|| format!("{}: cannot create the directory", dir.display()))?,
         }
-        let claimed = Self::lock(dir, "--out")?;
+        let claimed = Self::lock(dir)?;
         let mut entries = fs::read_dir(dir)
-            .with_context(|| format!("--out {}: cannot list the directory", dir.display()))?;
+            .with_context(|| format!("{}: cannot list the directory", dir.display()))?;
         let other = entries.any(|e| e.map_or(true, |e| e.file_name() != LOCK_FILE));
         if other && !force {
             bail!(
-                "--out {}: directory is not empty; refusing to overwrite a previous run \
-                 (choose a new directory, or pass --force to overwrite fedrecon's files in it)",
+                "{}: directory is not empty; refusing to overwrite a previous run \
+                 (choose a new directory, or allow overwriting fedrecon's files in it)",
                 dir.display()
             );
         }
@@ -54,9 +54,9 @@ impl RunDir {
     /// Claims the existing run directory `dir` (for `--resume`).
     pub fn open(dir: &Path) -> Result<RunDir> {
         if !dir.is_dir() {
-            bail!("--resume {}: not a directory", dir.display());
+            bail!("{}: not a directory", dir.display());
         }
-        Self::lock(dir, "--resume")
+        Self::lock(dir)
     }
 
     /// The directory.
@@ -64,7 +64,7 @@ impl RunDir {
         &self.path
     }
 
-    fn lock(dir: &Path, flag: &str) -> Result<RunDir> {
+    fn lock(dir: &Path) -> Result<RunDir> {
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -72,7 +72,7 @@ impl RunDir {
             .create(true)
             .truncate(false)
             .open(&path)
-            .with_context(|| format!("{flag} {}: cannot open {}", dir.display(), path.display()))?;
+            .with_context(|| format!("{}: cannot open {}", dir.display(), path.display()))?;
         match FileExt::try_lock(&file) {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -80,7 +80,7 @@ impl RunDir {
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
                 bail!(
-                    "{flag} {}: the run directory is in use by {} (lock file {}); wait for it \
+                    "{}: the run directory is in use by {} (lock file {}); wait for it \
                      to finish or stop it first",
                     dir.display(),
                     if holder.is_empty() {
@@ -92,9 +92,8 @@ impl RunDir {
                 );
             }
             Err(TryLockError::Error(e)) => {
-                return Err(e).with_context(|| {
-                    format!("{flag} {}: cannot lock {}", dir.display(), path.display())
-                });
+                return Err(e)
+                    .with_context(|| format!("{}: cannot lock {}", dir.display(), path.display()));
             }
         }
         let who = format!(

@@ -2,8 +2,7 @@
 //! formulas (docs/SEMANTICS.md "Server"), determinism across thread counts, an end-to-end run on a
 //! synthetic low-rank dataset, output files, and a short real ML-1M run when the data exists.
 
-mod common;
-use common::synthetic;
+use crate::common::synthetic;
 
 use std::path::{Path, PathBuf};
 

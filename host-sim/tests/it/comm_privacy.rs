@@ -2,8 +2,7 @@
 //! are the lengths of the real encoded frames; quantization error bounds and the unbiasedness of
 //! stochastic rounding; dense / padded / sparse updates train the same model.
 
-mod common;
-use common::synthetic;
+use crate::common::synthetic;
 
 use fedrecon_core::rng::DeviceRng;
 use fedrecon_core::wire::{self, Kind, RowEncoding, UpdateInfo};

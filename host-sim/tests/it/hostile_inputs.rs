@@ -2,8 +2,7 @@
 //! run directory is touched) and names what is wrong; what used to be lost, mixed or silently
 //! ignored is not.
 
-mod common;
-use common::{bin, fedrecon, snapshot, stderr, synthetic};
+use crate::common::{bin, fedrecon, snapshot, stderr, synthetic};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -3,8 +3,7 @@
 //! resumable directory, and a resume refuses anything it cannot honour before touching the
 //! directory.
 
-mod common;
-use common::{bin, fedrecon, snapshot, stderr, synthetic};
+use crate::common::{bin, fedrecon, snapshot, stderr, synthetic};
 
 use std::path::Path;
 use std::process::{Child, Stdio};

@@ -1,5 +1,6 @@
-//! SIGINT and SIGTERM during a run: the round in progress finishes, a checkpoint is written,
-//! and the command exits with 128 + the signal (130, 143) after saying how to resume.
+//! SIGINT and SIGTERM during a run (installed by the command line's `train` and resume): the
+//! round in progress finishes, a checkpoint is written, and the command exits with 128 + the
+//! signal (130, 143) after saying how to resume.
 //!
 //! The handlers only set a flag ([`signal_hook::flag`]); the round loop polls it between
 //! rounds. A second signal while the first is being handled ends the process at once, with
