@@ -38,6 +38,10 @@ done
 step "fuzz the wire frame decoder for a bounded time (no panic on any input)"
 cargo run --release --locked -p fedrecon-core --example fuzz_frames -- --seconds 15
 
+step "coverage-guided fuzzing (cargo-fuzz): every parser of untrusted input, 5 s per target"
+# Installs nightly (minimal) and cargo-fuzz when missing; stable stays the default toolchain.
+bash scripts/fuzz.sh --seconds 5
+
 # One build and one QEMU boot per case per target: Cortex-M4F (mps2-an386), and the FPU-less
 # Cortex-M3 and Cortex-M0+ instruction sets on mps2-an385 and RV32IMC on riscv32 virt, where
 # every f32 operation is soft-float and must still give the host's bits.

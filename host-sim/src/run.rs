@@ -8,6 +8,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub mod interrupt;
+
+pub use interrupt::{Interrupted, Interrupts};
+
 use crate::board::{BoardOptions, BoardStats, Boards};
 use crate::config::Config;
 use crate::data::movielens::Ratings;
@@ -21,13 +25,16 @@ use crate::round::{SimScalar, Simulation, Split};
 /// How to run an experiment besides its [`Config`].
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Output directory (already checked with [`output::prepare_out_dir`]); `None` writes
-    /// nothing.
+    /// Output directory (claimed with [`output::RunDir`]); `None` writes nothing.
     pub out: Option<PathBuf>,
     /// Show a progress bar over rounds.
     pub progress: bool,
     /// Write `train.png` / `eval.png` into the output directory.
     pub plots: bool,
+    /// SIGINT/SIGTERM, polled between rounds: the run writes a checkpoint (with an output
+    /// directory) and fails with [`Interrupted`]; `None` leaves the
+    /// signals' default action.
+    pub interrupts: Option<Interrupts>,
 }
 
 /// What an experiment produced.
@@ -132,6 +139,30 @@ pub fn run_checkpointed(
     )
 }
 
+/// Every split must hold users before round 1: training needs train users and the final
+/// evaluations need val and test users (found only after the rounds, the work was lost).
+fn check_splits(cfg: &Config, part: &Partition) -> Result<()> {
+    let users = part.train.len() + part.val.len() + part.test.len();
+    for (name, set) in [
+        ("train", &part.train),
+        ("val", &part.val),
+        ("test", &part.test),
+    ] {
+        ensure!(
+            !set.is_empty(),
+            "the {name} split has no users: {users} users (data.max_clients = {}) split with \
+             data.train_fraction = {} and data.val_fraction = {} leave it empty; every split \
+             needs at least one user",
+            cfg.data
+                .max_clients
+                .map_or("none".to_string(), |m| m.to_string()),
+            cfg.data.train_fraction,
+            cfg.data.val_fraction
+        );
+    }
+    Ok(())
+}
+
 fn run_k<S: SimScalar, const K: usize>(
     cfg: &Config,
     part: &Partition,
@@ -142,7 +173,13 @@ fn run_k<S: SimScalar, const K: usize>(
 ) -> Result<RunResult> {
     let t0 = Instant::now();
     let resume = ckpt.resume.as_ref();
+    check_splits(cfg, part)?;
     let fingerprint = checkpoint::fingerprint(part, num_items);
+    let data_digest = checkpoint::data_digest(part, num_items);
+    // Everything below is checked before the output directory is touched: a refused resume
+    // leaves it as it was.
+    let mut sim = Simulation::<S, K>::new(cfg, part, num_items)?;
+    let mut records = Vec::new();
     if let Some(ck) = resume {
         ensure!(
             ck.fingerprint == fingerprint,
@@ -151,6 +188,34 @@ fn run_k<S: SimScalar, const K: usize>(
             fingerprint,
             ck.fingerprint
         );
+        ensure!(
+            ck.data_digest == data_digest,
+            "the data differs from the checkpointed run's: same users, ratings and items, \
+             other contents (digest {data_digest:016x} now, {:016x} in the checkpoint)",
+            ck.data_digest
+        );
+        ensure!(
+            ck.round <= cfg.run.rounds,
+            "the checkpoint is at round {} but the run has {} rounds",
+            ck.round,
+            cfg.run.rounds
+        );
+        records = ck.records()?;
+        let trained: Vec<u32> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Train { round, .. } => Some(*round),
+                Record::Eval(_) => None,
+            })
+            .collect();
+        ensure!(
+            trained.iter().copied().eq(1..=ck.round),
+            "the checkpoint's metrics do not hold rounds 1..={} once each, in order",
+            ck.round
+        );
+        let mut opt = sim.optimizer().clone();
+        ck.restore_optimizer(&mut opt)?;
+        sim.restore(ck.round, ck.params.clone(), opt)?;
     }
     let mut log = match (&opts.out, resume) {
         (Some(dir), None) => {
@@ -165,14 +230,13 @@ fn run_k<S: SimScalar, const K: usize>(
         }
         (Some(dir), Some(ck)) => {
             checkpoint::rewind_metrics(dir, ck)?;
-            Some(MetricsLog::append(dir, ck.records()?)?)
+            Some(MetricsLog::append(dir, records.clone())?)
         }
         (None, _) => None,
     };
-    let mut records = match resume {
-        Some(ck) => ck.records()?,
-        None => Vec::new(),
-    };
+    if let Some(ck) = resume {
+        tracing::info!(round = ck.round, "resumed from the checkpoint");
+    }
     let mut emit = |r: Record| -> Result<()> {
         if let Some(log) = log.as_mut() {
             log.push(r.clone())?;
@@ -181,13 +245,6 @@ fn run_k<S: SimScalar, const K: usize>(
         Ok(())
     };
 
-    let mut sim = Simulation::<S, K>::new(cfg, part, num_items)?;
-    if let Some(ck) = resume {
-        let mut opt = sim.optimizer().clone();
-        ck.restore_optimizer(&mut opt)?;
-        sim.restore(ck.round, ck.params.clone(), opt)?;
-        tracing::info!(round = ck.round, "resumed from the checkpoint");
-    }
     let start = sim.rounds_done();
     if boards.any() {
         let opened =
@@ -218,7 +275,8 @@ fn run_k<S: SimScalar, const K: usize>(
     };
     let every = cfg.run.eval_every;
     let mut last_val: Option<String> = None;
-    if every > 0 && start == 0 {
+    // (A resume from round 0, after an early interrupt, already holds this evaluation.)
+    if every > 0 && start == 0 && resume.is_none() {
         let e = sim.evaluate(Split::Val)?;
         last_val = Some(format!(
             "val loss {:.3} acc {:.3}",
@@ -233,7 +291,50 @@ fn run_k<S: SimScalar, const K: usize>(
         emit(eval_record(e, sim.privacy_spent()))?;
     }
     let ck_every = cfg.reliability.checkpoint_every;
+    let save = |sim: &Simulation<S, K>, round: u32, dir: &std::path::Path| -> Result<()> {
+        let (opt_tag, opt_t, opt_vecs) = checkpoint::optimizer_state(sim.optimizer());
+        checkpoint::save(
+            dir,
+            Checkpoint {
+                round,
+                config_toml: cfg.to_toml_string(),
+                data_dir: ckpt.data_dir.clone(),
+                fingerprint,
+                data_digest,
+                params: sim.params().to_vec(),
+                opt_tag,
+                opt_t,
+                opt_vecs,
+                metrics_jsonl: String::new(),
+                metrics_csv: String::new(),
+            },
+        )?;
+        tracing::debug!(round, "checkpoint written");
+        Ok(())
+    };
+    // A signal stops the run between rounds, after a checkpoint of the last finished one.
+    let pending = || opts.interrupts.as_ref().and_then(Interrupts::pending);
+    let stop = |sig: Interrupted, done: u32, sim: &Simulation<S, K>| {
+        bar.finish_and_clear();
+        let how = match &opts.out {
+            Some(_) if cfg.privacy.enabled => {
+                "differentially private runs are not checkpointed, so it cannot be resumed".into()
+            }
+            Some(dir) => match save(sim, done, dir) {
+                Ok(()) => format!(
+                    "checkpoint of round {done} written; continue with `fedrecon train --resume {}`",
+                    dir.display()
+                ),
+                Err(e) => format!("the checkpoint of round {done} could not be written: {e:#}"),
+            },
+            None => "nothing was written (no --out)".to_string(),
+        };
+        anyhow::Error::new(sig).context(format!("interrupted after round {done}: {how}"))
+    };
     for round in start + 1..=rounds {
+        if let Some(sig) = pending() {
+            return Err(stop(sig, round - 1, &sim));
+        }
         let s = sim.train_round()?;
         tracing::debug!(
             round,
@@ -268,25 +369,12 @@ fn run_k<S: SimScalar, const K: usize>(
             .as_ref()
             .filter(|_| ck_every > 0 && round % ck_every == 0)
         {
-            let (opt_tag, opt_t, opt_vecs) = checkpoint::optimizer_state(sim.optimizer());
-            checkpoint::save(
-                dir,
-                Checkpoint {
-                    round,
-                    config_toml: cfg.to_toml_string(),
-                    data_dir: ckpt.data_dir.clone(),
-                    fingerprint,
-                    params: sim.params().to_vec(),
-                    opt_tag,
-                    opt_t,
-                    opt_vecs,
-                    metrics_jsonl: String::new(),
-                    metrics_csv: String::new(),
-                },
-            )?;
-            tracing::debug!(round, "checkpoint written");
+            save(&sim, round, dir)?;
         }
         bar.inc(1);
+    }
+    if let Some(sig) = pending() {
+        return Err(stop(sig, rounds.max(start), &sim));
     }
     bar.finish_and_clear();
     let val = sim.evaluate(Split::Val)?;

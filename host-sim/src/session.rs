@@ -79,6 +79,8 @@ pub struct Session {
     ratings: Arc<Ratings>,
     data_dir: PathBuf,
     fingerprint: [u64; 7],
+    /// The partition's contents digest: a resume refuses the same shape with other ratings.
+    data_digest: u64,
     sizes: SplitSizes,
     rounds_done: u32,
     records: Vec<Record>,
@@ -96,6 +98,7 @@ impl Session {
         let part = partition(&ratings, &cfg.data);
         let num_items = ratings.items();
         let fingerprint = checkpoint::fingerprint(&part, num_items);
+        let data_digest = checkpoint::data_digest(&part, num_items);
         let sizes = SplitSizes {
             train: (part.train.len(), part.train.examples()),
             val: (part.val.len(), part.val.examples()),
@@ -126,6 +129,7 @@ impl Session {
             ratings,
             data_dir,
             fingerprint,
+            data_digest,
             sizes,
             rounds_done: 0,
             records: Vec::new(),
@@ -149,6 +153,13 @@ impl Session {
              {:?} now, {:?} in the checkpoint)",
             s.fingerprint,
             ck.fingerprint
+        );
+        ensure!(
+            ck.data_digest == s.data_digest,
+            "the data differs from the checkpointed run's: same users, ratings and items, \
+             other contents (digest {:016x} now, {:016x} in the checkpoint)",
+            s.data_digest,
+            ck.data_digest
         );
         let records = ck.records()?;
         let ck = Arc::new(ck);
@@ -309,6 +320,7 @@ impl Session {
             config_toml,
             data_dir: self.data_dir.clone(),
             fingerprint: self.fingerprint,
+            data_digest: self.data_digest,
             params,
             opt_tag,
             opt_t,

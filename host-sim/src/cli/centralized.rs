@@ -82,6 +82,19 @@ pub fn centralized(a: &CentralizedArgs) -> Result<()> {
         central.user_l2 >= 0.0 && central.item_l2 >= 0.0,
         "--user-l2 and --item-l2 must be >= 0"
     );
+    if let Some(path) = &a.out {
+        // Checked before training: the figures go to a new file, never over a run's outputs.
+        ensure!(
+            !path.is_dir(),
+            "--out {}: is a directory; centralized writes one JSON-lines file (give a file name)",
+            path.display()
+        );
+        ensure!(
+            !path.exists(),
+            "--out {}: exists; refusing to overwrite it (remove it or choose a new file name)",
+            path.display()
+        );
+    }
     let ratings = load_data(&a.data)?;
     let part = partition(&ratings, &cfg.data);
     let res = run_partition(&cfg, &central, &part, ratings.items(), a.eval_every)?;

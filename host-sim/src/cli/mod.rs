@@ -17,7 +17,7 @@ use fedrecon_host_sim::data::movielens::{self, Ratings};
 use fedrecon_host_sim::data::partition::{Client, partition};
 use fedrecon_host_sim::output;
 use fedrecon_host_sim::round;
-use fedrecon_host_sim::run::RunOptions;
+use fedrecon_host_sim::run::{Interrupts, RunOptions};
 
 /// Federated Reconstruction (Singhal et al. 2021) for matrix factorization: a simulator of
 /// thousands of virtual fedrecon devices on MovieLens.
@@ -34,6 +34,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a federated training experiment and evaluate it on held-out users.
+    // Negative numbers are values (`--client-lr -1` is then refused by validation, naming the
+    // key), not unknown flags.
+    #[command(allow_negative_numbers = true)]
     Train(Box<TrainArgs>),
     /// Print a preset's (or a file's) full configuration as TOML.
     Config(ConfigArgs),
@@ -45,6 +48,7 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Train the same model centrally on the training users (the upper bound) and evaluate it
     /// on the held-out users exactly as `train` does.
+    #[command(allow_negative_numbers = true)]
     Centralized(centralized::CentralizedArgs),
     /// Write a MovieLens-shaped synthetic dataset (ratings.csv, movies.csv) from a planted
     /// low-rank model, streamed, deterministic by seed.
@@ -401,20 +405,24 @@ fn train(a: TrainArgs) -> Result<()> {
     a.dp.apply(&mut cfg.privacy);
     cfg.validate()
         .context("building the configuration (--downlink / --uplink / --dp-* flags)")?;
-    if let Some(dir) = &a.out {
-        output::prepare_out_dir(dir, a.force).with_context(|| {
+    // Claimed before the data is read and held until the run ends: a second writer or
+    // resumer fails at once naming this process.
+    let _claim = match &a.out {
+        Some(dir) => Some(output::RunDir::create(dir, a.force).with_context(|| {
             format!(
                 "--out {} (--force overwrites fedrecon's files in it)",
                 dir.display()
             )
-        })?;
-    }
+        })?),
+        None => None,
+    };
     let data = a.data.clone().context("--data is required")?;
     let ratings = load_data(&data)?;
     let opts = RunOptions {
         out: a.out.clone(),
         progress: !a.no_progress,
         plots: !a.no_plots,
+        interrupts: Some(Interrupts::install().context("installing signal handlers")?),
     };
     let ck = fedrecon_host_sim::run::Checkpointing {
         data_dir: std::path::absolute(&data).unwrap_or(data),

@@ -13,9 +13,9 @@ use clap::Args;
 
 use crate::cli::{TrainArgs, load_data, overrides};
 use fedrecon_host_sim::config::{Config, Overrides};
-use fedrecon_host_sim::output;
 use fedrecon_host_sim::output::checkpoint;
-use fedrecon_host_sim::run::{Checkpointing, RunOptions, run_checkpointed};
+use fedrecon_host_sim::output::{self, RunDir};
+use fedrecon_host_sim::run::{Checkpointing, Interrupts, RunOptions, run_checkpointed};
 
 /// Checkpoint, dropout and update-validation flags of `train`.
 #[derive(Debug, Args, Default)]
@@ -120,6 +120,22 @@ pub fn differences(a: &Config, b: &Config, b_name: &str) -> Vec<String> {
 /// `fedrecon train --resume DIR [flags]`.
 pub fn resume(a: TrainArgs) -> Result<()> {
     let dir = a.reliability.resume.clone().expect("called with --resume");
+    // Claimed before the checkpoint is read, and held to the end: no other process writes
+    // into the directory while this one checks and continues it.
+    let claim = RunDir::open(&dir).with_context(|| format!("--resume {}", dir.display()))?;
+    for (given, flag) in [
+        (a.qemu_devices > 0, "--qemu-devices"),
+        (!a.devices.is_empty(), "--device"),
+        (a.firmware.is_some(), "--firmware"),
+        (a.link_faults != 0.0, "--link-faults"),
+    ] {
+        ensure!(
+            !given,
+            "--resume {}: {flag} cannot be given with --resume (boards are not recorded in a \
+             checkpoint; start a new run to use them)",
+            dir.display()
+        );
+    }
     let ck = checkpoint::load(&dir).with_context(|| format!("--resume {}", dir.display()))?;
     let ck_name = format!("the checkpoint {}", dir.join(checkpoint::FILE).display());
     let stored = Config::from_toml_str(&ck.config_toml, &ck_name, None)
@@ -157,6 +173,8 @@ pub fn resume(a: TrainArgs) -> Result<()> {
         }
     };
     requested.run.threads = stored.run.threads;
+    a.comm.apply(&mut requested.comm);
+    a.dp.apply(&mut requested.privacy);
     a.reliability.apply(&mut requested)?;
     let diff = differences(&requested, &stored, &cfg_path.display().to_string());
     ensure!(
@@ -188,9 +206,10 @@ pub fn resume(a: TrainArgs) -> Result<()> {
         dir.display()
     );
     let opts = RunOptions {
-        out: Some(dir.clone()),
+        out: Some(claim.path().to_path_buf()),
         progress: !a.no_progress,
         plots: !a.no_plots,
+        interrupts: Some(Interrupts::install().context("installing signal handlers")?),
     };
     let ckpt = Checkpointing {
         data_dir: data,
@@ -199,5 +218,6 @@ pub fn resume(a: TrainArgs) -> Result<()> {
     let res = run_checkpointed(&cfg, &ratings, &opts, &ckpt, &Default::default())?;
     println!("{}", output::summary_table(&res.records, res.seconds));
     println!("outputs in {}", dir.display());
+    drop(claim);
     Ok(())
 }

@@ -37,10 +37,33 @@ impl Default for DpConfig {
 }
 
 impl DpConfig {
-    /// Checks the values (an error names the field).
+    /// Checks the values, on or off (an error names the field). A section that sets values
+    /// without `enabled = true` is an error: the run would silently train without DP.
     pub fn validate(&self) -> Result<()> {
         if !self.enabled {
-            return Ok(());
+            let d = DpConfig::default();
+            let set: Vec<&str> = [
+                (
+                    self.noise_multiplier != d.noise_multiplier,
+                    "noise_multiplier",
+                ),
+                (self.clip != d.clip, "clip"),
+                (self.adaptive_clip != d.adaptive_clip, "adaptive_clip"),
+                (self.target_quantile != d.target_quantile, "target_quantile"),
+                (self.delta != d.delta, "delta"),
+            ]
+            .into_iter()
+            .filter_map(|(differs, key)| differs.then_some(key))
+            .collect();
+            anyhow::ensure!(
+                set.is_empty(),
+                "[privacy] sets {} but not enabled = true: the run would train without \
+                 differential privacy; add enabled = true (or remove the values)",
+                set.iter()
+                    .map(|k| format!("privacy.{k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         let z = self.noise_multiplier;
         anyhow::ensure!(

@@ -535,18 +535,52 @@ pub fn load(dir: &Path) -> Result<Ratings, LoadError> {
     let movies = dir.join(format.movies_file());
     if movies.is_file() {
         let bytes = read(&movies)?;
-        let mut items = IdMap::default();
-        for &raw in &ratings.item_raw_ids {
-            items.get_or_insert(raw);
-        }
-        parse_titles(&bytes, format, &movies, |raw, title| {
-            if let Some(dense) = items.get(raw) {
-                ratings.titles[dense as usize] = Some(title);
-            }
-        })?;
+        add_titles(&mut ratings, format, (&movies, &bytes))?;
     }
     Ok(ratings)
 }
+
+/// Parses the bytes of a ratings file and optionally its movie file, exactly as [`load`] reads
+/// them from disk (`(path for messages, bytes)`); the fuzz target's entry point. A UTF-8
+/// byte-order mark at the start of either is skipped.
+pub fn parse(
+    format: Format,
+    ratings: (&Path, &[u8]),
+    movies: Option<(&Path, &[u8])>,
+) -> Result<Ratings, LoadError> {
+    let (path, bytes) = ratings;
+    let mut ratings = parse_ratings(bytes, bytes.len() as u64, format, path)?;
+    if let Some(movies) = movies {
+        add_titles(&mut ratings, format, movies)?;
+    }
+    Ok(ratings)
+}
+
+/// Fills in the titles of the movie file `(path, bytes)` for the items that have ratings.
+fn add_titles(
+    ratings: &mut Ratings,
+    format: Format,
+    (path, bytes): (&Path, &[u8]),
+) -> Result<(), LoadError> {
+    let mut items = IdMap::default();
+    for &raw in &ratings.item_raw_ids {
+        items.get_or_insert(raw);
+    }
+    parse_titles(strip_bom(bytes), format, path, |raw, title| {
+        if let Some(dense) = items.get(raw) {
+            ratings.titles[dense as usize] = Some(title);
+        }
+    })
+}
+
+/// `bytes` without a leading UTF-8 byte-order mark (editors on Windows add one; it would
+/// otherwise become part of the first field: "not a number: 'ï»¿1'").
+fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(BOM).unwrap_or(bytes)
+}
+
+/// The UTF-8 byte-order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
     fs::read(path).map_err(|source| LoadError::Io {
@@ -687,8 +721,24 @@ fn read_ratings(path: &Path, format: Format) -> Result<Ratings, LoadError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = fs::File::open(path).map_err(io_err)?;
+    let file = fs::File::open(path).map_err(io_err)?;
     let size = file.metadata().map_err(io_err)?.len();
+    parse_ratings(file, size, format, path)
+}
+
+/// Parses the ratings streamed from `source` (about `size` bytes; `path` names it in errors):
+/// chunks of whole lines are parsed in parallel and merged in order. A leading UTF-8
+/// byte-order mark is skipped.
+fn parse_ratings(
+    mut source: impl Read + Send,
+    size: u64,
+    format: Format,
+    path: &Path,
+) -> Result<Ratings, LoadError> {
+    let io_err = |source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     // About 27 bytes a line in ML-25M; a slight over-reservation costs address space only.
     let mut builder = Builder::with_capacity((size / 24) as usize + 1);
     let batch = rayon::current_num_threads().max(1) * 2;
@@ -701,7 +751,7 @@ fn read_ratings(path: &Path, format: Format) -> Result<Ratings, LoadError> {
             // Read until the chunk holds a line break (or the file ends).
             loop {
                 let before = chunk.len();
-                Read::by_ref(&mut file)
+                Read::by_ref(&mut source)
                     .take(CHUNK_BYTES)
                     .read_to_end(&mut chunk)?;
                 if chunk.len() == before {
@@ -752,7 +802,14 @@ fn read_ratings(path: &Path, format: Format) -> Result<Ratings, LoadError> {
         Ok(())
     };
     // Parse one batch while the previous one is merged and the next one read.
-    let mut parsed = parse(read_batch(true).map_err(io_err)?);
+    let mut first = read_batch(true).map_err(io_err)?;
+    if let Some((_, chunk)) = first.first_mut()
+        && chunk.starts_with(BOM)
+    {
+        // Editors on Windows add one; it would otherwise become part of the first field.
+        chunk.drain(..BOM.len());
+    }
+    let mut parsed = parse(first);
     let mut chunks = read_batch(false).map_err(io_err)?;
     while !parsed.is_empty() {
         let ((merged, read), next) = rayon::join(

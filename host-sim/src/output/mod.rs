@@ -9,6 +9,9 @@
 
 pub mod checkpoint;
 pub mod plot;
+pub mod run_dir;
+
+pub use run_dir::{LOCK_FILE, RunDir};
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -41,10 +44,11 @@ pub enum Record {
     Train {
         /// 1-based round.
         round: u32,
-        /// Training loss (post-reconstruction batches, before each step).
-        loss: f64,
-        /// Training rating accuracy.
-        rating_accuracy: f64,
+        /// Training loss (post-reconstruction batches, before each step); `null` for a skipped
+        /// round, which trained nothing (a 0.0 there read as a perfect round).
+        loss: Option<f64>,
+        /// Training rating accuracy; `null` for a skipped round.
+        rating_accuracy: Option<f64>,
         /// Wall-clock seconds of the round.
         seconds: f64,
         /// Bytes sent to devices.
@@ -69,8 +73,8 @@ impl From<&RoundStats> for Record {
     fn from(s: &RoundStats) -> Self {
         Record::Train {
             round: s.round,
-            loss: s.loss,
-            rating_accuracy: s.rating_accuracy,
+            loss: (!s.faults.skipped).then_some(s.loss),
+            rating_accuracy: (!s.faults.skipped).then_some(s.rating_accuracy),
             seconds: s.seconds,
             bytes_down: s.bytes_down,
             bytes_up: s.bytes_up,
@@ -107,8 +111,10 @@ impl Record {
                 privacy,
                 ..
             } => format!(
-                "train,{round},,{loss},{rating_accuracy},,,,,{seconds},{bytes_down},{bytes_up},\
+                "train,{round},,{},{},,,,,{seconds},{bytes_down},{bytes_up},\
                  {},{},{},{},{},{},{},{}",
+                cell(*loss),
+                cell(*rating_accuracy),
                 t.bytes_down_mean,
                 t.bytes_down_max,
                 t.bytes_up_mean,
@@ -135,25 +141,11 @@ impl Record {
     }
 }
 
-/// Creates `dir` or checks it may be written (see the module docs for the policy).
+/// Creates `dir` or checks it may be written (see the module docs for the policy); the check
+/// runs under the directory's lock ([`RunDir::create`]), released on return. A run holds a
+/// [`RunDir`] instead, for its whole life.
 pub fn prepare_out_dir(dir: &Path, force: bool) -> Result<()> {
-    match fs::metadata(dir) {
-        Ok(m) if !m.is_dir() => bail!("{}: exists and is not a directory", dir.display()),
-        Ok(_) => {
-            let mut entries = fs::read_dir(dir)
-                .with_context(|| format!("{}: cannot list the directory", dir.display()))?;
-            if entries.next().is_some() && !force {
-                bail!(
-                    "{}: directory is not empty; refusing to overwrite a previous run \
-                     (choose a new directory, or allow overwriting fedrecon's files in it)",
-                    dir.display()
-                );
-            }
-            Ok(())
-        }
-        Err(_) => fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create the directory", dir.display())),
-    }
+    RunDir::create(dir, force).map(drop)
 }
 
 /// The one way fedrecon replaces a file: writes `bytes` to `path` crash-safely (a reader sees
@@ -162,12 +154,18 @@ pub fn prepare_out_dir(dir: &Path, force: bool) -> Result<()> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = tmp_path(path);
-    let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    drop(f);
-    fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))?;
+    let res = File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .with_context(|| format!("cannot write {}", tmp.display()))
+        .and_then(|()| {
+            fs::rename(&tmp, path)
+                .with_context(|| format!("cannot move {} into place", path.display()))
+        });
+    if res.is_err() {
+        // A full disk or a directory in the way leaves the old file, and no temporary.
+        let _ = fs::remove_file(&tmp);
+        return res;
+    }
     // Persist the rename itself (directories can be opened and fsynced on Unix).
     if let Ok(d) = File::open(if dir.as_os_str().is_empty() {
         Path::new(".")
@@ -250,8 +248,9 @@ impl MetricsLog {
     }
 }
 
-/// The NPY v1.0 header for a C-order little-endian `f32` array of `shape`.
-pub(crate) fn npy_header(shape: &[usize]) -> Vec<u8> {
+/// The NPY v1.0 header for a C-order little-endian `f32` array of `shape` (public for the
+/// fuzz seed generator, which writes valid and oversized headers).
+pub fn npy_header(shape: &[usize]) -> Vec<u8> {
     let dims = match shape {
         [n] => format!("({n},)"),
         _ => format!(
@@ -295,8 +294,9 @@ pub fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     parse_npy(&bytes).with_context(|| format!("{}: not a 2-D '<f4' NPY file", path.display()))
 }
 
-/// Parses the bytes of a 2-D `<f4` C-order NPY file: `(data, rows, cols)`.
-pub(crate) fn parse_npy(bytes: &[u8]) -> Result<(Vec<f32>, usize, usize)> {
+/// Parses the bytes of a 2-D `<f4` C-order NPY file: `(data, rows, cols)` (public for the
+/// `npy` fuzz target: the bytes are untrusted).
+pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<f32>, usize, usize)> {
     ensure!(
         bytes.len() >= 10 && &bytes[..6] == b"\x93NUMPY",
         "bad magic"
@@ -332,11 +332,15 @@ pub(crate) fn parse_npy(bytes: &[u8]) -> Result<(Vec<f32>, usize, usize)> {
     ensure!(dims.len() == 2, "shape {dims:?} is not 2-D");
     let (rows, cols) = (dims[0], dims[1]);
     let body = &bytes[start + hlen..];
+    // The shape is untrusted: its byte count may not fit a usize.
+    let need = rows
+        .checked_mul(cols)
+        .and_then(|n| n.checked_mul(4))
+        .with_context(|| format!("shape ({rows}, {cols}) is too large"))?;
     ensure!(
-        body.len() == rows * cols * 4,
-        "data has {} bytes, shape needs {}",
-        body.len(),
-        rows * cols * 4
+        body.len() == need,
+        "data has {} bytes, shape ({rows}, {cols}) needs {need}",
+        body.len()
     );
     let data = body
         .chunks_exact(4)
@@ -348,13 +352,14 @@ pub(crate) fn parse_npy(bytes: &[u8]) -> Result<(Vec<f32>, usize, usize)> {
 /// The end-of-run table: last training round, and every validation/test evaluation's figures.
 pub fn summary_table(records: &[Record], total_seconds: f64) -> String {
     let mut s = String::new();
+    // The last round that trained (skipped rounds have no loss).
     let last_train = records.iter().rev().find_map(|r| match r {
         Record::Train {
             round,
-            loss,
-            rating_accuracy,
+            loss: Some(loss),
+            rating_accuracy: Some(acc),
             ..
-        } => Some((*round, *loss, *rating_accuracy)),
+        } => Some((*round, *loss, *acc)),
         _ => None,
     });
     let (rounds, secs, up, down) = records.iter().fold((0, 0.0, 0u64, 0u64), |acc, r| match r {
@@ -469,6 +474,21 @@ pub fn summary_table(records: &[Record], total_seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A header whose dimensions multiply past `usize` is refused, never wrapped (a wrapped
+    /// product once matched a short body).
+    #[test]
+    fn npy_shape_overflow_is_an_error() {
+        for (rows, cols) in [(1usize << 62, 4usize), (usize::MAX, 1), (1 << 40, 1 << 40)] {
+            let bytes = npy_header(&[rows, cols]);
+            let e = format!("{:#}", parse_npy(&bytes).unwrap_err());
+            assert!(e.contains("too large"), "{rows}x{cols}: {e}");
+        }
+        // (2^62 + 1) x 4 floats wraps to 16 bytes: four floats must not pass as that shape.
+        let mut bytes = npy_header(&[(1 << 62) + 1, 4]);
+        bytes.extend_from_slice(&[0u8; 16]);
+        assert!(parse_npy(&bytes).is_err());
+    }
 
     #[test]
     fn npy_header_is_aligned_and_roundtrips() {

@@ -1,5 +1,5 @@
 //! PNG plots of a run's curves: `train.png` (training loss and rating accuracy per round) and
-//! `eval.png` (validation loss and rating accuracy per evaluation, test as a final point).
+//! `eval.png` (every evaluation as a labelled point over the training curve).
 //!
 //! Rendering uses plotters' pure-Rust bitmap backend and `ab_glyph` text, with no system
 //! libraries. Text needs a TrueType font: the first one found in [`FONT_PATHS`] (or the file
@@ -44,20 +44,26 @@ fn fonts_ready() -> bool {
     })
 }
 
-/// One curve: name, colour, points.
-type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+/// One curve: name, colour, points (a non-finite y is a gap, e.g. a skipped round), and
+/// whether every point gets a marker (sparse series such as evaluations).
+struct Series {
+    name: String,
+    color: RGBColor,
+    points: Vec<(f64, f64)>,
+    markers: bool,
+}
 
 /// Draws one panel with its series into `area`.
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     title: &str,
-    series: &[Series<'_>],
+    series: &[Series],
     text: bool,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
-    let pts = series.iter().flat_map(|s| s.2.iter());
+    let pts = series.iter().flat_map(|s| s.points.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in pts.filter(|p| p.1.is_finite()) {
         x0 = x0.min(x);
@@ -84,25 +90,38 @@ where
     }
     let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?;
     let mut mesh = chart.configure_mesh();
+    // Rounds are integers: at most one tick per round, labelled without a fraction.
+    let round_label = |x: &f64| format!("{}", x.round() as i64);
     if text {
-        mesh.x_desc("round").label_style((FONT, 12));
+        mesh.x_desc("round")
+            .x_labels(((x1 - x0) as usize + 1).min(10))
+            .x_label_formatter(&round_label)
+            .label_style((FONT, 12));
     } else {
         mesh.disable_x_axis().disable_y_axis();
     }
     mesh.draw().map_err(err)?;
-    for (name, color, points) in series {
-        let c = *color;
-        let drawn = chart
-            .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))
-            .map_err(err)?;
-        if text {
-            drawn.label(*name).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
-            });
+    for s in series {
+        let c = s.color;
+        // One line per run of finite points: a skipped round leaves a gap, not a zero.
+        let mut first = true;
+        for segment in s.points.split(|p| !p.1.is_finite()) {
+            if segment.is_empty() {
+                continue;
+            }
+            let drawn = chart
+                .draw_series(LineSeries::new(segment.iter().copied(), c.stroke_width(2)))
+                .map_err(err)?;
+            if text && std::mem::take(&mut first) {
+                drawn.label(s.name.as_str()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
+                });
+            }
         }
-        if points.len() <= 2 {
+        let finite = s.points.iter().filter(|p| p.1.is_finite());
+        if s.markers || finite.clone().count() <= 2 {
             chart
-                .draw_series(points.iter().map(|&p| Circle::new(p, 4, c.filled())))
+                .draw_series(finite.map(|&p| Circle::new(p, 4, c.filled())))
                 .map_err(err)?;
         }
     }
@@ -118,19 +137,37 @@ where
     Ok(())
 }
 
-/// Writes a two-panel (loss | accuracy) PNG.
-fn two_panels(path: &Path, loss: &[Series<'_>], acc: &[Series<'_>], what: &str) -> Result<()> {
+/// Writes a two-panel (loss | accuracy) PNG atomically: drawn into a temporary file beside
+/// `path`, then renamed, so an interrupted or failed write never leaves a truncated plot.
+fn two_panels(path: &Path, loss: &[Series], acc: &[Series], what: &str) -> Result<()> {
     let text = fonts_ready();
-    let root = BitMapBackend::new(path, (1100, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow!("plot: {e:?}"))?;
-    let (left, right) = root.split_horizontally(550);
-    panel(&left, &format!("{what} loss (MSE)"), loss, text)?;
-    panel(&right, &format!("{what} rating accuracy"), acc, text)?;
-    root.present()
-        .map_err(|e| anyhow!("cannot write {}: {e:?}", path.display()))
+    let mut name = path.file_stem().unwrap_or_default().to_os_string();
+    name.push(".tmp.png"); // the encoder picks PNG by the extension
+    let tmp = path.with_file_name(name);
+    let drawn = (|| {
+        let root = BitMapBackend::new(&tmp, (1100, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("plot: {e:?}"))?;
+        let (left, right) = root.split_horizontally(550);
+        panel(&left, &format!("{what} loss (MSE)"), loss, text)?;
+        panel(&right, &format!("{what} rating accuracy"), acc, text)?;
+        root.present()
+            .map_err(|e| anyhow!("cannot write {}: {e:?}", tmp.display()))
+    })()
+    .and_then(|()| {
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| anyhow!("cannot move {} into place: {e}", path.display()))
+    });
+    if drawn.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    drawn
 }
 
-/// Writes `train.png` and (when there are evaluations) `eval.png` into `dir`.
+/// Writes `train.png` and (when there are evaluations) `eval.png` into `dir`. Skipped rounds
+/// are gaps in the training curves. `eval.png` draws every evaluation as a labelled point over
+/// the training curve, so a run evaluated only at the end (the tutorial's) still reads.
 pub(crate) fn write_plots(dir: &Path, records: &[Record]) -> Result<()> {
     let mut tl = Vec::new();
     let mut ta = Vec::new();
@@ -143,8 +180,8 @@ pub(crate) fn write_plots(dir: &Path, records: &[Record]) -> Result<()> {
                 rating_accuracy,
                 ..
             } => {
-                tl.push((f64::from(*round), *loss));
-                ta.push((f64::from(*round), *rating_accuracy));
+                tl.push((f64::from(*round), loss.unwrap_or(f64::NAN)));
+                ta.push((f64::from(*round), rating_accuracy.unwrap_or(f64::NAN)));
             }
             Record::Eval(e) => {
                 let (l, a) = if e.split == "test" {
@@ -157,19 +194,44 @@ pub(crate) fn write_plots(dir: &Path, records: &[Record]) -> Result<()> {
             }
         }
     }
+    let line = |name: &str, color, points: &Vec<(f64, f64)>| Series {
+        name: name.to_string(),
+        color,
+        points: points.clone(),
+        markers: false,
+    };
+    // An evaluation series, named with its last value.
+    let evals = |name: &str, color, points: &Vec<(f64, f64)>| Series {
+        name: match points.last() {
+            Some(&(round, y)) => format!("{name} ({y:.4} at round {round})"),
+            None => name.to_string(),
+        },
+        color,
+        points: points.clone(),
+        markers: true,
+    };
     if !tl.is_empty() {
         two_panels(
             &dir.join("train.png"),
-            &[("train", BLUE, tl)],
-            &[("train", BLUE, ta)],
+            &[line("train", BLUE, &tl)],
+            &[line("train", BLUE, &ta)],
             "training",
         )?;
     }
     if !(vl.is_empty() && sl.is_empty()) {
+        let faint = RGBColor(150, 170, 230);
         two_panels(
             &dir.join("eval.png"),
-            &[("val", RED, vl), ("test", GREEN, sl)],
-            &[("val", RED, va), ("test", GREEN, sa)],
+            &[
+                line("train", faint, &tl),
+                evals("val", RED, &vl),
+                evals("test", GREEN, &sl),
+            ],
+            &[
+                line("train", faint, &ta),
+                evals("val", RED, &va),
+                evals("test", GREEN, &sa),
+            ],
             "evaluation",
         )?;
     }

@@ -56,9 +56,9 @@ fn learning(records: &[Record]) -> Vec<String> {
                 rating_accuracy,
                 ..
             } => format!(
-                "train {round} {:x} {:x}",
-                loss.to_bits(),
-                rating_accuracy.to_bits()
+                "train {round} {:x?} {:x?}",
+                loss.map(f64::to_bits),
+                rating_accuracy.map(f64::to_bits)
             ),
             Record::Eval(e) => format!(
                 "{} {} {:x} {:x}",

@@ -256,7 +256,7 @@ fn losses(records: &[Record]) -> (Vec<f64>, Vec<f64>) {
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for r in records {
         match r {
-            Record::Train { loss, .. } => train.push(*loss),
+            Record::Train { loss, .. } => train.push(loss.expect("no round is skipped here")),
             Record::Eval(e) if e.split == "val" => val.push(e.loss),
             _ => {}
         }
@@ -296,6 +296,7 @@ fn end_to_end_synthetic_run_learns_and_writes_outputs() {
             out: Some(out_dir.clone()),
             progress: false,
             plots: true,
+            ..RunOptions::default()
         },
     )
     .unwrap();

@@ -116,7 +116,7 @@ fn best_preset_runs_on_synthetic_data_with_falling_loss() {
         .records
         .iter()
         .filter_map(|r| match r {
-            Record::Train { loss, .. } => Some(*loss),
+            Record::Train { loss, .. } => Some(loss.expect("no round is skipped here")),
             _ => None,
         })
         .collect();

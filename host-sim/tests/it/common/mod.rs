@@ -77,9 +77,14 @@ pub fn qemu_boards_available() -> bool {
 }
 
 /// Every file in `dir` with its bytes, sorted by name: "left intact" is equality of two of these.
+/// The run directory's lock file is not compared: every claim rewrites who holds it.
 pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name() != fedrecon_host_sim::output::LOCK_FILE)
+        })
         .map(|e| {
             let e = e.unwrap();
             (
