@@ -17,4 +17,5 @@ mod module_deps;
 mod movielens_formats;
 mod quality;
 mod reliability;
+mod streaming;
 mod synth;
