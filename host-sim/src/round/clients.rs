@@ -111,6 +111,8 @@ impl Slot {
         self.bytes.clear();
         self.bytes_down = 0;
         self.padded_overflow = false;
+        // A malformed upload leaves no header: the previous client's must not be counted.
+        self.header = UpdateHeader::default();
         self.reject = None;
     }
 
@@ -196,17 +198,25 @@ impl Slot {
 }
 
 /// Where clients run. A round offers the sampled clients no host has taken yet to each host
-/// in turn ([`ClientHost::claim`]), then lets the hosts finish in reverse order
-/// ([`ClientHost::complete`]): remote hosts claim first and work while the last host, the
-/// in-process devices taking everything left, computes.
+/// in turn ([`ClientHost::claim`]), then, window by window of the sample, lets the hosts
+/// finish that window's clients in reverse order ([`ClientHost::complete`]): remote hosts
+/// claim first and work while the last host, the in-process devices taking everything left,
+/// computes.
 pub(crate) trait ClientHost<const K: usize> {
     /// Takes the clients among `free` (indices into `input.jobs`) this host will run,
     /// clearing their flags, and starts them.
     fn claim(&mut self, input: &RoundInput<'_>, free: &mut [bool]);
 
-    /// Runs or waits for the claimed clients, leaving each one's [`Outcome`] (and update)
-    /// in its slot; link figures go to `faults`.
-    fn complete(&mut self, input: &RoundInput<'_>, slots: &mut [Slot], faults: &mut RoundFaults);
+    /// Runs or waits for the claimed clients among `input.jobs[base..base + slots.len()]`,
+    /// leaving each one's [`Outcome`] (and update) in its slot; link figures go to `faults`.
+    /// Called for consecutive windows covering all jobs.
+    fn complete(
+        &mut self,
+        input: &RoundInput<'_>,
+        base: usize,
+        slots: &mut [Slot],
+        faults: &mut RoundFaults,
+    );
 }
 
 /// The in-process virtual devices: one [`Workspace`] per worker thread of a rayon pool.
@@ -243,7 +253,14 @@ impl<S: SimScalar, const K: usize> ClientHost<K> for VirtualDevices<S, K> {
         free.fill(false);
     }
 
-    fn complete(&mut self, input: &RoundInput<'_>, slots: &mut [Slot], _: &mut RoundFaults) {
+    fn complete(
+        &mut self,
+        input: &RoundInput<'_>,
+        base: usize,
+        slots: &mut [Slot],
+        _: &mut RoundFaults,
+    ) {
+        let end = base + slots.len();
         // The devices train on what they decode: the dequantized rows of a quantized
         // downlink, else the server's rows.
         let device_params = input.down.dequantized.as_deref().unwrap_or(input.params);
@@ -253,8 +270,8 @@ impl<S: SimScalar, const K: usize> ClientHost<K> for VirtualDevices<S, K> {
         self.pool.install(|| {
             slots
                 .par_iter_mut()
-                .zip(input.jobs.par_iter())
-                .zip(self.claimed.par_iter())
+                .zip(input.jobs[base..end].par_iter())
+                .zip(self.claimed[base..end].par_iter())
                 .filter(|(_, mine)| **mine)
                 .for_each(|((slot, job), _)| {
                     let client = input.train.client(job.index);
@@ -288,8 +305,11 @@ impl<S: SimScalar, const K: usize> ClientHost<K> for VirtualDevices<S, K> {
 /// Boards run the first free clients of the round that fit them, one each.
 pub(crate) struct BoardHost {
     pub(crate) boards: Boards,
-    /// The running boards and the slot of each one's client.
+    /// The running boards and the job index of each one's client.
     pending: Option<(Pending, Vec<usize>)>,
+    /// Finished boards' clients not yet handed to their window: job index and outcome (the
+    /// update's bytes in `Sent`'s slot are carried alongside).
+    ready: Vec<(usize, Outcome, Vec<u8>)>,
     /// Link faults injected before this round's claim.
     faults_before: u64,
 }
@@ -299,6 +319,7 @@ impl BoardHost {
         Self {
             boards,
             pending: None,
+            ready: Vec::new(),
             faults_before: 0,
         }
     }
@@ -339,25 +360,48 @@ impl<const K: usize> ClientHost<K> for BoardHost {
         self.pending = Some((self.boards.start::<K>(rows, jobs), slots));
     }
 
-    fn complete(&mut self, _: &RoundInput<'_>, slots: &mut [Slot], faults: &mut RoundFaults) {
-        if let Some((pending, at)) = self.pending.take() {
+    /// Waits for the boards when this window holds one of their clients (or is the last):
+    /// the boards work while the devices compute the windows before.
+    fn complete(
+        &mut self,
+        input: &RoundInput<'_>,
+        base: usize,
+        slots: &mut [Slot],
+        faults: &mut RoundFaults,
+    ) {
+        let end = base + slots.len();
+        let due =
+            |at: &[usize]| end == input.jobs.len() || at.iter().any(|i| (base..end).contains(i));
+        if self.pending.as_ref().is_some_and(|(_, at)| due(at)) {
+            let (pending, at) = self.pending.take().expect("checked above");
             for (i, report) in at.into_iter().zip(self.boards.finish(pending)) {
                 faults.link_errors += report.link_errors;
                 faults.link_retries += u32::from(report.retried);
-                let slot = &mut slots[i];
-                slot.outcome = match report.update {
-                    Ok(Some(bytes)) => {
-                        slot.bytes = bytes;
+                self.ready.push(match report.update {
+                    Ok(Some(bytes)) => (
+                        i,
                         Outcome::Sent {
                             wire_client: BOARD_CLIENT,
-                        }
-                    }
-                    Ok(None) => Outcome::LinkFailed,
-                    Err(e) => Outcome::Failed(e),
-                };
+                        },
+                        bytes,
+                    ),
+                    Ok(None) => (i, Outcome::LinkFailed, Vec::new()),
+                    Err(e) => (i, Outcome::Failed(e), Vec::new()),
+                });
+            }
+            faults.link_faults += self.boards.injected_faults() - self.faults_before;
+        }
+        let mut k = 0;
+        while k < self.ready.len() {
+            if (base..end).contains(&self.ready[k].0) {
+                let (i, outcome, bytes) = self.ready.swap_remove(k);
+                let slot = &mut slots[i - base];
+                slot.outcome = outcome;
+                slot.bytes = bytes;
+            } else {
+                k += 1;
             }
         }
-        faults.link_faults += self.boards.injected_faults() - self.faults_before;
     }
 }
 

@@ -5,8 +5,9 @@
 //! virtual device and the configuration's mapping onto core's, `evaluate` evaluation.
 //!
 //! Determinism: every random draw is derived from the experiment seed (see [`crate::seeds`]),
-//! workers write into per-client slots, and everything order-dependent (aggregation, metric
-//! sums) runs sequentially in client order, so the model is bit-identical for any thread count.
+//! workers write into the slots of a window of clients, and everything order-dependent
+//! (selection, each row's aggregate, metric sums) runs in client order, so the model is
+//! bit-identical for any thread count (and window size).
 //!
 //! Each worker thread owns one boxed [`fedrecon_core::Device`] workspace of capacity [`N`] examples, reused for
 //! every client it runs. The embedding width `K` is a const generic; [`dispatch_k!`] turns the

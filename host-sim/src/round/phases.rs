@@ -1,6 +1,14 @@
-//! One training round as its phases: sample → configure → run clients → collect → validate →
-//! select → aggregate → apply ([`Simulation::train_round`] calls them in that order).
+//! One training round as its phases: sample → configure → claim, then window by window of the
+//! sample: count the downlink → run clients → collect → validate → select → fold; then finish
+//! the aggregate and apply it ([`Simulation::train_round`] calls them in that order).
+//!
+//! Streaming: each window's updates are folded into the round's [`Strategy`] as soon as they
+//! are validated and selected, and the window's slots are reused, so memory is the model plus
+//! one window of updates (a fixed multiple of the worker count), whatever the clients per
+//! round. Selection and folding visit clients in sample order and the mean sums every row in
+//! that order, so the result does not depend on the window size or the thread count.
 
+use std::ops::Range;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -8,27 +16,35 @@ use rayon::prelude::*;
 
 use super::clients::{ClientHost, ClientJob, Outcome, RoundInput, Slot};
 use super::{RoundStats, SimScalar, Simulation, client_round_config, recon_examples};
-use crate::comm::{self, ClientTraffic, DownlinkRound, TrafficStats};
+use crate::comm::{self, ClientTraffic, DownlinkRound};
 use crate::round::faults::RoundFaults;
 use crate::seeds::{Purpose, sample_without_replacement, seed_for};
 use crate::server::ClientRows;
 use crate::server::privacy::PrivacySpent;
+use crate::server::strategy::{self, Strategy};
 use crate::server::validate::Reject;
 
-/// The reports a round aggregates and what it records about the others.
+/// Clients per window and worker thread: enough work per window that the workers rarely wait
+/// at its end, few enough that a window's updates are a small part of memory.
+const WINDOW_PER_THREAD: usize = 64;
+
+/// What a round has selected so far and what it records about the others.
+#[derive(Default)]
 struct Selection {
-    /// Per slot: aggregated.
-    take: Vec<bool>,
+    /// Valid reports folded so far.
     accepted: usize,
     faults: RoundFaults,
-    traffic: TrafficStats,
+    /// Traffic of every reporting client (a few numbers each).
+    per_client: Vec<ClientTraffic>,
     bytes_up: u64,
     bytes_down: u64,
     /// Clients that had no batch.
     skipped: u32,
     /// Rating-steps of the reporting clients.
     examples: u64,
-    /// Seconds of the aggregation and of the server step (for `fedrecon bench`).
+    /// Seconds of selection and folding, of the aggregation (folding and finishing) and of
+    /// the server step (for `fedrecon bench`).
+    select_seconds: f64,
     aggregate_seconds: f64,
     step_seconds: f64,
 }
@@ -40,14 +56,28 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         let round = self.round + 1;
         let sample = self.sample(round);
         let jobs = self.configure(round, &sample);
-        self.send_downlink(round, &jobs)?;
-        let mut faults = RoundFaults::default();
-        self.run_clients(round, &jobs, &mut faults);
-        self.collect(round, &jobs);
-        self.validate(round, &jobs);
-        let device_seconds = t0.elapsed().as_secs_f64();
-        let mut chosen = self.select(round, &jobs, faults)?;
-        let (applied, privacy) = self.aggregate_and_apply(round, &mut chosen, sample.len())?;
+        self.prepare_downlink(round)?;
+        let mut s = Selection::default();
+        self.claim(round, &jobs);
+        self.agg.reset();
+        let window = WINDOW_PER_THREAD * self.threads().max(1);
+        self.slots
+            .resize_with(window.min(jobs.len()), Slot::default);
+        for base in (0..jobs.len()).step_by(window) {
+            let range = base..(base + window).min(jobs.len());
+            self.count_downlink(round, &jobs, range.clone())?;
+            self.run_clients(round, &jobs, range.clone(), &mut s.faults);
+            self.collect(round, &jobs, range.clone());
+            self.validate(round, &jobs, range.clone());
+            let t = Instant::now();
+            let take = self.select(round, &jobs, range.clone(), &mut s)?;
+            let t_fold = Instant::now();
+            self.fold(round, &take, range.len())?;
+            s.aggregate_seconds += t_fold.elapsed().as_secs_f64();
+            s.select_seconds += t.elapsed().as_secs_f64();
+        }
+        let device_seconds = t0.elapsed().as_secs_f64() - s.select_seconds;
+        let (applied, privacy) = self.finish_and_apply(round, &mut s, sample.len())?;
         self.round = round;
         let m = self.agg.metrics();
         Ok(RoundStats {
@@ -55,19 +85,19 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             loss: f64::from(m.loss_sum) / f64::from(m.count.max(1)),
             rating_accuracy: f64::from(m.correct) / f64::from(m.count.max(1)),
             seconds: t0.elapsed().as_secs_f64(),
-            bytes_down: chosen.bytes_down,
-            bytes_up: chosen.bytes_up,
+            bytes_down: s.bytes_down,
+            bytes_up: s.bytes_up,
             clients: sample.len() as u32,
-            skipped: chosen.skipped,
+            skipped: s.skipped,
             applied,
-            faults: chosen.faults,
-            traffic: chosen.traffic,
+            traffic: comm::TrafficStats::from_clients(&s.per_client),
+            faults: s.faults,
             privacy,
-            examples: chosen.examples,
+            examples: s.examples,
             device_seconds,
             server_seconds: t0.elapsed().as_secs_f64() - device_seconds,
-            aggregate_seconds: chosen.aggregate_seconds,
-            step_seconds: chosen.step_seconds,
+            aggregate_seconds: s.aggregate_seconds,
+            step_seconds: s.step_seconds,
         })
     }
 
@@ -86,8 +116,6 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
     /// for every client before any host sees it.
     fn configure(&mut self, round: u32, sample: &[usize]) -> Vec<ClientJob> {
         let seed = self.cfg.run.seed;
-        self.slots.resize_with(sample.len(), Slot::default);
-        self.slots.iter_mut().for_each(Slot::reset);
         let reshuffle = self.cfg.client.reshuffle_each_round;
         sample
             .iter()
@@ -104,23 +132,56 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             .collect()
     }
 
-    /// Configure, continued: encodes the round's downlink once and counts what each
-    /// participating client downloads, whichever host runs it.
-    fn send_downlink(&mut self, round: u32, jobs: &[ClientJob]) -> Result<()> {
-        let (comm_cfg, params, n) = (&self.cfg.comm, &self.params, self.num_items);
+    /// Configure, continued: encodes the round's downlink once.
+    fn prepare_downlink(&mut self, round: u32) -> Result<()> {
         self.down = DownlinkRound::prepare::<K>(
-            comm_cfg.downlink,
+            self.cfg.comm.downlink,
             round,
-            params,
-            n,
+            &self.params,
+            self.num_items,
             self.cfg.model.item_bias,
             &mut self.down_buf,
         )?;
+        Ok(())
+    }
+
+    /// Claim: the boards take the clients that fit them and start; the in-process devices
+    /// take the rest (the dropped clients run nowhere).
+    fn claim(&mut self, round: u32, jobs: &[ClientJob]) {
+        let mut free: Vec<bool> = jobs.iter().map(|j| !j.dropped).collect();
+        let input = RoundInput {
+            round,
+            train: &self.part.train,
+            jobs,
+            cfg: &self.train_cfg,
+            params: &self.params,
+            down: &self.down,
+            num_items: self.num_items,
+            comm: &self.cfg.comm,
+            with_bias: self.cfg.model.item_bias,
+        };
+        let mut hosts: [&mut dyn ClientHost<K>; 2] = [&mut self.boards, &mut self.devices];
+        for host in hosts.iter_mut() {
+            host.claim(&input, &mut free);
+        }
+    }
+
+    /// Counts what each participating client of the window downloads, whichever host runs
+    /// it, and clears the window's slots.
+    fn count_downlink(
+        &mut self,
+        round: u32,
+        jobs: &[ClientJob],
+        range: Range<usize>,
+    ) -> Result<()> {
+        let (comm_cfg, params, n) = (&self.cfg.comm, &self.params, self.num_items);
         let (down, train, cfg) = (&self.down, &self.part.train, &self.train_cfg);
+        let slots = &mut self.slots[..range.len()];
+        slots.iter_mut().for_each(Slot::reset);
         let counted: Vec<Result<()>> = self.devices.pool.install(|| {
-            self.slots
+            slots
                 .par_iter_mut()
-                .zip(jobs.par_iter())
+                .zip(jobs[range].par_iter())
                 .filter(|(_, job)| !job.dropped)
                 .map(|(slot, job)| {
                     comm::distinct_sorted(train.client(job.index).items, &mut slot.needed);
@@ -141,9 +202,16 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         counted.into_iter().collect()
     }
 
-    /// Run clients: the boards claim the clients that fit them, the in-process devices take
-    /// the rest; each client's upload lands in its slot.
-    fn run_clients(&mut self, round: u32, jobs: &[ClientJob], faults: &mut RoundFaults) {
+    /// Run clients: the in-process devices run the window's clients they claimed, then the
+    /// boards hand over theirs (waiting for them when the window holds one); each client's
+    /// upload lands in its slot.
+    fn run_clients(
+        &mut self,
+        round: u32,
+        jobs: &[ClientJob],
+        range: Range<usize>,
+        faults: &mut RoundFaults,
+    ) {
         let input = RoundInput {
             round,
             train: &self.part.train,
@@ -155,43 +223,41 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             comm: &self.cfg.comm,
             with_bias: self.cfg.model.item_bias,
         };
-        let mut free: Vec<bool> = jobs.iter().map(|j| !j.dropped).collect();
-        for (slot, job) in self.slots.iter_mut().zip(jobs) {
+        let slots = &mut self.slots[..range.len()];
+        for (slot, job) in slots.iter_mut().zip(&jobs[range.clone()]) {
             if job.dropped {
                 slot.outcome = Outcome::Dropped;
             }
         }
         let mut hosts: [&mut dyn ClientHost<K>; 2] = [&mut self.boards, &mut self.devices];
-        for host in hosts.iter_mut() {
-            host.claim(&input, &mut free);
-        }
         for host in hosts.iter_mut().rev() {
-            host.complete(&input, &mut self.slots, faults);
+            host.complete(&input, range.start, slots, faults);
         }
     }
 
     /// Collect: what the server receives, through the tamper hook (hostile devices, faulty
     /// links) when one is installed.
-    fn collect(&mut self, round: u32, jobs: &[ClientJob]) {
+    fn collect(&mut self, round: u32, jobs: &[ClientJob], range: Range<usize>) {
         let Some(tamper) = self.tamper.as_deref() else {
             return;
         };
-        for (slot, job) in self.slots.iter_mut().zip(jobs) {
+        for (slot, job) in self.slots.iter_mut().zip(&jobs[range]) {
             if matches!(slot.outcome, Outcome::Sent { .. }) {
                 tamper(round, job.user, &mut slot.bytes);
             }
         }
     }
 
-    /// Validate: decodes every upload and checks it ([`crate::server::validate`]), in
-    /// parallel (a pure function of each upload's bytes).
-    fn validate(&mut self, round: u32, jobs: &[ClientJob]) {
+    /// Validate: decodes every upload of the window and checks it
+    /// ([`crate::server::validate`]), in parallel (a pure function of each upload's bytes).
+    fn validate(&mut self, round: u32, jobs: &[ClientJob], range: Range<usize>) {
         let (train, rel, n) = (&self.part.train, &self.cfg.reliability, self.num_items);
         let with_bias = self.cfg.model.item_bias;
+        let slots = &mut self.slots[..range.len()];
         self.devices.pool.install(|| {
-            self.slots
+            slots
                 .par_iter_mut()
-                .zip(jobs.par_iter())
+                .zip(jobs[range].par_iter())
                 .for_each(|(slot, job)| {
                     let Outcome::Sent { wire_client } = slot.outcome else {
                         return;
@@ -205,23 +271,18 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         });
     }
 
-    /// Select, in sample order, the first `clients_per_round` valid reports; count the rest.
-    fn select(&mut self, round: u32, jobs: &[ClientJob], faults: RoundFaults) -> Result<Selection> {
+    /// Select, in sample order, the first `clients_per_round` valid reports (counting those
+    /// of earlier windows); count the rest. Returns which of the window's slots to fold.
+    fn select(
+        &mut self,
+        round: u32,
+        jobs: &[ClientJob],
+        range: Range<usize>,
+        s: &mut Selection,
+    ) -> Result<Vec<bool>> {
         let wanted = self.cfg.run.clients_per_round;
-        let mut s = Selection {
-            take: vec![false; jobs.len()],
-            accepted: 0,
-            faults,
-            traffic: TrafficStats::default(),
-            bytes_up: 0,
-            bytes_down: 0,
-            skipped: 0,
-            examples: 0,
-            aggregate_seconds: 0.0,
-            step_seconds: 0.0,
-        };
-        let mut per_client = Vec::with_capacity(jobs.len());
-        for (i, (slot, job)) in self.slots.iter_mut().zip(jobs).enumerate() {
+        let mut take = vec![false; range.len()];
+        for (i, (slot, job)) in self.slots.iter_mut().zip(&jobs[range]).enumerate() {
             match std::mem::take(&mut slot.outcome) {
                 Outcome::Sent { .. } => {}
                 Outcome::Dropped => {
@@ -243,7 +304,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             }
             s.bytes_up += slot.bytes.len() as u64;
             s.bytes_down += slot.bytes_down;
-            per_client.push(ClientTraffic {
+            s.per_client.push(ClientTraffic {
                 bytes_down: slot.bytes_down,
                 bytes_up: slot.bytes.len() as u64,
                 rows: slot.items.len() as u32,
@@ -268,27 +329,17 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                 continue;
             }
             s.accepted += 1;
-            s.take[i] = true;
+            take[i] = true;
         }
-        s.traffic = TrafficStats::from_clients(&per_client);
-        Ok(s)
+        Ok(take)
     }
 
-    /// Aggregate the selected reports in sample order (or skip the round whole when too few
-    /// arrived) and apply the mean with the server optimizer. Returns whether it was applied
-    /// and, for DP runs, the privacy spent.
-    fn aggregate_and_apply(
-        &mut self,
-        round: u32,
-        chosen: &mut Selection,
-        sampled: usize,
-    ) -> Result<(bool, Option<PrivacySpent>)> {
-        let t_aggregate = Instant::now();
-        self.agg.reset();
-        let updates: Vec<_> = self
-            .slots
+    /// Fold: hands the window's selected updates, in sample order, to the round's
+    /// aggregation strategy.
+    fn fold(&mut self, round: u32, take: &[bool], len: usize) -> Result<()> {
+        let updates: Vec<_> = self.slots[..len]
             .iter()
-            .zip(&chosen.take)
+            .zip(take)
             .filter(|&(_, &t)| t)
             .map(|(slot, _)| {
                 let rows = ClientRows {
@@ -300,52 +351,50 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                 (rows, slot.header.metrics)
             })
             .collect();
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut strategy = strategy::for_round(&mut self.agg, self.dp.as_mut());
+        self.devices
+            .pool
+            .install(|| strategy.fold(&updates))
+            .with_context(|| format!("round {round}: aggregating updates"))
+    }
+
+    /// Finish the aggregate (or skip the round whole when too few valid reports arrived: the
+    /// folded rows are discarded, the reports' metrics kept) and apply it with the server
+    /// optimizer. Returns whether it was applied and, for DP runs, the privacy spent.
+    fn finish_and_apply(
+        &mut self,
+        round: u32,
+        s: &mut Selection,
+        sampled: usize,
+    ) -> Result<(bool, Option<PrivacySpent>)> {
+        let t_aggregate = Instant::now();
         let min = self.cfg.reliability.min_clients;
-        let faults = &mut chosen.faults;
+        let mut strategy: Box<dyn Strategy + '_> =
+            strategy::for_round(&mut self.agg, self.dp.as_mut());
         let mut privacy = None;
-        let applied = if chosen.accepted < min {
-            // Never half-applied: the reports' metrics are kept, their rows are not.
-            for (c, m) in &updates {
-                self.agg.add_client(c.weight, m);
-            }
+        let applied = if s.accepted < min {
+            strategy.discard();
             let why = format!(
                 "{} of {sampled} sampled clients sent a valid update, fewer than \
                  reliability.min_clients = {min}",
-                chosen.accepted
+                s.accepted
             );
             tracing::warn!(round, "round skipped: {why}");
-            faults.skipped = true;
-            faults.reason = Some(why);
+            s.faults.skipped = true;
+            s.faults.reason = Some(why);
             false
         } else {
-            let aggregated = match self.dp.as_mut() {
-                None => {
-                    let agg = &mut self.agg;
-                    self.devices
-                        .pool
-                        .install(|| agg.add_clients(&updates))
-                        .with_context(|| format!("round {round}: aggregating updates"))?;
-                    self.agg.mean_delta(&mut self.mean)
-                }
-                Some(dp) => {
-                    // Central DP: clipped, uniformly weighted, noised on the server (the
-                    // aggregator only sums the metrics here).
-                    for (u, m) in &updates {
-                        dp.add_client(u.items, u.rows, u.biases)
-                            .with_context(|| format!("round {round}: DP aggregation"))?;
-                        self.agg.add_client(u.weight, m);
-                    }
-                    let (mean, spent) = dp.finish(round)?;
-                    self.mean.copy_from_slice(&mean);
-                    privacy = Some(spent);
-                    self.mean.iter().all(|x| x.is_finite())
-                }
-            };
-            chosen.aggregate_seconds = t_aggregate.elapsed().as_secs_f64();
+            let (aggregated, spent) = strategy.finish(round, &mut self.mean)?;
+            drop(strategy);
+            privacy = spent;
+            s.aggregate_seconds += t_aggregate.elapsed().as_secs_f64();
             let t_step = Instant::now();
             if aggregated {
                 self.apply(round);
-                chosen.step_seconds = t_step.elapsed().as_secs_f64();
+                s.step_seconds = t_step.elapsed().as_secs_f64();
             } else {
                 tracing::warn!(
                     round,
@@ -354,6 +403,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             }
             aggregated
         };
+        let faults = &mut s.faults;
         let rel = &self.cfg.reliability;
         if rel.dropout > 0.0
             || rel.over_select > 0.0
@@ -361,11 +411,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             || !faults.rejected.is_empty()
             || faults.link_errors > 0
         {
-            faults.aggregated = Some(if faults.skipped {
-                0
-            } else {
-                chosen.accepted as u32
-            });
+            faults.aggregated = Some(if faults.skipped { 0 } else { s.accepted as u32 });
         }
         Ok((applied, privacy))
     }

@@ -6,6 +6,7 @@
 //! in `f64` per touched row, in client order, so it is independent of thread count.
 
 pub mod privacy;
+pub(crate) mod strategy;
 pub mod validate;
 
 use anyhow::{Result, ensure};

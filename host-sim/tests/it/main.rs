@@ -21,4 +21,5 @@ mod quality;
 mod reliability;
 mod run_dir;
 mod session;
+mod streaming;
 mod synth;

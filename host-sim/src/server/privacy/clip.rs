@@ -440,11 +440,17 @@ impl DpAggregator {
             noised_unclipped_fraction,
             next_clip_norm: self.clip_norm(),
         });
+        self.discard();
+        out
+    }
+
+    /// Drops the round's sum and counts without noising or releasing anything (a skipped
+    /// round); the clip norm and the last round's statistics stay.
+    pub fn discard(&mut self) {
         self.sum.iter_mut().for_each(|s| *s = 0.0);
         self.clients = 0;
         self.clipped_clients = 0;
         self.centered_unclipped = 0.0;
-        out
     }
 }
 

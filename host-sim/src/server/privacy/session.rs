@@ -126,6 +126,11 @@ impl DpSession {
         Ok(info.norm)
     }
 
+    /// Forgets the clients added in a round that is skipped (no noise, no accounting).
+    pub fn discard_round(&mut self) {
+        self.agg.discard();
+    }
+
     /// Ends round `round`: the noised mean delta (dense, as [`DpAggregator::finish`]) and the
     /// privacy spent including this round.
     pub fn finish(&mut self, round: u32) -> Result<(Vec<f32>, PrivacySpent)> {
