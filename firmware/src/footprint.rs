@@ -14,7 +14,7 @@ use crate::stack::{self, Painted};
 use cortex_m::peripheral::SYST;
 use cortex_m::peripheral::syst::SystClkSource;
 use fedrecon_core::rng::DeviceRng;
-use fedrecon_core::{Device, RoundConfig, Scalar, SplitConfig};
+use fedrecon_core::{Device, Reconstruction, RoundConfig, Scalar, SplitConfig};
 
 /// Embedding width of the report.
 pub const K: usize = 50;
@@ -44,6 +44,16 @@ pub fn config() -> RoundConfig {
             ..SplitConfig::default()
         },
         ..RoundConfig::default()
+    }
+}
+
+/// [`config`] with exact reconstruction (the ridge solve of the user embedding, regulariser
+/// 0.1) instead of reconstruction SGD: the `footprint-exact*` images.
+pub fn exact_config() -> RoundConfig {
+    RoundConfig {
+        user_l2: 0.1,
+        reconstruction: Reconstruction::Exact,
+        ..config()
     }
 }
 
@@ -80,9 +90,10 @@ fn start_systick(syst: &mut SYST) {
 
 /// Runs the report for scalar `S` and exits QEMU through semihosting: 0 after printing one
 /// `footprint ...` line, 1 if the round failed. `painted` comes from [`stack::paint`], called
-/// first thing in `main`.
+/// first thing in `main`; `cfg` is [`config`] or [`exact_config`].
 pub fn run<S: Scalar>(
     label: &str,
+    cfg: &RoundConfig,
     painted: Painted,
     device: &mut FootDevice<S>,
     rows: &mut FootRows<S>,
@@ -93,10 +104,9 @@ pub fn run<S: Scalar>(
     if let Err(e) = fill(device, rows) {
         fail(e)
     }
-    let cfg = config();
     start_systick(&mut p.SYST);
     let t0 = SYST::get_current();
-    let result = device.train(rows, &cfg, SEED);
+    let result = device.train(rows, cfg, SEED);
     let t1 = SYST::get_current();
     let update = match result {
         Ok(u) => u,

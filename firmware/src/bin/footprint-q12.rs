@@ -14,7 +14,13 @@ static ROWS: ConstStaticCell<FootRows<Q12>> = ConstStaticCell::new(FootRows::new
 #[entry]
 fn main() -> ! {
     let painted = footprint::paint();
-    footprint::run("q12", painted, DEVICE.take(), ROWS.take())
+    footprint::run(
+        "q12",
+        &footprint::config(),
+        painted,
+        DEVICE.take(),
+        ROWS.take(),
+    )
 }
 
 #[panic_handler]

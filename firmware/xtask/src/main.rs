@@ -64,10 +64,21 @@ const LAYOUTS: [Layout; 2] = [
 ];
 
 /// Footprint images: (binary, scalar label, RAM goal in bytes).
-const FOOTPRINTS: [(&str, &str, u64); 3] = [
+const FOOTPRINTS: [(&str, &str, u64); 6] = [
     ("footprint", "f32", 128 * KIB),
     ("footprint-q16", "Q16.16", 64 * KIB),
     ("footprint-q12", "Q3.12", 64 * KIB),
+    ("footprint-exact", "f32, exact reconstruction", 128 * KIB),
+    (
+        "footprint-exact-q16",
+        "Q16.16, exact reconstruction",
+        64 * KIB,
+    ),
+    (
+        "footprint-exact-q12",
+        "Q3.12, exact reconstruction",
+        64 * KIB,
+    ),
 ];
 /// Trained rows the footprint images' `Device` holds (`R` in firmware/src/footprint.rs).
 const FOOT_R: u64 = 160;
