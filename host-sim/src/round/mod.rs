@@ -163,6 +163,10 @@ pub fn round_config(cfg: &Config, eval: bool, global_mean: f32) -> Result<RoundC
             item_bias: cfg.model.item_bias,
             global_mean: cfg.model.global_mean.then_some(global_mean),
         },
+        reconstruction: match c.reconstruction {
+            crate::config::Reconstruction::Sgd => fedrecon_core::Reconstruction::Sgd,
+            crate::config::Reconstruction::Exact => fedrecon_core::Reconstruction::Exact,
+        },
     };
     rc.validate()
         .map_err(|e| anyhow!("client configuration rejected by the device: {e}"))?;
@@ -842,8 +846,15 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             if applied {
                 let r = &self.cfg.run;
                 let decay = r.server_lr_decay.factor(round, r.rounds, r.server_lr_final);
-                self.opt.set_lr(self.cfg.server.lr() * decay);
+                let lr = self.cfg.server.lr() * decay;
+                self.opt.set_lr(lr);
                 self.opt.step(&mut self.params, &self.mean);
+                if r.item_l2 > 0.0 {
+                    let keep = 1.0 - lr * r.item_l2;
+                    for p in &mut self.params[..self.num_items * K] {
+                        *p *= keep;
+                    }
+                }
             } else {
                 tracing::warn!(
                     round,
