@@ -559,7 +559,7 @@ impl Config {
                 // Exact reconstruction (the device's ridge solve) with the regulariser that
                 // measured best (README.md, "Learning quality").
                 c.client.reconstruction = Reconstruction::Exact;
-                c.client.user_l2 = 0.1;
+                c.client.user_l2 = 0.08;
                 c.run.rounds = 1000;
                 c.run.server_lr_decay = crate::server::schedule::LrDecay::Cosine;
                 c.run.server_lr_final = 0.05;
@@ -1198,7 +1198,7 @@ mod tests {
     fn reconstruction_key() {
         let best = Config::preset(Preset::Best);
         assert_eq!(best.client.reconstruction, Reconstruction::Exact);
-        assert_eq!(best.client.user_l2, 0.1);
+        assert_eq!(best.client.user_l2, 0.08);
         best.validate().unwrap();
         for p in [Preset::Tutorial, Preset::Paper] {
             assert_eq!(Config::preset(p).client.reconstruction, Reconstruction::Sgd);
