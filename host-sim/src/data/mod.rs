@@ -1,6 +1,7 @@
 //! The data a run trains on: MovieLens files, the user partition, numpy's RNG (for the
-//! paper's split).
+//! paper's split), and MovieLens-shaped synthetic data.
 
 pub mod movielens;
 pub mod numpy_rng;
 pub mod partition;
+pub mod synth;

@@ -6,7 +6,6 @@
 //! in `f64` per touched row, in client order, so it is independent of thread count.
 
 pub mod privacy;
-pub mod schedule;
 pub mod validate;
 
 use anyhow::{Result, ensure};

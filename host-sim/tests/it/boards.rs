@@ -5,7 +5,7 @@
 //! reason when either is missing, unless `FEDRECON_REQUIRE_QEMU=1` (scripts/check.sh sets it
 //! after building the images), which turns a skip into a failure.
 
-mod common;
+use crate::common;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -113,4 +113,86 @@ fn rounds_with_qemu_boards_are_bit_identical_to_virtual_rounds() {
     );
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&with_boards.items), bits(&all_virtual.items));
+}
+
+/// One client path (issue 13): boards honour `--dropout`, so a run with dropouts and two QEMU
+/// boards is bit-identical to the all-virtual run (the boards' clients drop exactly when the
+/// virtual devices' would), and a board client's downlink is counted like a virtual one's.
+/// Through the binary, as a user runs it; seed 6 drops a client the boards took before the fix.
+#[test]
+fn dropout_with_qemu_boards_is_bit_identical_to_virtual() {
+    if !common::qemu_boards_available() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    synthetic(data.path(), 120, 1000);
+    let out = tempfile::tempdir().unwrap();
+    let run = |name: &str, boards: bool| {
+        let dir = out.path().join(name);
+        let mut args = vec![
+            "train",
+            "--data",
+            data.path().to_str().unwrap(),
+            "--preset",
+            "tutorial",
+            "--max-clients",
+            "none",
+            "--max-ratings-per-user",
+            "none",
+            "--k",
+            "50",
+            "--rounds",
+            "3",
+            "--clients-per-round",
+            "8",
+            "--eval-every",
+            "0",
+            "--eval-clients",
+            "20",
+            "--seed",
+            "6",
+            "--dropout",
+            "0.3",
+            "--threads",
+            "2",
+            "--no-progress",
+            "--no-plots",
+            "--out",
+            dir.to_str().unwrap(),
+        ];
+        if boards {
+            args.extend(["--qemu-devices", "2"]);
+        }
+        let o = common::fedrecon(&args);
+        assert!(o.status.success(), "{name}: {}", common::stderr(&o));
+        dir
+    };
+    let (virt, boards) = (run("virtual", false), run("boards", true));
+    assert_eq!(
+        std::fs::read(virt.join("items.npy")).unwrap(),
+        std::fs::read(boards.join("items.npy")).unwrap(),
+        "items.npy differs between the all-virtual run and the run with 2 QEMU boards"
+    );
+    // Every metric but wall-clock time and upload bytes (a board's update carries its own
+    // client id, a varint shorter or longer than the user's) is equal, downlink bytes included.
+    let rows = |dir: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let o = v.as_object_mut().unwrap();
+                for k in ["seconds", "bytes_up", "bytes_up_mean", "bytes_up_max"] {
+                    o.remove(k);
+                }
+                v
+            })
+            .collect()
+    };
+    let (rv, rb) = (rows(&virt), rows(&boards));
+    assert!(
+        rv.iter().any(|r| r["dropped"].as_u64().unwrap_or(0) > 0),
+        "the run had no dropout: {rv:?}"
+    );
+    assert_eq!(rv, rb);
 }
