@@ -76,8 +76,12 @@ cargo fw-parity
 step "simulator rounds with 2 QEMU boards (clean, with link faults, with dropout; and their goldens), bit-identical to all-virtual rounds"
 FEDRECON_REQUIRE_QEMU=1 cargo test --locked -p fedrecon-host-sim --test it -- boards:: link_faults:: goldens::qemu_board_goldens
 
+step "Python package and the tutorial notebook (scripts/python-tests.sh: venv, maturin, pytest, nbclient)"
+bash scripts/python-tests.sh
+
 echo
 echo "all checks passed"
 # One closing line for the whole run: the sum over every "test result:" line above.
-awk '/test result: ok\./ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?/) p += $i; if ($(i+1) ~ /^failed;?/) f += $i } }
+# pytest's closing line ("== 25 passed, 1 skipped in 9.1s ==") counts too.
+awk '/test result: ok\./ || /^(=+ )?[0-9]+ (passed|failed).* in [0-9.]+s/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed[;,]?$/) p += $i; if ($(i+1) ~ /^failed[;,]?$/) f += $i } }
      END { printf "checks: %d passed, %d failed\n", p, f }' "$log"

@@ -13,6 +13,8 @@
 //!   select, aggregate, apply) with where a client runs behind one trait; evaluation.
 //! - [`output`]: metrics, `items.npy`, plots, checkpoints, atomic writes.
 //! - [`run`]: an experiment from configuration to outputs.
+//! - [`session`]: an experiment that owns its data, stepped one call at a time on its own
+//!   thread (notebooks, the Python binding).
 //! - [`baselines`]: the centralized upper bound and the speed benchmark.
 //!
 //! The command line (`fedrecon`, `src/main.rs` and `src/cli/`) is the binary's; the library
@@ -38,9 +40,11 @@ pub mod round;
 pub mod run;
 pub mod seeds;
 pub mod server;
+pub mod session;
 
 pub use board::BoardOptions;
 pub use config::{Config, Preset};
 pub use data::movielens::{Ratings, load};
 pub use round::Simulation;
 pub use run::{RunOptions, RunResult, run, run_with_boards};
+pub use session::Session;

@@ -1,5 +1,5 @@
 //! The `fedrecon` command line: `train`, `config`, `stats`, `recommend`, `bench`,
-//! `centralized`, `synth`.
+//! `centralized`, `synth`, `data fetch`.
 
 mod bench;
 mod centralized;
@@ -9,15 +9,14 @@ mod resume;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, anyhow, ensure};
 use clap::{Args, Parser, Subcommand};
 
 use fedrecon_host_sim::config::{Config, Overrides, Preset};
 use fedrecon_host_sim::data::movielens::{self, Ratings};
 use fedrecon_host_sim::data::partition::{Client, partition};
-use fedrecon_host_sim::dispatch_k;
 use fedrecon_host_sim::output;
-use fedrecon_host_sim::round::{self, WORKER_STACK, load_client, new_workspace};
+use fedrecon_host_sim::round;
 use fedrecon_host_sim::run::RunOptions;
 
 /// Federated Reconstruction (Singhal et al. 2021) for matrix factorization: a simulator of
@@ -50,6 +49,43 @@ pub enum Command {
     /// Write a MovieLens-shaped synthetic dataset (ratings.csv, movies.csv) from a planted
     /// low-rank model, streamed, deterministic by seed.
     Synth(SynthArgs),
+    /// Download MovieLens: `fedrecon data fetch ml-1m`.
+    Data(DataArgs),
+}
+
+/// `fedrecon data`.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// What to do with data.
+    #[command(subcommand)]
+    pub command: DataCommand,
+}
+
+/// Subcommands of `fedrecon data`.
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Download a MovieLens release from GroupLens (ml-100k, ml-1m, ml-10m, ml-25m, ml-32m),
+    /// verify its published MD5, unzip it, and print the folder to pass as --data.
+    Fetch(FetchArgs),
+}
+
+/// `fedrecon data fetch`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Release: ml-100k, ml-1m, ml-10m, ml-25m or ml-32m.
+    pub name: String,
+    /// Folder to unzip into.
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    pub dest: PathBuf,
+    /// Server folder holding the zips (default GroupLens's, or FEDRECON_DATA_URL).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Expected MD5 of the zip (default: the published one).
+    #[arg(long, value_name = "HEX")]
+    pub md5: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 /// A number or `none` (unset / all / automatic).
@@ -312,6 +348,18 @@ pub fn main() -> Result<()> {
         Command::Bench(a) => bench::bench(&a),
         Command::Centralized(a) => centralized::centralized(&a),
         Command::Synth(a) => synth(&a),
+        Command::Data(DataArgs {
+            command: DataCommand::Fetch(a),
+        }) => {
+            let opts = fedrecon_host_sim::data::fetch::FetchOptions {
+                base_url: a.base_url,
+                md5: a.md5,
+                progress: !a.no_progress,
+            };
+            let dir = fedrecon_host_sim::data::fetch::fetch(&a.name, &a.dest, &opts)?;
+            println!("{}", dir.display());
+            Ok(())
+        }
     }
 }
 
@@ -485,17 +533,7 @@ fn recommend(a: RecommendArgs) -> Result<()> {
         items: mine.items,
         ratings: mine.values,
     };
-    let k = a.k;
-    let top: Vec<(u32, f32)> = std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .stack_size(WORKER_STACK)
-            .spawn_scoped(scope, || -> Result<Vec<(u32, f32)>> {
-                dispatch_k!(cols, recommend_k(&cfg, &data, &client, k))
-            })
-            .context("cannot start a worker thread")?
-            .join()
-            .map_err(|_| anyhow!("the recommendation thread panicked"))?
-    })?;
+    let top = round::recommend::recommend(&cfg, &data, cols, &client, a.k)?;
     println!(
         "user {} ({} ratings): top {} unrated titles",
         a.user,
@@ -510,31 +548,4 @@ fn recommend(a: RecommendArgs) -> Result<()> {
         println!("{:>3}. {score:>6.3}  {title}", rank + 1);
     }
     Ok(())
-}
-
-fn recommend_k<const K: usize>(
-    cfg: &Config,
-    data: &[f32],
-    client: &Client<'_>,
-    k: usize,
-) -> Result<Vec<(u32, f32)>> {
-    let rows = fedrecon_core::DenseRows::new(data.as_chunks::<K>().0);
-    let mut rc = round::round_config(cfg, true, 0.0)?;
-    if cfg.model.item_bias || cfg.model.global_mean {
-        bail!("recommend supports models without biases only (items.npy holds no biases)");
-    }
-    // Learn from every rating: no split, no cap.
-    rc.split.split_dataset = false;
-    let mut dev = new_workspace::<f32, K>();
-    let loaded = load_client(&mut dev, client, (data.len() / K) as u32)?;
-    let seed = fedrecon_host_sim::seeds::derive(&[cfg.run.seed, 6, client.user.into()]);
-    let mut top =
-        fedrecon_core::rank::TopK::<f32, 100>::new(k).map_err(|e| anyhow!("-k {k}: {e}"))?;
-    fedrecon_host_sim::on_device!(loaded, |dev| {
-        dev.reconstruct(&rows, &rc, seed)
-            .map_err(|e| anyhow!("reconstructing the user: {e}"))?;
-        dev.rank(&rows, &rc, &mut top)
-            .map_err(|e| anyhow!("ranking: {e}"))
-    })?;
-    Ok(top.into_sorted().to_vec())
 }

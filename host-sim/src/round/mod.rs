@@ -17,6 +17,7 @@ mod device;
 pub mod evaluate;
 pub mod faults;
 mod phases;
+pub mod recommend;
 pub mod workspace;
 
 use anyhow::{Result, anyhow, ensure};
