@@ -212,3 +212,26 @@ pub fn mean_rating(set: &ClientSet) -> f32 {
     }
     if n == 0 { 0.0 } else { (sum / n as f64) as f32 }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Preset;
+
+    /// `client.reconstruction` and `client.user_l2` reach the device's round configuration
+    /// (here, not in `config`'s tests: `config` must not import `round`).
+    #[test]
+    fn reconstruction_reaches_the_device_config() {
+        let c = Config::from_toml_str(
+            "[client]\nreconstruction = \"exact\"\nuser_l2 = 0.25\n",
+            "f.toml",
+            Some(Preset::Paper),
+        )
+        .unwrap();
+        let rc = round_config(&c, true, 3.5).unwrap();
+        assert_eq!(rc.reconstruction, fedrecon_core::Reconstruction::Exact);
+        assert_eq!(rc.user_l2, 0.25);
+        let sgd = round_config(&Config::preset(Preset::Paper), false, 3.5).unwrap();
+        assert_eq!(sgd.reconstruction, fedrecon_core::Reconstruction::Sgd);
+    }
+}
