@@ -13,6 +13,7 @@
 use crate::dataset::ClientData;
 use crate::error::{Error, Phase, Result};
 use crate::model::{Metrics, Params, RoundConfig, Weighting};
+use crate::ridge::RidgeNum;
 use crate::rng::DeviceRng;
 use crate::rows::ItemRows;
 use crate::scalar::Scalar;
@@ -125,8 +126,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
     ) -> Result<Update<'_, S, K>> {
         let p = Params::<S>::new(cfg)?;
         let (recon, post) = self.prepare(rows, cfg)?;
-        self.init_user(cfg, seed);
-        self.reconstruct_phase(rows, &p, recon.clone())?;
+        self.reconstruct_user(rows, cfg, &p, recon, seed)?;
         self.load_touched(rows, &p, post.clone())?;
 
         let weight = match cfg.weighting {
@@ -161,8 +161,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         }
         let p = Params::<S>::new(cfg)?;
         let (recon, post) = self.prepare(rows, cfg)?;
-        self.init_user(cfg, seed);
-        self.reconstruct_phase(rows, &p, recon.clone())?;
+        self.reconstruct_user(rows, cfg, &p, recon.clone(), seed)?;
         self.collect_items(recon);
 
         let mut metrics = Metrics::default();
@@ -190,8 +189,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
     ) -> Result<()> {
         let p = Params::<S>::new(cfg)?;
         let (recon, _) = self.prepare(rows, cfg)?;
-        self.init_user(cfg, seed);
-        self.reconstruct_phase(rows, &p, recon)?;
+        self.reconstruct_user(rows, cfg, &p, recon, seed)?;
         self.touched.clear();
         for &item in self.data.items() {
             // Capacity equals the dataset's, so this cannot fail.
@@ -278,10 +276,126 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         Ok((recon, post))
     }
 
+    /// Reconstruction by the configured method (SGD from a seeded start, or the exact solve).
+    fn reconstruct_user<V: ItemRows<S, K>>(
+        &mut self,
+        rows: &V,
+        cfg: &RoundConfig,
+        p: &Params<S>,
+        recon: Schedule,
+        seed: u64,
+    ) -> Result<()> {
+        self.reconstructed = false;
+        match p.exact {
+            None => {
+                self.init_user(cfg, seed);
+                self.reconstruct_phase(rows, p, recon)?;
+            }
+            Some(lambda) => self.reconstruct_exact(rows, p, recon, lambda)?,
+        }
+        self.predictor = *p;
+        self.reconstructed = true;
+        Ok(())
+    }
+
+    /// The exact ridge solution ([`crate::ridge`]) over the reconstruction phase's examples,
+    /// each once. The `K x K` system lives on the stack only while it is solved. Per example:
+    /// `K (K + 3) / 2` multiply-adds for the Gram matrix (two passes over the rows: means,
+    /// then centred products), then about `K^3 / 6` for the factorisation. Never inlined, so
+    /// the system's stack frame exists only while it is solved (not in every SGD round).
+    #[inline(never)]
+    fn reconstruct_exact<V: ItemRows<S, K>>(
+        &mut self,
+        rows: &V,
+        p: &Params<S>,
+        recon: Schedule,
+        lambda: f32,
+    ) -> Result<()> {
+        let zero = <S::Ridge as RidgeNum>::ZERO;
+        let lambda = <S::Ridge as RidgeNum>::from_f32(lambda);
+        // Target of example e: y [- b_i] [- mu], in the ridge type.
+        let target = |dev: &Self, e: usize, item: u32| {
+            let mut r = dev.data.ratings()[e].to_ridge();
+            if p.item_bias {
+                r = r - rows.bias(item).to_ridge();
+            }
+            if let Some(mu) = p.mu {
+                r = r - mu.to_ridge();
+            }
+            r
+        };
+        // Pass 1 (with a user bias): the means m and mean(r) the system is centred on.
+        let mut n = 0u32;
+        let mut mean = [zero; K];
+        let mut r_mean = zero;
+        if p.user_bias {
+            for range in recon.first_epoch() {
+                for pos in range {
+                    let e = usize::from(self.order[pos]);
+                    let item = self.data.items()[e];
+                    let row = rows.row(item).ok_or(Error::MissingItemRow { item })?;
+                    for (m, v) in mean.iter_mut().zip(row) {
+                        *m = *m + v.to_ridge();
+                    }
+                    r_mean = r_mean + target(self, e, item);
+                    n += 1;
+                }
+            }
+            for m in &mut mean {
+                *m = m.div_count(n);
+            }
+            r_mean = r_mean.div_count(n);
+        }
+        // Pass 2: lower triangle of sum(d d^T) and sum(d t), d = v - m, t = r - mean(r).
+        let mut a = [[zero; K]; K];
+        let mut b = [zero; K];
+        let mut d = [zero; K];
+        n = 0;
+        for range in recon.first_epoch() {
+            for pos in range {
+                let e = usize::from(self.order[pos]);
+                let item = self.data.items()[e];
+                let row = rows.row(item).ok_or(Error::MissingItemRow { item })?;
+                for ((d, v), m) in d.iter_mut().zip(row).zip(&mean) {
+                    *d = v.to_ridge() - *m;
+                }
+                let t = target(self, e, item) - r_mean;
+                for i in 0..K {
+                    let di = d[i];
+                    for (aij, dj) in a[i][..=i].iter_mut().zip(&d) {
+                        *aij = *aij + di * *dj;
+                    }
+                    b[i] = b[i] + di * t;
+                }
+                n += 1;
+            }
+        }
+        for i in 0..K {
+            for aij in &mut a[i][..=i] {
+                *aij = aij.div_count(n);
+            }
+            a[i][i] = a[i][i] + lambda;
+            b[i] = b[i].div_count(n);
+        }
+        crate::ridge::solve_ldlt(&mut a, &mut b, lambda.half())?;
+        for (u, x) in self.user.iter_mut().zip(&b) {
+            *u = S::from_ridge(*x);
+        }
+        self.user_bias = S::ZERO;
+        if p.user_bias {
+            // b_u = mean(r) - dot(m, u), with u in the ridge type (before rounding to S).
+            let mut bu = r_mean;
+            for (m, x) in mean.iter().zip(&b) {
+                bu = bu - *m * *x;
+            }
+            self.user_bias = S::from_ridge(bu);
+        }
+        Ok(())
+    }
+
     /// Fresh user embedding, uniform in `[-scale, scale)`, drawn from the round's seed
     /// (stateless clients: nothing carries over between rounds).
     fn init_user(&mut self, cfg: &RoundConfig, seed: u64) {
-        self.reconstructed = false;
         let mut rng = DeviceRng::new(seed);
         let (lo, width) = (-cfg.init_scale, 2.0 * cfg.init_scale);
         for u in self.user.iter_mut() {
@@ -323,8 +437,6 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
                 self.user_bias = self.user_bias - c * grad_bias;
             }
         }
-        self.predictor = *p;
-        self.reconstructed = true;
         Ok(())
     }
 

@@ -50,6 +50,13 @@ pub enum Error {
         /// The field at fault and why.
         what: &'static str,
     },
+    /// Exact reconstruction's ridge system has a pivot below half the regulariser (or NaN):
+    /// the regulariser is too small for the scalar's resolution, or an input saturated or is
+    /// not finite.
+    IllConditioned {
+        /// The column of the factorisation where the pivot failed.
+        column: usize,
+    },
     /// A phase of the round has no batch to run (e.g. a client with a single batch and
     /// `split_dataset`).
     EmptySplit {
@@ -79,6 +86,11 @@ impl fmt::Display for Error {
             }
             Error::NonFinite { what } => write!(f, "{what} is not finite"),
             Error::InvalidConfig { what } => write!(f, "invalid round configuration: {what}"),
+            Error::IllConditioned { column } => write!(
+                f,
+                "exact reconstruction's system is singular or ill-conditioned at column {column} \
+                 (pivot below half of user_l2: raise user_l2)"
+            ),
             Error::EmptySplit { phase } => write!(f, "the {phase:?} phase has no examples"),
         }
     }

@@ -21,6 +21,7 @@
 //! ratings and half-star ratings are exact in both; learning rates 0.1 and 0.5 are within
 //! 0.01 % (Q16) and 0.05 % (Q12: 0.1 becomes 0.10009765625).
 
+use crate::ridge::{R20, R32};
 use crate::scalar::{Scalar, ScalarKind};
 use core::ops::{Add, Mul, Neg, Sub};
 use serde::{Deserialize, Serialize};
@@ -28,7 +29,8 @@ use serde::{Deserialize, Serialize};
 macro_rules! fixed_scalar {
     (
         $(#[$doc:meta])*
-        $name:ident, $raw:ty, $wide:ty, $acc:ty, $frac:expr, $kind:expr, int: $int:ty
+        $name:ident, $raw:ty, $wide:ty, $acc:ty, $frac:expr, $kind:expr, int: $int:ty,
+        ridge: $ridge:ty, $ridge_raw:ty
     ) => {
         $(#[$doc])*
         #[derive(
@@ -110,6 +112,21 @@ macro_rules! fixed_scalar {
             const ZERO: Self = Self(0);
             const ONE: Self = Self(1 << $frac);
             const KIND: ScalarKind = $kind;
+            type Ridge = $ridge;
+
+            /// Exact: the ridge type has more fractional bits.
+            #[inline]
+            fn to_ridge(self) -> $ridge {
+                <$ridge>::from_bits(<$ridge_raw>::from(self.0) << (<$ridge>::FRAC_BITS - $frac))
+            }
+
+            /// Nearest (ties up), saturating.
+            #[inline]
+            fn from_ridge(x: $ridge) -> Self {
+                let shift = <$ridge>::FRAC_BITS - $frac;
+                let r = x.to_bits().saturating_add(1 << (shift - 1)) >> shift;
+                Self(r.clamp(<$ridge_raw>::from(<$raw>::MIN), <$ridge_raw>::from(<$raw>::MAX)) as $raw)
+            }
 
             fn from_f32(x: f32) -> Self {
                 if x.is_nan() {
@@ -171,11 +188,11 @@ macro_rules! fixed_scalar {
 
 fixed_scalar!(
     /// Q16.16: `bits / 65536` in an `i32`, saturating, round-to-nearest.
-    Q16, i32, i64, i128, 16, ScalarKind::Q16_16, int: i16
+    Q16, i32, i64, i128, 16, ScalarKind::Q16_16, int: i16, ridge: R32, i64
 );
 
 fixed_scalar!(
     /// Q3.12: `bits / 4096` in an `i16`, saturating, round-to-nearest. Half the memory of f32
     /// and Q16 for every row a device holds.
-    Q12, i16, i32, i64, 12, ScalarKind::Q3_12, int: i8
+    Q12, i16, i32, i64, 12, ScalarKind::Q3_12, int: i8, ridge: R20, i32
 );

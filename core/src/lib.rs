@@ -5,7 +5,8 @@
 //! `tff.learning.reconstruction` (see `docs/SEMANTICS.md`):
 //!
 //! 1. [`split`]: cap, seeded shuffle, batches, even/odd split, epochs then step caps;
-//! 2. [`Device::train`]: reconstruct the user embedding with the item rows frozen, train the
+//! 2. [`Device::train`]: reconstruct the user embedding with the item rows frozen (SGD, or the
+//!    exact ridge solve of [`ridge`] when [`RoundConfig::reconstruction`] says so), train the
 //!    touched item rows with the user embedding frozen, return the sparse [`Update`];
 //! 3. [`Device::evaluate`]: reconstruct on one half, measure on the other;
 //! 4. [`Device::rank`] and [`rank::TopK`]: top-k over a streamed catalogue.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod fixed;
 pub mod model;
 pub mod rank;
+pub mod ridge;
 pub mod rng;
 pub mod rows;
 pub mod scalar;
@@ -33,7 +35,7 @@ pub use dataset::ClientData;
 pub use device::{Device, Update};
 pub use error::{Error, Phase, Result};
 pub use fixed::{Q12, Q16};
-pub use model::{Metrics, ModelConfig, RoundConfig, Weighting};
+pub use model::{Metrics, ModelConfig, Reconstruction, RoundConfig, Weighting};
 pub use rows::{DenseRows, ItemRows};
 pub use scalar::{Scalar, ScalarKind};
 pub use split::{Schedule, SplitConfig};

@@ -48,6 +48,29 @@ pub enum Weighting {
     Uniform,
 }
 
+/// How a round reconstructs the user embedding (and user bias) with the item rows frozen.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    postcard::experimental::max_size::MaxSize,
+)]
+pub enum Reconstruction {
+    /// Minibatch SGD from a random start over the reconstruction schedule (TFF's, the default).
+    #[default]
+    Sgd,
+    /// The exact minimiser of the reconstruction examples' mean squared error plus
+    /// `user_l2 * |u|^2` (user bias unregularised): a ridge solve ([`crate::ridge`]). Each
+    /// example of the phase counts once (epochs and step caps do not apply); needs
+    /// `user_l2 > 0`, which makes the system positive definite.
+    Exact,
+}
+
 /// Every hyperparameter a device needs for one round (training or evaluation).
 #[derive(
     Debug, Clone, Copy, PartialEq, Serialize, Deserialize, postcard::experimental::max_size::MaxSize,
@@ -69,6 +92,8 @@ pub struct RoundConfig {
     pub accuracy_threshold: f32,
     /// Optional bias terms.
     pub model: ModelConfig,
+    /// SGD or the exact ridge solve.
+    pub reconstruction: Reconstruction,
 }
 
 impl Default for RoundConfig {
@@ -83,6 +108,7 @@ impl Default for RoundConfig {
             weighting: Weighting::Examples,
             accuracy_threshold: 0.5,
             model: ModelConfig::default(),
+            reconstruction: Reconstruction::Sgd,
         }
     }
 }
@@ -107,6 +133,11 @@ impl RoundConfig {
         {
             return Err(Error::InvalidConfig { what });
         }
+        if self.reconstruction == Reconstruction::Exact && self.user_l2 <= 0.0 {
+            return Err(Error::InvalidConfig {
+                what: "exact reconstruction needs user_l2 > 0 (the regulariser keeps its system solvable)",
+            });
+        }
         if matches!(self.model.global_mean, Some(m) if !m.is_finite()) {
             return Err(Error::InvalidConfig {
                 what: "global_mean must be finite",
@@ -126,6 +157,8 @@ pub(crate) struct Params<S> {
     pub user_bias: bool,
     pub item_bias: bool,
     pub mu: Option<S>,
+    /// `Some(user_l2)` for exact reconstruction (converted to the ridge type by the solve).
+    pub exact: Option<f32>,
 }
 
 impl<S: Scalar> Params<S> {
@@ -140,6 +173,7 @@ impl<S: Scalar> Params<S> {
             user_bias: false,
             item_bias: false,
             mu: None,
+            exact: None,
         }
     }
 
@@ -153,6 +187,7 @@ impl<S: Scalar> Params<S> {
             user_bias: cfg.model.user_bias,
             item_bias: cfg.model.item_bias,
             mu: cfg.model.global_mean.map(S::from_f32),
+            exact: (cfg.reconstruction == Reconstruction::Exact).then_some(cfg.user_l2),
         })
     }
 

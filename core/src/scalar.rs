@@ -1,6 +1,7 @@
 //! The number type of the round. The round code is written once against [`Scalar`], so a
 //! fixed-point format drops in without touching it; [`f32`] is the reference implementation.
 
+use crate::ridge::RidgeNum;
 use core::fmt::Debug;
 use core::ops::{Add, Mul, Neg, Sub};
 
@@ -45,6 +46,13 @@ pub trait Scalar:
     const ONE: Self;
     /// Which kind this is, for the wire hello.
     const KIND: ScalarKind;
+    /// The number type exact reconstruction solves its ridge system in (see [`crate::ridge`]).
+    type Ridge: RidgeNum;
+
+    /// Into the ridge type (exact for every scalar here).
+    fn to_ridge(self) -> Self::Ridge;
+    /// From the ridge type, to nearest (saturating for fixed point).
+    fn from_ridge(x: Self::Ridge) -> Self;
 
     /// Nearest representable value (saturating where the range is bounded). Used only for
     /// hyperparameters and initialisation, never in the per-example loop.
@@ -87,6 +95,16 @@ impl Scalar for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     const KIND: ScalarKind = ScalarKind::F32;
+    type Ridge = f32;
+
+    #[inline]
+    fn to_ridge(self) -> f32 {
+        self
+    }
+    #[inline]
+    fn from_ridge(x: f32) -> f32 {
+        x
+    }
 
     #[inline]
     fn from_f32(x: f32) -> Self {

@@ -195,3 +195,130 @@ proptest! {
         }
     }
 }
+
+/// The exact reconstruction's minimiser, written independently of the device: the
+/// uncentred `(K + 1)`-dimensional normal equations `(X^T X / n + lambda P) w = X^T r / n`
+/// (`X` rows `[v_j, 1]`, `P` = identity on the embedding, 0 on the unregularised bias) solved
+/// by Gaussian elimination with partial pivoting in f64.
+fn exact_reference(
+    rows: &[[f32; K]],
+    recon: &[(u32, f32)],
+    lambda: f64,
+    user_bias: bool,
+) -> ([f64; K], f64) {
+    let dim = if user_bias { K + 1 } else { K };
+    let n = recon.len() as f64;
+    let mut a = vec![vec![0f64; dim + 1]; dim];
+    for &(item, y) in recon {
+        let mut x: Vec<f64> = rows[item as usize].iter().map(|&v| f64::from(v)).collect();
+        if user_bias {
+            x.push(1.0);
+        }
+        for i in 0..dim {
+            for j in 0..dim {
+                a[i][j] += x[i] * x[j] / n;
+            }
+            a[i][dim] += x[i] * f64::from(y) / n;
+        }
+    }
+    for (i, row) in a.iter_mut().enumerate().take(K) {
+        row[i] += lambda;
+    }
+    for c in 0..dim {
+        let p = (c..dim)
+            .max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))
+            .unwrap();
+        a.swap(c, p);
+        let pivot = a[c].clone();
+        for (r, row) in a.iter_mut().enumerate() {
+            if r != c {
+                let f = row[c] / pivot[c];
+                for (x, p) in row[c..].iter_mut().zip(&pivot[c..]) {
+                    *x -= f * p;
+                }
+            }
+        }
+    }
+    let w: Vec<f64> = (0..dim).map(|i| a[i][dim] / a[i][i]).collect();
+    (
+        core::array::from_fn(|k| w[k]),
+        if user_bias { w[K] } else { 0.0 },
+    )
+}
+
+/// Rows, the reconstruction half (first batch; the second is evaluated), lambda, user bias.
+type ExactCase = (Vec<[f32; K]>, Vec<(u32, f32)>, f32, bool);
+
+fn arb_exact_case() -> impl Strategy<Value = ExactCase> {
+    (
+        prop::collection::vec(prop::array::uniform4(-1.0f32..1.0), ITEMS),
+        prop::collection::vec(
+            (0..ITEMS as u32, (1u8..=10).prop_map(|r| f32::from(r) * 0.5)),
+            1..30,
+        ),
+        0.01f32..2.0,
+        any::<bool>(),
+    )
+}
+
+/// A device running exact reconstruction in scalar `S` on `case`; returns (u, b_u) in f64.
+fn exact_device<S: fedrecon_core::Scalar>(case: &ExactCase) -> ([f64; K], f64) {
+    let (rows, recon, lambda, user_bias) = case;
+    let srows: Vec<[S; K]> = rows.iter().map(|r| r.map(S::from_f32)).collect();
+    let mut dev = Box::new(Device::<S, 64, K>::new());
+    for &(i, r) in recon {
+        dev.data_mut()
+            .push(i, S::from_f32(r), ITEMS as u32)
+            .unwrap();
+    }
+    // One held-out example after the reconstruction batch.
+    dev.data_mut()
+        .push(0, S::from_f32(3.0), ITEMS as u32)
+        .unwrap();
+    let cfg = RoundConfig {
+        split: SplitConfig {
+            batch_size: recon.len() as u16,
+            ..SplitConfig::default()
+        },
+        user_l2: *lambda,
+        model: fedrecon_core::ModelConfig {
+            user_bias: *user_bias,
+            ..Default::default()
+        },
+        reconstruction: fedrecon_core::Reconstruction::Exact,
+        ..RoundConfig::default()
+    };
+    dev.evaluate(&DenseRows::new(&srows), &cfg, 0).unwrap();
+    (
+        dev.user().map(|x| f64::from(x.to_f32())),
+        f64::from(dev.user_bias().to_f32()),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// f32 agrees with the f64 reference to 1e-4 relative; Q16.16 to 1e-3 and Q3.12 to
+    /// 1e-2 absolute plus relative (their rows and ratings are rounded to the scalar first,
+    /// and lambda >= 0.01 bounds the condition number by 1 + 4 * |v|^2 / lambda <= 401).
+    #[test]
+    fn exact_matches_f64_reference(case in arb_exact_case()) {
+        let (rows, recon, lambda, user_bias) = &case;
+        let (u, b) = exact_reference(rows, recon, f64::from(*lambda), *user_bias);
+        let scale = 1.0 + u.iter().fold(b.abs(), |m, x| m.max(x.abs()));
+        for (name, (du, db), tol) in [
+            ("f32", exact_device::<f32>(&case), 1e-4),
+            ("Q16", exact_device::<fedrecon_core::Q16>(&case), 1e-3),
+            ("Q12", exact_device::<fedrecon_core::Q12>(&case), 2e-2),
+        ] {
+            // Q3.12 saturates at +-8; only compare where the reference fits.
+            if name == "Q12" && scale > 7.0 {
+                continue;
+            }
+            for k in 0..K {
+                prop_assert!((du[k] - u[k]).abs() <= tol * scale, "{name} u[{k}]: {du:?} vs {u:?}");
+            }
+            prop_assert!((db - b).abs() <= tol * scale, "{name} b: {db} vs {b}");
+        }
+    }
+}

@@ -3,7 +3,7 @@
 
 use fedrecon_core::wire::*;
 use fedrecon_core::{
-    Metrics, ModelConfig, RoundConfig, ScalarKind, SplitConfig, Update, Weighting,
+    Metrics, ModelConfig, Reconstruction, RoundConfig, ScalarKind, SplitConfig, Update, Weighting,
 };
 use proptest::prelude::*;
 
@@ -182,6 +182,7 @@ fn arb_config() -> impl Strategy<Value = RoundConfig> {
             any::<bool>(),
             any::<bool>(),
             proptest::option::of(-5.0f32..5.0),
+            any::<bool>(),
         ),
     )
         .prop_map(|(s, h, m)| RoundConfig {
@@ -209,6 +210,12 @@ fn arb_config() -> impl Strategy<Value = RoundConfig> {
                 user_bias: m.0,
                 item_bias: m.1,
                 global_mean: m.2,
+            },
+            // Exact reconstruction is valid only with a regulariser.
+            reconstruction: if m.3 && h.2 > 0.0 {
+                Reconstruction::Exact
+            } else {
+                Reconstruction::Sgd
             },
         })
 }
@@ -800,8 +807,8 @@ fn raw(header: [u8; 3], payload: &[u8]) -> Vec<u8> {
 fn versions_and_kinds() {
     let req = postcard_bytes(&TopKRequest { round: 1, k: 3 });
     let mut buf = vec![0u8; 4096];
-    // Another major (1 is the previous version): a clear error, whatever the payload.
-    for major in [0u8, 1, PROTOCOL_MAJOR + 1, 255] {
+    // Another major (1 and 2 are previous versions): a clear error, whatever the payload.
+    for major in [0u8, 1, 2, PROTOCOL_MAJOR + 1, 255] {
         let f = raw([major, 0, Kind::TopKRequest as u8], &req);
         assert_eq!(
             next_frame(&f, &mut buf).1.unwrap_err(),
@@ -1117,18 +1124,18 @@ fn quantization_is_pinned() {
 
 #[test]
 fn golden_frame_for_wire_md() {
-    // The example in WIRE.md: TopKRequest { round: 1, k: 5 }. Raw frame 02 00 08 | 01 05 |
-    // CRC-32 0xdb80300b little-endian; COBS: the zero after the major byte splits the groups.
+    // The example in WIRE.md: TopKRequest { round: 1, k: 5 }. Raw frame 03 00 08 | 01 05 |
+    // CRC-32 0xe6e019bb little-endian; COBS: the zero after the major byte splits the groups.
     let f = frame_of(&Message::TopKRequest(TopKRequest { round: 1, k: 5 }));
-    assert_eq!((PROTOCOL_MAJOR, PROTOCOL_MINOR), (2, 0));
+    assert_eq!((PROTOCOL_MAJOR, PROTOCOL_MINOR), (3, 0));
     assert_eq!(
-        fedrecon_core::wire::crc::crc32(&[2, 0, 8, 1, 5]),
-        0xdb80_300b
+        fedrecon_core::wire::crc::crc32(&[3, 0, 8, 1, 5]),
+        0xe6e0_19bb
     );
     assert_eq!(
         f,
         [
-            0x02, 0x02, 0x08, 0x08, 0x01, 0x05, 0x0b, 0x30, 0x80, 0xdb, 0x00
+            0x02, 0x03, 0x08, 0x08, 0x01, 0x05, 0xbb, 0x19, 0xe0, 0xe6, 0x00
         ]
     );
 }

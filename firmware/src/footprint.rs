@@ -12,7 +12,7 @@ use crate::counter::{Counter, INSN_PER_TICK};
 use crate::rows::CachedRows;
 use crate::stack::{self, Painted};
 use fedrecon_core::rng::DeviceRng;
-use fedrecon_core::{Device, RoundConfig, Scalar, SplitConfig};
+use fedrecon_core::{Device, Reconstruction, RoundConfig, Scalar, SplitConfig};
 
 /// Embedding width of the report.
 pub const K: usize = 50;
@@ -45,6 +45,16 @@ pub fn config() -> RoundConfig {
     }
 }
 
+/// [`config`] with exact reconstruction (the ridge solve of the user embedding, regulariser
+/// 0.1) instead of reconstruction SGD: the `footprint-exact*` images.
+pub fn exact_config() -> RoundConfig {
+    RoundConfig {
+        user_l2: 0.1,
+        reconstruction: Reconstruction::Exact,
+        ..config()
+    }
+}
+
 /// Fills `device` with 300 synthetic ratings on distinct items and `rows` with their rows.
 /// Items are generated in ascending order so the cache needs no sort.
 fn fill<S: Scalar>(device: &mut FootDevice<S>, rows: &mut FootRows<S>) -> Result<(), &'static str> {
@@ -69,9 +79,10 @@ fn fill<S: Scalar>(device: &mut FootDevice<S>, rows: &mut FootRows<S>) -> Result
 
 /// Runs the report for scalar `S` and exits QEMU through semihosting: 0 after printing one
 /// `footprint ...` line, 1 if the round failed. `painted` comes from [`stack::paint`], called
-/// first thing in `main`.
+/// first thing in `main`; `cfg` is [`config`] or [`exact_config`].
 pub fn run<S: Scalar>(
     label: &str,
+    cfg: &RoundConfig,
     painted: Painted,
     device: &mut FootDevice<S>,
     rows: &mut FootRows<S>,
@@ -83,12 +94,11 @@ pub fn run<S: Scalar>(
     if let Err(e) = fill(device, rows) {
         fail(e)
     }
-    let cfg = config();
     #[cfg(target_arch = "arm")]
     let counter = Counter::start(&mut p.SYST);
     #[cfg(target_arch = "riscv32")]
     let counter = Counter::start();
-    let result = device.train(rows, &cfg, SEED);
+    let result = device.train(rows, cfg, SEED);
     let ticks = counter.ticks();
     let update = match result {
         Ok(u) => u,

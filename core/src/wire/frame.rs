@@ -10,9 +10,9 @@ use super::crc::{Crc32, crc32};
 use serde::Serialize;
 
 /// Major protocol version: a frame with another major is refused with
-/// [`WireError::UnsupportedVersion`]. 2: `Error.detail` became an `Option<u32>` (WIRE.md
-/// "Version history").
-pub const PROTOCOL_MAJOR: u8 = 2;
+/// [`WireError::UnsupportedVersion`]. 2: `Error.detail` became an `Option<u32>`; 3:
+/// `RoundConfig.reconstruction` (WIRE.md "Version history").
+pub const PROTOCOL_MAJOR: u8 = 3;
 /// Minor protocol version: later minors may append fields at the end of a message, which
 /// readers of an earlier minor ignore.
 pub const PROTOCOL_MINOR: u8 = 0;

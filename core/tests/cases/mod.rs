@@ -21,6 +21,7 @@
 //! where host and target must agree exactly.
 
 pub mod errors;
+pub mod exact;
 pub mod fixed;
 pub mod round;
 pub mod smoke;
@@ -40,6 +41,18 @@ macro_rules! for_each_case {
                 top_k_bounds,
                 display_names_the_problem,
                 trained_rows_capacity_is_enforced,
+            ],
+            exact: [
+                hand_worked_exact_k2,
+                hand_worked_exact_k2_q16,
+                hand_worked_exact_k2_q12,
+                hand_worked_exact_bias,
+                hand_worked_exact_bias_q16,
+                hand_worked_exact_bias_q12,
+                rank_deficient_is_solved_by_the_regulariser,
+                singular_system_is_refused,
+                ldlt_solves_a_hand_worked_system,
+                exact_reconstruct_for_ranking,
             ],
             fixed: [
                 saturates_at_the_edges,

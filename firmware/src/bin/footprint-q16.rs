@@ -14,7 +14,13 @@ static ROWS: ConstStaticCell<FootRows<Q16>> = ConstStaticCell::new(FootRows::new
 #[cfg_attr(target_arch = "riscv32", riscv_rt::entry)]
 fn main() -> ! {
     let painted = footprint::paint();
-    footprint::run("q16", painted, DEVICE.take(), ROWS.take())
+    footprint::run(
+        "q16",
+        &footprint::config(),
+        painted,
+        DEVICE.take(),
+        ROWS.take(),
+    )
 }
 
 #[panic_handler]

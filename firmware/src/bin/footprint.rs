@@ -13,7 +13,13 @@ static ROWS: ConstStaticCell<FootRows<f32>> = ConstStaticCell::new(FootRows::new
 #[cfg_attr(target_arch = "riscv32", riscv_rt::entry)]
 fn main() -> ! {
     let painted = footprint::paint();
-    footprint::run("f32", painted, DEVICE.take(), ROWS.take())
+    footprint::run(
+        "f32",
+        &footprint::config(),
+        painted,
+        DEVICE.take(),
+        ROWS.take(),
+    )
 }
 
 #[panic_handler]

@@ -10,7 +10,8 @@
 //!     `firmware/target/images/<build>/`. The root alias `cargo build-fw` runs this.
 //!
 //! `fedrecon-firmware-xtask footprint`
-//!     `build`, then for the three footprint images (f32, Q16.16, Q3.12) and every build:
+//!     `build`, then for the six footprint images (f32, Q16.16, Q3.12, each with SGD and with exact
+//!     reconstruction) and every build:
 //!     section sizes from the ELF, and one QEMU run each (`-icount shift=0`, twice, to check
 //!     the figures are deterministic) for the peak stack and the instructions of one training
 //!     round. Prints one table. Fails if an image does not run, is not deterministic, gives an
@@ -61,6 +62,9 @@ const PORTABLE_BINS: &[&str] = &[
     "footprint",
     "footprint-q16",
     "footprint-q12",
+    "footprint-exact",
+    "footprint-exact-q16",
+    "footprint-exact-q12",
     "parity",
     "parity-q16",
 ];
@@ -118,10 +122,21 @@ const BUILDS: [Build; 5] = [
 ];
 
 /// Footprint images: (binary, scalar label, RAM goal in bytes).
-const FOOTPRINTS: [(&str, &str, u64); 3] = [
+const FOOTPRINTS: [(&str, &str, u64); 6] = [
     ("footprint", "f32", 128 * KIB),
     ("footprint-q16", "Q16.16", 64 * KIB),
     ("footprint-q12", "Q3.12", 64 * KIB),
+    ("footprint-exact", "f32, exact reconstruction", 128 * KIB),
+    (
+        "footprint-exact-q16",
+        "Q16.16, exact reconstruction",
+        64 * KIB,
+    ),
+    (
+        "footprint-exact-q12",
+        "Q3.12, exact reconstruction",
+        64 * KIB,
+    ),
 ];
 /// Trained rows the footprint images' `Device` holds (`R` in firmware/src/footprint.rs).
 const FOOT_R: u64 = 160;

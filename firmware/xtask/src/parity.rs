@@ -17,7 +17,8 @@ use fedrecon_core::wire::{
     encode_update, next_frame, update_buf_len,
 };
 use fedrecon_core::{
-    DenseRows, Device, ModelConfig, Q16, RoundConfig, Scalar, ScalarKind, SplitConfig, Weighting,
+    DenseRows, Device, ModelConfig, Q16, Reconstruction, RoundConfig, Scalar, ScalarKind,
+    SplitConfig, Weighting,
 };
 use fedrecon_qemu::{Machine, Qemu};
 use std::fs;
@@ -78,7 +79,7 @@ fn random_case(rng: &mut DeviceRng, round: u32) -> Case {
         .map(|&i| (i, std::array::from_fn(|_| uniform(rng, -scale, scale))))
         .collect();
     let (lr1, lr2) = (uniform(rng, 0.0, 2.0), uniform(rng, 0.0, 2.0));
-    let config = RoundConfig {
+    let mut config = RoundConfig {
         split: SplitConfig {
             batch_size: pick(rng, &[1u16, 2, 3, 5, 8, 16, 32, 64]),
             max_examples: maybe(rng, |r| 10 + r.below(300) as u16),
@@ -101,7 +102,12 @@ fn random_case(rng: &mut DeviceRng, round: u32) -> Case {
             item_bias: false,
             global_mean: maybe(rng, |r| uniform(r, 2.5, 4.0)),
         },
+        reconstruction: Reconstruction::Sgd,
     };
+    // A third of the rounds with a regulariser solve exactly (the solve needs user_l2 > 0).
+    if config.user_l2 > 0.0 && rng.below(3) == 0 {
+        config.reconstruction = Reconstruction::Exact;
+    }
     let encodings = [RowEncoding::F32, RowEncoding::I16, RowEncoding::I8];
     let start = RoundStart {
         round,

@@ -67,6 +67,17 @@ pub enum ExampleOrder {
 /// `examples` (TFF's default) or `uniform` (the paper's DP runs) in a config file.
 pub use fedrecon_core::Weighting;
 
+/// How a device reconstructs the user embedding (and user bias) with the item rows frozen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reconstruction {
+    /// Minibatch SGD from a random start (TFF's; both reference presets).
+    #[default]
+    Sgd,
+    /// The exact ridge solve with regulariser `client.user_l2` (> 0), on the device.
+    Exact,
+}
+
 /// Arithmetic type of the virtual devices (the server always keeps f32 rows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -164,6 +175,11 @@ pub struct ClientConfig {
     /// evaluation alike (0 = off, as in both presets).
     #[serde(default)]
     pub user_l2: f32,
+    /// `"sgd"` (both reference presets) or `"exact"`: the minimiser of the reconstruction
+    /// half's mean squared error plus `user_l2 * |u|^2`, solved on the device (`user_l2 > 0`);
+    /// then `recon_lr`, `eval_recon_lr`, `recon_epochs` and `recon_steps_max` do not apply.
+    #[serde(default)]
+    pub reconstruction: Reconstruction,
     /// Passes over the reconstruction batches (tutorial 1, paper 5).
     pub recon_epochs: u32,
     /// Cap on reconstruction steps across epochs (paper 50); `"none"` = no cap.
@@ -325,6 +341,11 @@ pub struct RunConfig {
     /// Fraction of `server.lr` the decay reaches at the last round.
     #[serde(default = "default_lr_final")]
     pub server_lr_final: f32,
+    /// L2 penalty `item_l2 * |V|^2` on the item rows, applied by the server as decoupled
+    /// weight decay after each step: rows scale by `1 - lr_t * item_l2` (0 = off, as in every
+    /// preset). Item biases are not decayed.
+    #[serde(default)]
+    pub item_l2: f32,
 }
 
 fn default_lr_final() -> f32 {
@@ -483,6 +504,7 @@ impl Config {
                     recon_lr: 0.1,
                     eval_recon_lr: 0.1,
                     user_l2: 0.0,
+                    reconstruction: Reconstruction::Sgd,
                     recon_epochs: 1,
                     recon_steps_max: None,
                     post_epochs: 1,
@@ -504,6 +526,7 @@ impl Config {
                     scalar: Scalar::F32,
                     server_lr_decay: crate::config::schedule::LrDecay::Constant,
                     server_lr_final: 1.0,
+                    item_l2: 0.0,
                 },
                 reliability: Default::default(),
                 comm: Default::default(),
@@ -533,6 +556,10 @@ impl Config {
                 c.model.item_bias = true;
                 c.model.global_mean = true;
                 c.server = ServerConfig::Sgd { lr: 4.0 };
+                // Exact reconstruction (the device's ridge solve) with the regulariser that
+                // measured best (README.md, "Learning quality").
+                c.client.reconstruction = Reconstruction::Exact;
+                c.client.user_l2 = 0.08;
                 c.run.rounds = 1000;
                 c.run.server_lr_decay = crate::config::schedule::LrDecay::Cosine;
                 c.run.server_lr_final = 0.05;
@@ -727,6 +754,13 @@ impl Config {
         positive("client.recon_lr", c.recon_lr)?;
         positive("client.eval_recon_lr", c.eval_recon_lr)?;
         non_negative("client.user_l2", c.user_l2)?;
+        if c.reconstruction == Reconstruction::Exact && c.user_l2 <= 0.0 {
+            invalid(
+                "client.user_l2",
+                c.user_l2,
+                "must be > 0 with client.reconstruction = \"exact\" (the regulariser keeps the solve well posed)",
+            )?;
+        }
         if c.recon_epochs == 0 {
             invalid("client.recon_epochs", c.recon_epochs, "must be >= 1")?;
         }
@@ -800,6 +834,7 @@ impl Config {
             )?;
         }
         non_negative("run.server_lr_final", r.server_lr_final)?;
+        non_negative("run.item_l2", r.item_l2)?;
         self.reliability.validate()?;
         if self.privacy.enabled && self.reliability.checkpoint_every > 0 {
             // The accountant's state is not in a checkpoint, so a resumed run would
@@ -1176,6 +1211,37 @@ mod tests {
         check(
             &|c| c.run.seed = u64::MAX,
             "invalid config: run.seed = 18446744073709551615: must be <= 2^63 - 1",
+        );
+        check(
+            &|c| c.client.reconstruction = Reconstruction::Exact,
+            "invalid config: client.user_l2 = 0.0: must be > 0 with client.reconstruction = \"exact\" (the regulariser keeps the solve well posed)",
+        );
+        check(
+            &|c| c.run.item_l2 = -1.0,
+            "invalid config: run.item_l2 = -1.0: must be a finite number >= 0",
+        );
+    }
+
+    /// `best` solves the reconstruction exactly with the measured regulariser; the reference
+    /// presets keep TFF's SGD, and a TOML file selects either.
+    #[test]
+    fn reconstruction_key() {
+        let best = Config::preset(Preset::Best);
+        assert_eq!(best.client.reconstruction, Reconstruction::Exact);
+        assert_eq!(best.client.user_l2, 0.08);
+        best.validate().unwrap();
+        for p in [Preset::Tutorial, Preset::Paper] {
+            assert_eq!(Config::preset(p).client.reconstruction, Reconstruction::Sgd);
+        }
+        let c = Config::from_toml_str(
+            "[client]\nreconstruction = \"exact\"\nuser_l2 = 0.25\n",
+            "f.toml",
+            Some(Preset::Paper),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.client.reconstruction, c.client.user_l2),
+            (Reconstruction::Exact, 0.25)
         );
     }
 

@@ -134,6 +134,10 @@ pub fn round_config(cfg: &Config, eval: bool, global_mean: f32) -> Result<RoundC
             item_bias: cfg.model.item_bias,
             global_mean: cfg.model.global_mean.then_some(global_mean),
         },
+        reconstruction: match c.reconstruction {
+            crate::config::Reconstruction::Sgd => fedrecon_core::Reconstruction::Sgd,
+            crate::config::Reconstruction::Exact => fedrecon_core::Reconstruction::Exact,
+        },
     };
     rc.validate()
         .map_err(|e| anyhow!("client configuration rejected by the device: {e}"))?;
@@ -207,4 +211,27 @@ pub fn mean_rating(set: &ClientSet) -> f32 {
         n += c.len() as u64;
     }
     if n == 0 { 0.0 } else { (sum / n as f64) as f32 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Preset;
+
+    /// `client.reconstruction` and `client.user_l2` reach the device's round configuration
+    /// (here, not in `config`'s tests: `config` must not import `round`).
+    #[test]
+    fn reconstruction_reaches_the_device_config() {
+        let c = Config::from_toml_str(
+            "[client]\nreconstruction = \"exact\"\nuser_l2 = 0.25\n",
+            "f.toml",
+            Some(Preset::Paper),
+        )
+        .unwrap();
+        let rc = round_config(&c, true, 3.5).unwrap();
+        assert_eq!(rc.reconstruction, fedrecon_core::Reconstruction::Exact);
+        assert_eq!(rc.user_l2, 0.25);
+        let sgd = round_config(&Config::preset(Preset::Paper), false, 3.5).unwrap();
+        assert_eq!(sgd.reconstruction, fedrecon_core::Reconstruction::Sgd);
+    }
 }

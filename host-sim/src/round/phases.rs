@@ -416,11 +416,20 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         Ok((applied, privacy))
     }
 
-    /// Apply: the server optimizer steps with the round's mean delta at the scheduled rate.
+    /// Apply: the server optimizer steps with the round's mean delta at the scheduled rate, then
+    /// `run.item_l2` decays the item rows.
     fn apply(&mut self, round: u32) {
         let r = &self.cfg.run;
         let decay = r.server_lr_decay.factor(round, r.rounds, r.server_lr_final);
-        self.opt.set_lr(self.cfg.server.lr() * decay);
+        let lr = self.cfg.server.lr() * decay;
+        self.opt.set_lr(lr);
         self.opt.step(&mut self.params, &self.mean);
+        if r.item_l2 > 0.0 {
+            // Decoupled weight decay on the item rows (not the biases after them).
+            let keep = 1.0 - lr * r.item_l2;
+            for p in &mut self.params[..self.num_items * K] {
+                *p *= keep;
+            }
+        }
     }
 }

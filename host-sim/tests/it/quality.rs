@@ -7,7 +7,7 @@ use std::process::Command;
 
 use fedrecon_host_sim::baselines::centralized::{self, CentralConfig, CentralOptimizer};
 use fedrecon_host_sim::config::schedule::LrDecay;
-use fedrecon_host_sim::config::{Config, Overrides, Preset, ServerConfig};
+use fedrecon_host_sim::config::{Config, Overrides, Preset, Reconstruction, ServerConfig};
 use fedrecon_host_sim::data::movielens;
 use fedrecon_host_sim::data::partition::partition;
 use fedrecon_host_sim::output::Record;
@@ -65,10 +65,13 @@ fn best_preset_parses_and_validates() {
     expected.run.server_lr_final = 0.05;
     expected.run.eval_every = 50;
     expected.run.eval_clients = None;
+    // Issue 18: exact reconstruction with the regulariser that measured best.
+    expected.client.reconstruction = Reconstruction::Exact;
+    expected.client.user_l2 = 0.08;
     assert_eq!(best, expected);
     // The budget of the issue: at most 1000 rounds of 100 clients; user state stays local.
     assert!(best.run.rounds <= 1000 && best.run.clients_per_round == 100);
-    assert_eq!(best.client.user_l2, 0.0);
+    assert_eq!(best.client.user_l2, 0.08);
 
     let text = best.to_toml_string();
     assert_eq!(Config::from_toml_str(&text, "best", None).unwrap(), best);
@@ -81,10 +84,15 @@ fn best_preset_parses_and_validates() {
     let old = paper
         .to_toml_string()
         .lines()
-        .filter(|l| !l.starts_with("user_l2") && !l.starts_with("server_lr_"))
+        .filter(|l| {
+            !["user_l2", "server_lr_", "reconstruction", "item_l2"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
         .collect::<Vec<_>>()
         .join("\n");
     assert!(!old.contains("user_l2") && !old.contains("server_lr_"));
+    assert!(!old.contains("reconstruction") && !old.contains("item_l2"));
     let back: Config = toml::from_str(&old).unwrap();
     assert_eq!(back, paper);
 
