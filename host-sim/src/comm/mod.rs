@@ -1,6 +1,9 @@
 //! Communication of a round (issue 8): what the server sends each device (the downlink), what
 //! each device sends back (the uplink), and the bytes of both, counted from the real encoded
-//! frames of `fedrecon_core::wire` (WIRE.md).
+//! messages of `fedrecon_core::wire` (WIRE.md) in the framing of the link that carried them:
+//! length-prefixed packets in process ([`transport::VIRTUAL_LINK`]), COBS + CRC-32 frames on a
+//! board's serial link. The messages' own bytes ([`LinkBytes::payload`]) are reported beside
+//! the totals, so a reader can price any other link.
 //!
 //! # Downlink (`--downlink`)
 //!
