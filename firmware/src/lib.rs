@@ -7,6 +7,7 @@
 //!   [`fedrecon_core::ItemRows`] the round borrows;
 //! - [`proto::Board`]: the device side of the wire protocol over any `embedded-io` link;
 //! - [`cmsdk_uart::CmsdkUart`]: an `embedded-io` driver for QEMU mps2's UARTs;
+//! - `qemu_board` (Arm only): the QEMU board images' loop, in every scalar and any K;
 //! - [`footprint`] (target only): the measured round behind `cargo footprint`, counted by
 //!   [`counter`] (SysTick on Cortex-M, `mcycle` on RISC-V);
 //! - [`parity`] (target only): the protocol loop over semihosting files, behind
@@ -31,6 +32,8 @@ pub mod counter;
 pub mod footprint;
 #[cfg(target_os = "none")]
 pub mod parity;
+#[cfg(all(target_os = "none", target_arch = "arm"))]
+pub mod qemu_board;
 #[cfg(target_os = "none")]
 pub mod semihosting_link;
 #[cfg(target_os = "none")]

@@ -7,6 +7,8 @@
 //! 1. host `Hello` → device `Hello` (its capabilities), then `Error` if the host's `K` differs;
 //!    a `Hello` at any time restarts the session (the ratings are kept);
 //! 2. `Ratings` chunks → nothing (or `Error`): the client dataset, replacing the previous one;
+//!    `UpdateShape` → nothing: the next `Train` round's update is dense or padded with seeded
+//!    zero decoys, and maybe stochastically rounded (`fedrecon_core::wire::encode_shaped_update`);
 //! 3. `RoundStart` + `ItemRows` (the rows of the client's rated items, ascending) → by mode:
 //!    `Train`: `UpdateBegin` + `UpdateRows`; `Evaluate`: `EvalReport`; `Reconstruct`: nothing;
 //! 4. after a `Reconstruct` round, `TopKRequest` followed by the **whole catalogue** as an
@@ -27,7 +29,8 @@ use fedrecon_core::wire::{
     EncodeError, ErrorCode, ErrorMsg, EvalReport, Feed, FirmwareVersion, Frame, FrameAccumulator,
     Hello, Message, PROTOCOL_MAJOR, PROTOCOL_MINOR, RatingsChunk, RatingsStream, RoundMode,
     RoundStart, RowChunk, RowEncoding, RowStream, Scored, TOP_K_MAX, TopKAnswer, TopKRequest,
-    UpdateInfo, Version, WireError, encode_update, encoding_bit, max_frame_buf_len,
+    UpdateInfo, UpdateShape, Version, WireError, encode_shaped_update, encode_update, encoding_bit,
+    max_frame_buf_len,
 };
 use fedrecon_core::{Device, Scalar};
 
@@ -83,26 +86,37 @@ type Refusal = ErrorMsg;
 /// The device's protocol session over a device workspace and a row cache it borrows (both
 /// usually `static`s). `FB` is the frame buffer size, at least
 /// [`max_frame_buf_len`]`(K)` (checked at compile time); two such buffers live in the board.
-pub struct Board<'a, S: Scalar, const N: usize, const K: usize, const FB: usize> {
+pub struct Board<
+    'a,
+    S: Scalar,
+    const N: usize,
+    const K: usize,
+    const FB: usize,
+    const NB: usize = 0,
+> {
     rx: FrameAccumulator<FB>,
-    session: Session<'a, S, N, K, FB>,
+    session: Session<'a, S, N, K, FB, NB>,
 }
 
 /// Everything but the receive buffer, so a received frame (borrowing the receive buffer) can
 /// be handled while the session is mutated.
-struct Session<'a, S: Scalar, const N: usize, const K: usize, const FB: usize> {
+struct Session<'a, S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: usize> {
     device: &'a mut Device<S, N, K>,
-    rows: &'a mut CachedRows<S, N, K>,
+    rows: &'a mut CachedRows<S, N, K, NB>,
     info: BoardInfo,
     state: State<S>,
+    /// The shape of the next `Train` round's update (kind 11); `None` sends the touched rows.
+    shape: Option<UpdateShape>,
     tx: [u8; FB],
 }
 
-impl<'a, S: Scalar, const N: usize, const K: usize, const FB: usize> Board<'a, S, N, K, FB> {
+impl<'a, S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: usize>
+    Board<'a, S, N, K, FB, NB>
+{
     /// A board waiting for the host's `Hello`. Clears the client dataset.
     pub fn new(
         device: &'a mut Device<S, N, K>,
-        rows: &'a mut CachedRows<S, N, K>,
+        rows: &'a mut CachedRows<S, N, K, NB>,
         info: BoardInfo,
     ) -> Self {
         const {
@@ -119,6 +133,7 @@ impl<'a, S: Scalar, const N: usize, const K: usize, const FB: usize> Board<'a, S
                 rows,
                 info,
                 state: State::AwaitHello,
+                shape: None,
                 tx: [0; FB],
             },
         }
@@ -172,7 +187,9 @@ impl<'a, S: Scalar, const N: usize, const K: usize, const FB: usize> Board<'a, S
     }
 }
 
-impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, N, K, FB> {
+impl<S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: usize>
+    Session<'_, S, N, K, FB, NB>
+{
     fn hello(&self) -> Hello {
         Hello {
             protocol: Version {
@@ -213,6 +230,7 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, 
     /// Sends an `Error` and drops whatever stream was in progress. A failed ratings upload
     /// also drops the partial dataset, so a round never trains on half of it.
     fn refuse<W: Write>(&mut self, msg: Refusal, link: &mut W) -> Result<(), LinkError<W::Error>> {
+        self.shape = None;
         match self.state {
             State::AwaitHello => {}
             State::Ratings(_) => {
@@ -289,6 +307,13 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, 
                 _ => Ok(unexpected(kind)),
             },
             Message::ItemRows(chunk) => self.on_rows(&chunk, link),
+            Message::UpdateShape(shape) => match self.state {
+                State::Idle | State::Reconstructed { .. } => {
+                    self.shape = Some(shape);
+                    Ok(Ok(()))
+                }
+                _ => Ok(unexpected(kind)),
+            },
             Message::TopKRequest(req) => match self.state {
                 State::Reconstructed { start } => Ok(self.on_top_k(start, req)),
                 _ => Ok(unexpected(kind)),
@@ -303,6 +328,7 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, 
         link: &mut W,
     ) -> Result<Result<(), Refusal>, LinkError<W::Error>> {
         self.state = State::Idle;
+        self.shape = None;
         let ours = self.hello();
         self.send(&Message::Hello(ours), link)?;
         if peer.k != K as u32 {
@@ -357,7 +383,7 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, 
         if start.rows as usize > N {
             return Ok(Err(capacity(round, N)));
         }
-        if start.config.model.item_bias && !CachedRows::<S, N, K>::keeps_biases() {
+        if start.config.model.item_bias && !CachedRows::<S, N, K, NB>::keeps_biases() {
             // This build caches no item biases (see CachedRows): it cannot hold the round.
             return Ok(Err(capacity(round, 0)));
         }
@@ -443,6 +469,10 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, 
         let round = start.round;
         let client = self.info.client;
         self.state = State::Idle;
+        // A shape applies to one training round only.
+        if start.mode != RoundMode::Train {
+            self.shape = None;
+        }
         match start.mode {
             RoundMode::Train => {
                 let update = match self.device.train(&*self.rows, &start.config, start.seed) {
@@ -450,9 +480,20 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, 
                     Err(e) => return Ok(Err(ErrorMsg::from_core(round, &e))),
                 };
                 let info = UpdateInfo { round, client };
-                let res = encode_update(info, &update, start.up, &mut self.tx, |f: &[u8]| {
-                    link.write_all(f)
-                });
+                let sink = |f: &[u8]| link.write_all(f);
+                let res = match self.shape.take() {
+                    Some(shape) if !shape.is_plain() => encode_shaped_update::<S, K, N, _>(
+                        info,
+                        &update,
+                        start.up,
+                        &shape,
+                        start.num_items,
+                        &mut self.tx,
+                        sink,
+                    )
+                    .map(|_| ()),
+                    _ => encode_update(info, &update, start.up, &mut self.tx, sink).map(|_| ()),
+                };
                 match res {
                     Ok(_) => Ok(Ok(())),
                     Err(EncodeError::Sink(e)) => Err(LinkError::Io(e)),

@@ -47,11 +47,14 @@ pub enum Kind {
     TopKAnswer = 9,
     /// [`super::ErrorMsg`]: the peer refused something.
     Error = 10,
+    /// [`super::UpdateShape`]: which rows the next update carries (dense, padded), and its
+    /// rounding.
+    UpdateShape = 11,
 }
 
 impl Kind {
     /// All kinds, in code order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Hello,
         Kind::RoundStart,
         Kind::ItemRows,
@@ -62,11 +65,12 @@ impl Kind {
         Kind::TopKRequest,
         Kind::TopKAnswer,
         Kind::Error,
+        Kind::UpdateShape,
     ];
 
     /// The kind with code `b`, if any.
     pub const fn from_u8(b: u8) -> Option<Kind> {
-        if b >= 1 && b <= 10 {
+        if b >= 1 && b <= 11 {
             Some(Self::ALL[(b - 1) as usize])
         } else {
             None

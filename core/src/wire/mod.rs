@@ -64,6 +64,7 @@ mod error;
 mod frame;
 mod msg;
 mod rows;
+mod shape;
 mod update;
 
 pub use accum::{Feed, FrameAccumulator};
@@ -82,6 +83,7 @@ pub use rows::{
     Bytes, ROWS_PER_CHUNK, RowChunk, RowEncoding, pack_row, row_chunk_max_payload, unpack_row,
     varint_len,
 };
+pub use shape::{UpdateShape, UplinkRows, encode_shaped_update, qmax, stochastic_round};
 pub use update::{
     RowStream, UpdateBegin, UpdateInfo, UpdateReceiver, UpdateSummary, decode_update,
     encode_item_rows, encode_update, update_buf_len,

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use fedrecon_core::wire::{
     FirmwareVersion, Hello, Message, PROTOCOL_MAJOR, PROTOCOL_MINOR, RoundMode, RoundStart,
-    RowEncoding, Version, WireError, decode_update, encode_item_rows, encode_ratings, encoding_bit,
-    next_frame, update_buf_len,
+    RowEncoding, UpdateShape, UplinkRows, Version, WireError, decode_update, encode_item_rows,
+    encode_ratings, encoding_bit, next_frame, update_buf_len,
 };
 use fedrecon_core::{Phase, RoundConfig, ScalarKind};
 
@@ -74,10 +74,35 @@ impl BoardOptions {
     }
 }
 
-/// The firmware image for QEMU boards: `explicit`, else the `cargo build-fw` output
-/// (`firmware/target/images/mps2-an386/qemu` in this checkout, or below the current
-/// directory).
+/// The QEMU image of `scalar` at width `k` as `cargo build-fw` lays it out:
+/// `firmware/target/images/mps2-an386/qemu` (f32), `qemu-q16`, `qemu-q12` at K = 50, and the
+/// same names in `mps2-an386-k{k}/` for the other widths (`cargo build-fw --k K`).
+pub fn image_path(scalar: ScalarKind, k: usize) -> PathBuf {
+    let dir = if k == DEFAULT_IMAGE_K {
+        "mps2-an386".to_string()
+    } else {
+        format!("mps2-an386-k{k}")
+    };
+    let name = match scalar {
+        ScalarKind::F32 => "qemu",
+        ScalarKind::Q16_16 => "qemu-q16",
+        ScalarKind::Q3_12 => "qemu-q12",
+    };
+    Path::new("firmware/target/images").join(dir).join(name)
+}
+
+/// The width of the images `cargo build-fw` builds without `--k`.
+pub const DEFAULT_IMAGE_K: usize = 50;
+
+/// The firmware image for QEMU boards: `explicit`, else the `cargo build-fw` output for f32 at
+/// K = 50 (see [`find_image`]).
 pub fn find_firmware(explicit: Option<&Path>) -> Result<PathBuf> {
+    find_image(explicit, ScalarKind::F32, DEFAULT_IMAGE_K)
+}
+
+/// The firmware image for QEMU boards computing in `scalar` at width `k`: `explicit`, else
+/// [`image_path`] in this checkout or below the current directory.
+pub fn find_image(explicit: Option<&Path>, scalar: ScalarKind, k: usize) -> Result<PathBuf> {
     if let Some(p) = explicit {
         ensure!(
             p.is_file(),
@@ -86,16 +111,21 @@ pub fn find_firmware(explicit: Option<&Path>) -> Result<PathBuf> {
         );
         return Ok(p.to_path_buf());
     }
-    let rel = Path::new("firmware/target/images/mps2-an386/qemu");
-    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
-    for p in [checkout, rel.to_path_buf()] {
+    let rel = image_path(scalar, k);
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(&rel);
+    for p in [checkout, rel.clone()] {
         if p.is_file() {
             return Ok(p);
         }
     }
+    let build = if k == DEFAULT_IMAGE_K {
+        "cargo build-fw".to_string()
+    } else {
+        format!("cargo build-fw --k {k}")
+    };
     bail!(
-        "the QEMU firmware image {} is missing: run `cargo build-fw` in the repository \
-         (or give the image's path)",
+        "the QEMU firmware image {} ({scalar:?}, K = {k}) is missing: run `{build}` in the \
+         repository (or give the image's path)",
         rel.display()
     )
 }
@@ -152,9 +182,10 @@ pub struct Board {
 /// What became of one client sent to a board.
 #[derive(Debug)]
 pub struct BoardReport {
-    /// The update's frames; `Ok(None)`: the exchange failed twice on the link, the client is
-    /// dropped for the round; `Err`: the board is lost (no resync) or the job is invalid.
-    pub update: Result<Option<Vec<u8>>>,
+    /// The update's frames and its row count; `Ok(None)`: the exchange failed twice on the
+    /// link, the client is dropped for the round; `Err`: the board is lost (no resync) or the
+    /// job is invalid.
+    pub update: Result<Option<(Vec<u8>, u32)>>,
     /// Failed exchanges (0, 1 or 2).
     pub link_errors: u32,
     /// Whether the client was retried.
@@ -172,7 +203,7 @@ impl std::fmt::Debug for Board {
 }
 
 /// One client's training job on a board.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct BoardJob {
     /// The round number.
     pub round: u32,
@@ -184,6 +215,14 @@ pub struct BoardJob {
     pub seed: u64,
     /// The client's round configuration (its shuffle seed may be per round and user).
     pub cfg: RoundConfig,
+    /// Encoding of the item rows sent to the board (`--downlink`; the board trains on what it
+    /// decodes, as a virtual device does).
+    pub down: RowEncoding,
+    /// Encoding of the board's update rows (`--uplink`).
+    pub up: RowEncoding,
+    /// Dense or padded rows, stochastic rounding (`--update-mode`, `--stochastic-rounding`):
+    /// sent as an `UpdateShape` before the round; `None` for sparse rows rounded to nearest.
+    pub shape: Option<UpdateShape>,
 }
 
 fn host_hello(k: usize) -> Hello {
@@ -459,7 +498,7 @@ impl Board {
         &mut self,
         cfg: &RoundConfig,
         num_items: u32,
-        rows: &[(u32, [f32; K])],
+        rows: &[(u32, [f32; K], f32)],
         job: &BoardJob,
     ) -> BoardReport {
         let mut report = BoardReport {
@@ -503,9 +542,13 @@ impl Board {
         report
     }
 
-    /// Whether a client of `len` ratings (all on distinct items) fits this board.
-    pub fn fits(&self, len: usize) -> bool {
-        len <= self.hello.max_examples as usize && len <= self.hello.max_rows as usize
+    /// Whether a client of `len` ratings (all on distinct items) fits this board, and its
+    /// update shape: a padded update's decoys (at most `pad_rows`) are held like rows.
+    pub fn fits(&self, len: usize, shape: Option<&UpdateShape>) -> bool {
+        let rows = self.hello.max_rows as usize;
+        let decoys_fit =
+            shape.is_none_or(|s| s.rows != UplinkRows::Padded || s.pad_rows as usize <= rows);
+        len <= self.hello.max_examples as usize && len <= rows && decoys_fit
     }
 
     /// Decodes one received frame. Only `Hello`, `UpdateBegin` and `Error` are inspected here
@@ -550,15 +593,18 @@ impl Board {
         &mut self,
         cfg: &RoundConfig,
         num_items: u32,
-        rows: &[(u32, [f32; K])],
+        rows: &[(u32, [f32; K], f32)],
         job: &BoardJob,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<(Vec<u8>, u32)> {
         let t0 = Instant::now();
         let name = self.name.clone();
-        ensure!(
-            !cfg.model.item_bias,
-            "board {name}: the firmware images cache no item biases"
-        );
+        let with_bias = cfg.model.item_bias;
+        for enc in [job.down, job.up] {
+            ensure!(
+                self.hello.encodings & encoding_bit(enc) != 0,
+                "board {name} does not accept {enc:?} rows"
+            );
+        }
         let start = RoundStart {
             round: job.round,
             seed: job.seed,
@@ -566,8 +612,8 @@ impl Board {
             config: *cfg,
             num_items,
             rows: rows.len() as u32,
-            down: RowEncoding::F32,
-            up: RowEncoding::F32,
+            down: job.down,
+            up: job.up,
         };
         self.out.clear();
         // A leading 0x00 ends any partial frame at the board; a trailing one ends the last
@@ -580,16 +626,22 @@ impl Board {
         };
         encode_ratings(&job.items, &job.ratings, buf, &mut sink)
             .map_err(|e| anyhow!("board {name}: encoding ratings: {e:?}"))?;
+        if let Some(shape) = job.shape {
+            let n = Message::UpdateShape(shape)
+                .encode(buf)
+                .map_err(|e| anyhow!("board {name}: encoding UpdateShape: {e}"))?;
+            sink(&buf[..n]).expect("infallible");
+        }
         let n = Message::RoundStart(start)
             .encode(buf)
             .map_err(|e| anyhow!("board {name}: encoding RoundStart: {e}"))?;
         sink(&buf[..n]).expect("infallible");
         encode_item_rows::<f32, K, _>(
             job.round,
-            RowEncoding::F32,
-            false,
+            job.down,
+            with_bias,
             rows.len(),
-            |i| (rows[i].0, &rows[i].1, None),
+            |i| (rows[i].0, &rows[i].1, with_bias.then_some(rows[i].2)),
             buf,
             &mut sink,
         )
@@ -610,11 +662,14 @@ impl Board {
         let chunks = match self.decode(&update)? {
             Message::UpdateBegin(b) => {
                 ensure!(
-                    b.round == job.round && b.k as usize == K,
-                    "board {name}: update for round {} at K = {}, expected round {} K = {K}",
+                    b.round == job.round && b.k as usize == K && b.encoding == job.up,
+                    "board {name}: update for round {} at K = {} in {:?}, expected round {} \
+                     K = {K} in {:?}",
                     b.round,
                     b.k,
-                    job.round
+                    b.encoding,
+                    job.round,
+                    job.up
                 );
                 (b.rows as usize).div_ceil(fedrecon_core::wire::ROWS_PER_CHUNK)
             }
@@ -644,7 +699,7 @@ impl Board {
         self.stats.bytes_up += update.len() as u64;
         self.stats.clients += 1;
         self.stats.seconds += t0.elapsed().as_secs_f64();
-        Ok(update)
+        Ok((update, sum.rows))
     }
 }
 
@@ -665,8 +720,9 @@ pub struct Boards {
 
 impl Boards {
     /// Boots and connects what `opts` asks for, at width `k`, for devices computing in
-    /// `scalar` (a board must compute in the same scalar to be bit-identical).
-    /// `seed` (the run's) seeds the link faults (`opts.link_faults`).
+    /// `scalar` (QEMU boards boot the image of that scalar and K; a real board must compute
+    /// in the same scalar to be bit-identical). `seed` (the run's) seeds the link faults
+    /// (`opts.link_faults`).
     pub fn open(opts: &BoardOptions, k: usize, scalar: ScalarKind, seed: u64) -> Result<Boards> {
         ensure!(
             (0.0..1.0).contains(&opts.link_faults),
@@ -675,7 +731,7 @@ impl Boards {
         );
         let mut boards = Vec::new();
         if opts.qemu_devices > 0 {
-            let elf = find_firmware(opts.firmware.as_deref())?;
+            let elf = find_image(opts.firmware.as_deref(), scalar, k)?;
             tracing::info!(n = opts.qemu_devices, image = %elf.display(), "booting QEMU boards");
             boards.extend(Board::boot_qemu_with_faults(
                 &elf,
@@ -697,7 +753,7 @@ impl Boards {
             ensure!(
                 b.hello.scalar == scalar,
                 "board {} computes in {:?}, the simulated devices in {scalar:?} \
-                 (use --scalar to match the board)",
+                 (use --scalar to match the board, or flash its image in that scalar)",
                 b.name,
                 b.hello.scalar
             );
@@ -733,7 +789,13 @@ impl Boards {
     /// Assigns clients of a round to boards: `lens[i]` is the size of the `i`-th sampled
     /// client; returns `(board, client index)` pairs, one per board at most, taking the first
     /// clients in sample order that fit. Clients passed over are logged.
-    pub fn assign(&self, round: u32, cfg: &RoundConfig, lens: &[usize]) -> Vec<(usize, usize)> {
+    pub fn assign(
+        &self,
+        round: u32,
+        cfg: &RoundConfig,
+        shape: Option<&UpdateShape>,
+        lens: &[usize],
+    ) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
         let mut next = 0;
         for (board, b) in self.boards.iter().enumerate() {
@@ -743,7 +805,7 @@ impl Boards {
                 if !trains(cfg, lens[i]) {
                     continue;
                 }
-                if b.fits(lens[i]) {
+                if b.fits(lens[i], shape) {
                     out.push((board, i));
                     break;
                 }
@@ -762,11 +824,12 @@ impl Boards {
 
     /// Starts `jobs` (`(board, job)` pairs from [`Boards::assign`]), each board on its own
     /// thread with copies of what it needs (its client's data and rated rows from `rows`, the
-    /// global `f32` item matrix), so the caller runs the virtual devices meanwhile;
-    /// [`Boards::finish`] collects the updates.
+    /// global `f32` item matrix, and their `biases`, empty without item biases), so the caller
+    /// runs the virtual devices meanwhile; [`Boards::finish`] collects the updates.
     pub fn start<const K: usize>(
         &mut self,
         rows: &[[f32; K]],
+        biases: &[f32],
         jobs: Vec<(usize, BoardJob)>,
     ) -> Pending {
         let num_items = rows.len() as u32;
@@ -775,9 +838,12 @@ impl Boards {
             let mut rated = job.items.clone();
             rated.sort_unstable();
             rated.dedup();
-            let client_rows: Vec<(u32, [f32; K])> = rated
+            let client_rows: Vec<(u32, [f32; K], f32)> = rated
                 .iter()
-                .filter_map(|&i| rows.get(i as usize).map(|r| (i, *r)))
+                .filter_map(|&i| {
+                    let b = biases.get(i as usize).copied().unwrap_or(0.0);
+                    rows.get(i as usize).map(|r| (i, *r, b))
+                })
                 .collect();
             let b = std::mem::replace(
                 &mut self.boards[board],

@@ -232,15 +232,6 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
     /// Lets `boards` train the first clients of every training round that fit them (one per
     /// board); the result stays bit-identical (see [`crate::board`]).
     pub fn attach_boards(&mut self, boards: crate::board::Boards) -> Result<()> {
-        ensure!(
-            boards.is_empty() || !self.cfg.model.item_bias,
-            "boards cannot join rounds of a model with item biases (the images cache none)"
-        );
-        ensure!(
-            boards.is_empty() || self.cfg.comm == crate::comm::CommConfig::default(),
-            "boards join rounds with the default link only (full f32 downlink, sparse f32 \
-             uplink): the board images do not implement the [comm] modes"
-        );
         self.boards = BoardHost::new(boards);
         Ok(())
     }
