@@ -11,7 +11,7 @@
 //!    zero decoys, and maybe stochastically rounded (`fedrecon_core::wire::encode_shaped_update`);
 //! 3. `RoundStart` + `ItemRows` (the rows of the client's rated items, ascending) → by mode:
 //!    `Train`: `UpdateBegin` + `UpdateRows`; `Evaluate`: `EvalReport`; `Reconstruct`: nothing;
-//! 4. after a `Reconstruct` round, `TopKRequest` followed by the **whole catalogue** as an
+//! 4. after a `Reconstruct` or `Evaluate` round, `TopKRequest` followed by the **whole catalogue** as an
 //!    `ItemRows` stream of `num_items` rows (ids `0..num_items`, ascending, `seq` 1, 2, ...,
 //!    the round's `down` encoding) → `TopKAnswer`. The rows stream past the heap one at a time,
 //!    so ranking needs no more RAM than the round. (This convention is the device's; WIRE.md
@@ -509,6 +509,9 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: usize
                             metrics,
                         };
                         self.send(&Message::EvalReport(report), link)?;
+                        // The user is reconstructed from the first half: the server may
+                        // rank the catalogue for the held-out half (recall, NDCG).
+                        self.state = State::Reconstructed { start };
                         Ok(Ok(()))
                     }
                     Err(e) => Ok(Err(ErrorMsg::from_core(round, &e))),
