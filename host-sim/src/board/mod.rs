@@ -16,6 +16,7 @@
 //! stays virtual and is logged. Boards run on their own threads, concurrently with the
 //! virtual devices.
 
+pub mod eval;
 pub mod link_faults;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -65,6 +66,9 @@ pub struct BoardOptions {
     /// The read timeout of a faulty link (default [`FAULTY_READ_TIMEOUT`]); shorter suits
     /// boards that only get small clients.
     pub link_timeout: Option<Duration>,
+    /// Boards also evaluate held-out users (`--board-eval`): the first users of each
+    /// evaluation that fit, one per board, ranked over the whole catalogue on the board.
+    pub evaluate: bool,
 }
 
 impl BoardOptions {
@@ -142,6 +146,8 @@ type Qemu = fedrecon_qemu::Running;
 pub struct BoardStats {
     /// Clients it trained.
     pub clients: u64,
+    /// Held-out users it evaluated (`--board-eval`).
+    pub evaluations: u64,
     /// Bytes sent to it (ratings, round starts, rows).
     pub bytes_down: u64,
     /// Bytes of updates received from it.
@@ -584,19 +590,17 @@ impl Board {
         }
     }
 
-    /// Trains one client on the board: provisions its ratings, sends the round and `rows`, the
-    /// rows of its rated items (strictly ascending ids, exact `f32`) of a catalogue of
-    /// `num_items`, and returns the update's frames as received (`UpdateBegin` +
-    /// `UpdateRows`, client id [`BOARD_CLIENT`]). A refusal (`Error`) is an error naming its
-    /// code.
-    pub fn train<const K: usize>(
+    /// Sends one client's round: its `Ratings`, the `UpdateShape` of a shaped training round,
+    /// the `RoundStart` of `mode` and `rows`, the rows of its rated items (strictly ascending
+    /// ids, the server's `f32` values encoded in `job.down`) of a catalogue of `num_items`.
+    pub(crate) fn send_round<const K: usize>(
         &mut self,
+        mode: RoundMode,
         cfg: &RoundConfig,
         num_items: u32,
         rows: &[(u32, [f32; K], f32)],
         job: &BoardJob,
-    ) -> Result<(Vec<u8>, u32)> {
-        let t0 = Instant::now();
+    ) -> Result<()> {
         let name = self.name.clone();
         let with_bias = cfg.model.item_bias;
         for enc in [job.down, job.up] {
@@ -608,7 +612,7 @@ impl Board {
         let start = RoundStart {
             round: job.round,
             seed: job.seed,
-            mode: RoundMode::Train,
+            mode,
             config: *cfg,
             num_items,
             rows: rows.len() as u32,
@@ -626,7 +630,7 @@ impl Board {
         };
         encode_ratings(&job.items, &job.ratings, buf, &mut sink)
             .map_err(|e| anyhow!("board {name}: encoding ratings: {e:?}"))?;
-        if let Some(shape) = job.shape {
+        if let (RoundMode::Train, Some(shape)) = (mode, job.shape) {
             let n = Message::UpdateShape(shape)
                 .encode(buf)
                 .map_err(|e| anyhow!("board {name}: encoding UpdateShape: {e}"))?;
@@ -652,7 +656,24 @@ impl Board {
             .with_context(|| format!("board {name}: sending the round"))?;
         self.link.flush()?;
         self.stats.bytes_down += self.out.len() as u64;
+        Ok(())
+    }
 
+    /// Trains one client on the board: provisions its ratings, sends the round and `rows`, the
+    /// rows of its rated items (strictly ascending ids, exact `f32`) of a catalogue of
+    /// `num_items`, and returns the update's frames as received (`UpdateBegin` +
+    /// `UpdateRows`, client id [`BOARD_CLIENT`]). A refusal (`Error`) is an error naming its
+    /// code.
+    pub fn train<const K: usize>(
+        &mut self,
+        cfg: &RoundConfig,
+        num_items: u32,
+        rows: &[(u32, [f32; K], f32)],
+        job: &BoardJob,
+    ) -> Result<(Vec<u8>, u32)> {
+        let t0 = Instant::now();
+        let name = self.name.clone();
+        self.send_round::<K>(RoundMode::Train, cfg, num_items, rows, job)?;
         let mut update = self.read_frame()?;
         // A late answer to a resync's repeated `Hello` precedes this exchange at the board
         // (which handled it before the round's frames): skip it.
@@ -716,6 +737,8 @@ pub fn trains(cfg: &RoundConfig, len: usize) -> bool {
 #[derive(Debug, Default)]
 pub struct Boards {
     boards: Vec<Board>,
+    /// They also evaluate held-out users ([`BoardOptions::evaluate`]).
+    evaluate: bool,
 }
 
 impl Boards {
@@ -758,12 +781,28 @@ impl Boards {
                 b.hello.scalar
             );
         }
-        Ok(Boards { boards })
+        Ok(Boards {
+            boards,
+            evaluate: opts.evaluate,
+        })
     }
 
-    /// Wraps connected boards.
+    /// Wraps connected boards (training only).
     pub fn from_boards(boards: Vec<Board>) -> Boards {
-        Boards { boards }
+        Boards {
+            boards,
+            evaluate: false,
+        }
+    }
+
+    /// Whether the boards also evaluate held-out users.
+    pub fn evaluates(&self) -> bool {
+        self.evaluate && !self.boards.is_empty()
+    }
+
+    /// The boards, to run exchanges on.
+    pub fn boards_mut(&mut self) -> &mut [Board] {
+        &mut self.boards
     }
 
     /// Number of boards.

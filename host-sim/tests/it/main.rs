@@ -5,6 +5,7 @@
 
 mod common;
 
+mod board_eval;
 mod board_matrix;
 mod boards;
 mod cli;
