@@ -247,8 +247,13 @@ fn run_k<S: SimScalar, const K: usize>(
 
     let start = sim.rounds_done();
     if boards.any() {
+        let mut boards = boards.clone();
+        let (read, connect) = cfg.reliability.board_timeouts();
+        boards.timeouts = boards
+            .timeouts
+            .or(Some(crate::board::links::LinkTimeouts { read, connect }));
         let opened =
-            Boards::open(boards, K, S::KIND, cfg.run.seed).context("opening the boards")?;
+            Boards::open(&boards, K, S::KIND, cfg.run.seed).context("opening the boards")?;
         sim.attach_boards(opened)?;
     }
     tracing::info!(

@@ -47,7 +47,10 @@ impl Board {
                 self.stats.link_errors += 1;
                 self.stats.retries += 1;
                 tracing::warn!(board = %self.name, "board exchange failed, retrying: {e:#}");
-                self.resync()?;
+                if let Err(e) = self.resync() {
+                    self.lost = true;
+                    return Err(e);
+                }
                 exchange(self)
             }
         }

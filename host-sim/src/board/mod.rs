@@ -18,6 +18,7 @@
 
 pub mod eval;
 pub mod link_faults;
+pub mod links;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -35,13 +36,11 @@ use fedrecon_core::wire::{
 use fedrecon_core::{Phase, RoundConfig, ScalarKind};
 
 use crate::board::link_faults::{FaultCounts, FaultyLink, Reconnect};
+use crate::board::links::LinkTimeouts;
 
 /// The client id a board puts in its updates (`BoardInfo.client` of the firmware images); the
 /// engine decodes board updates expecting it.
 pub(crate) const BOARD_CLIENT: u32 = 0;
-
-/// How long to wait for a board's answer before giving up on it.
-const READ_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The default read timeout of a link with injected faults (a lost delimiter or a lost reply
 /// can stall it): above a QEMU board's silence while it trains a client of its full capacity
@@ -69,6 +68,9 @@ pub struct BoardOptions {
     /// Boards also evaluate held-out users (`--board-eval`): the first users of each
     /// evaluation that fit, one per board, ranked over the whole catalogue on the board.
     pub evaluate: bool,
+    /// Read and connect timeouts of clean links (`[reliability] board_timeout_secs`,
+    /// `board_connect_secs`; [`LinkTimeouts::default`] when `None`).
+    pub timeouts: Option<LinkTimeouts>,
 }
 
 impl BoardOptions {
@@ -162,6 +164,8 @@ pub struct BoardStats {
     pub link_failures: u64,
     /// Resynchronisations (fresh `Hello` exchanges) after failures.
     pub resyncs: u64,
+    /// Links reopened (QEMU restarted, a real board's port reopened) to resynchronise.
+    pub reconnects: u64,
     /// Faults injected on its link (`--link-faults`).
     pub faults: FaultCounts,
 }
@@ -182,6 +186,11 @@ pub struct Board {
     k: usize,
     /// The fault proxy's counters when the link has one.
     faults: Option<Arc<Mutex<FaultCounts>>>,
+    /// Reopens a dead link (a QEMU board restarted, a real board's port reopened); a faulty
+    /// link restarts its board itself.
+    reconnect: Option<Reconnect>,
+    /// The board could not be brought back: it takes no more clients.
+    lost: bool,
     _qemu: Option<Qemu>,
 }
 
@@ -282,6 +291,21 @@ fn spawn_qemu(elf: &Path, name: &str) -> Result<(Qemu, TcpStream)> {
     Ok((qemu, link))
 }
 
+/// True when `e` failed on a link that will not recover by itself (closed, reset, broken),
+/// unlike a read timeout: the board's link must be reopened.
+fn link_is_dead(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| {
+            !matches!(
+                io.kind(),
+                std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::Interrupted
+            )
+        })
+}
+
 /// True when `e` is a frame in a protocol major this build does not speak.
 fn speaks_other_major(e: &anyhow::Error) -> bool {
     matches!(
@@ -293,12 +317,17 @@ fn speaks_other_major(e: &anyhow::Error) -> bool {
 impl Board {
     /// Boots `n` QEMU boards with `elf` (concurrently) and greets each at width `k`.
     pub fn boot_qemu(elf: &Path, n: usize, k: usize) -> Result<Vec<Board>> {
-        Board::boot_qemu_with_faults(elf, n, k, 0.0, 0, FAULTY_READ_TIMEOUT)
+        Board::boot_qemu_with_faults(elf, n, k, 0.0, 0, LinkTimeouts::default().read)
+    }
+
+    /// Whether the board was lost (its link could not be brought back).
+    pub fn is_lost(&self) -> bool {
+        self.lost
     }
 
     /// [`Board::boot_qemu`] with `rate` faults per frame on each link (none at 0), seeded by
-    /// `seed` and the board's index, reads timing out after `timeout`; a board reset restarts
-    /// its QEMU process.
+    /// `seed` and the board's index, reads timing out after `timeout`; a board reset (or, on
+    /// a clean link, a dead one) restarts its QEMU process.
     pub fn boot_qemu_with_faults(
         elf: &Path,
         n: usize,
@@ -307,6 +336,7 @@ impl Board {
         seed: u64,
         timeout: Duration,
     ) -> Result<Vec<Board>> {
+        let clean_timeout = timeout;
         let mut boards = Vec::with_capacity(n);
         for i in 0..n {
             let name = format!("qemu{i}");
@@ -326,8 +356,11 @@ impl Board {
                 b.faults = Some(counts);
                 b
             } else {
-                let mut b = Board::over_tcp(name, s)?;
-                b._qemu = Some(qemu);
+                let read = clean_timeout;
+                s.set_read_timeout(Some(read))?;
+                s.set_nodelay(true)?;
+                let mut b = Board::over_link(name.clone(), Box::new(s));
+                b.reconnect = Some(qemu_reconnect(elf.to_path_buf(), name, qemu, read));
                 b
             };
             b.greet(k)?;
@@ -336,27 +369,19 @@ impl Board {
         Ok(boards)
     }
 
-    /// Connects to a real board (`tcp:HOST:PORT` or a serial port path) and greets it.
+    /// Connects to a real board (`tcp:HOST:PORT` or a serial port path) and greets it; a
+    /// link that dies later is reopened the same way.
     pub fn open(spec: &str, k: usize) -> Result<Board> {
-        let mut b = if let Some(addr) = spec.strip_prefix("tcp:") {
-            let s = connect_retry(addr, Duration::from_secs(5))
-                .with_context(|| format!("board {spec}"))?;
-            Board::over_tcp(spec.to_string(), s)?
-        } else {
-            let port = serialport::new(spec, 115_200)
-                .timeout(READ_TIMEOUT)
-                .open()
-                .with_context(|| format!("board {spec}: cannot open the serial port"))?;
-            Board::over_link(spec.to_string(), Box::new(port))
-        };
-        b.greet(k).with_context(|| format!("board {spec}"))?;
-        Ok(b)
+        Board::open_with(spec, k, LinkTimeouts::default())
     }
 
-    fn over_tcp(name: String, s: TcpStream) -> Result<Board> {
-        s.set_read_timeout(Some(READ_TIMEOUT))?;
-        s.set_nodelay(true)?;
-        Ok(Board::over_link(name, Box::new(s)))
+    /// [`Board::open`] with explicit timeouts.
+    pub fn open_with(spec: &str, k: usize, timeouts: LinkTimeouts) -> Result<Board> {
+        let link = links::open_device(spec, timeouts)?;
+        let mut b = Board::over_link(spec.to_string(), link);
+        b.reconnect = Some(links::device_reconnect(spec.to_string(), timeouts));
+        b.greet(k).with_context(|| format!("board {spec}"))?;
+        Ok(b)
     }
 
     /// A board on any byte link (not yet greeted; [`Board::greet`] next).
@@ -371,6 +396,8 @@ impl Board {
             stats: BoardStats::default(),
             k: 0,
             faults: None,
+            reconnect: None,
+            lost: false,
             _qemu: None,
         }
     }
@@ -389,6 +416,10 @@ impl Board {
             out.extend_from_slice(&self.buf[..n]);
             if let Err(e) = self.link.write_all(&out).and_then(|()| self.link.flush()) {
                 last = anyhow!("sending Hello: {e}");
+                if self.reconnect.is_some() {
+                    // A dead link: resync reopens it rather than write into it again.
+                    break;
+                }
                 continue;
             }
             loop {
@@ -407,10 +438,17 @@ impl Board {
                         _ => {}
                     },
                     Err(e) => {
+                        let dead = self.reconnect.is_some() && link_is_dead(&e);
                         last = e;
+                        if dead {
+                            return Err(last.context(format!("board {}: link lost", self.name)));
+                        }
                         break;
                     }
                 }
+            }
+            if self.reconnect.is_some() && last.to_string().starts_with("sending Hello") {
+                break;
             }
         }
         Err(last.context(format!(
@@ -423,7 +461,20 @@ impl Board {
     /// board drops any stream in progress, a reset board leaves `AwaitHello`).
     pub fn resync(&mut self) -> Result<()> {
         self.stats.resyncs += 1;
-        let hello = self.exchange_hello(self.k)?;
+        let hello = match self.exchange_hello(self.k) {
+            Ok(h) => h,
+            // A dead link: reopen it (restart the QEMU board, reopen the port) and greet again.
+            Err(e) => {
+                let Some(reconnect) = self.reconnect.as_mut() else {
+                    return Err(e);
+                };
+                tracing::warn!(board = %self.name, "no Hello, reconnecting: {e:#}");
+                self.link =
+                    reconnect().with_context(|| format!("board {}: reconnecting", self.name))?;
+                self.stats.reconnects += 1;
+                self.exchange_hello(self.k)?
+            }
+        };
         ensure!(
             hello.k as usize == self.k,
             "board {}: K = {} after a resync",
@@ -532,8 +583,11 @@ impl Board {
                         "board exchange failed: {e:#}"
                     );
                     if let Err(e) = self.resync() {
-                        report.update = Err(e.context(format!("board {} is lost", self.name)));
-                        return report;
+                        // The client is dropped for the round like any link failure; the
+                        // board takes no more clients.
+                        tracing::warn!(board = %self.name, "board lost: {e:#}");
+                        self.lost = true;
+                        break;
                     }
                 }
             }
@@ -554,7 +608,7 @@ impl Board {
         let rows = self.hello.max_rows as usize;
         let decoys_fit =
             shape.is_none_or(|s| s.rows != UplinkRows::Padded || s.pad_rows as usize <= rows);
-        len <= self.hello.max_examples as usize && len <= rows && decoys_fit
+        !self.lost && len <= self.hello.max_examples as usize && len <= rows && decoys_fit
     }
 
     /// Decodes one received frame. Only `Hello`, `UpdateBegin` and `Error` are inspected here
@@ -585,7 +639,13 @@ impl Board {
                 .link
                 .read(&mut chunk)
                 .with_context(|| format!("board {}: reading", self.name))?;
-            ensure!(n > 0, "board {}: the link closed", self.name);
+            if n == 0 {
+                return Err(anyhow::Error::new(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the link closed",
+                ))
+                .context(format!("board {}: reading", self.name)));
+            }
             self.pending.extend_from_slice(&chunk[..n]);
         }
     }
@@ -762,7 +822,11 @@ impl Boards {
                 k,
                 opts.link_faults,
                 seed,
-                opts.link_timeout.unwrap_or(FAULTY_READ_TIMEOUT),
+                if opts.link_faults > 0.0 {
+                    opts.link_timeout.unwrap_or(FAULTY_READ_TIMEOUT)
+                } else {
+                    opts.timeouts.unwrap_or_default().read
+                },
             )?);
         }
         for spec in &opts.devices {
@@ -770,7 +834,11 @@ impl Boards {
                 opts.link_faults == 0.0,
                 "link faults apply to QEMU boards only (BoardOptions::qemu_devices)"
             );
-            boards.push(Board::open(spec, k)?);
+            boards.push(Board::open_with(
+                spec,
+                k,
+                opts.timeouts.unwrap_or_default(),
+            )?);
         }
         for b in &boards {
             ensure!(

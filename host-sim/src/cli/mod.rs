@@ -450,6 +450,8 @@ fn train(a: TrainArgs) -> Result<()> {
         link_faults: a.link_faults,
         link_timeout: None,
         evaluate: a.board_eval,
+        // From the configuration's [reliability] section (run.rs).
+        timeouts: None,
     };
     let res = fedrecon_host_sim::run::run_checkpointed(&cfg, &ratings, &opts, &ck, &boards)?;
     println!("{}", output::summary_table(&res.records, res.seconds));
