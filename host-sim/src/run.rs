@@ -417,6 +417,7 @@ fn run_k<S: SimScalar, const K: usize>(
         tracing::info!(
             board = b.name(),
             clients = st.clients,
+            evaluations = st.evaluations,
             seconds = st.seconds,
             bytes_down = st.bytes_down,
             bytes_up = st.bytes_up,
@@ -424,6 +425,7 @@ fn run_k<S: SimScalar, const K: usize>(
             retries = st.retries,
             link_failures = st.link_failures,
             resyncs = st.resyncs,
+            reconnects = st.reconnects,
             injected_faults = st.faults.total(),
             "board totals"
         );
