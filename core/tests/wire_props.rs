@@ -857,7 +857,7 @@ fn versions_and_kinds() {
         WireError::TrailingData
     );
     // Unknown kinds.
-    for kind in [0u8, 12, 200] {
+    for kind in [0u8, 14, 200] {
         let f = raw([PROTOCOL_MAJOR, PROTOCOL_MINOR, kind], &req);
         assert_eq!(
             next_frame(&f, &mut buf).1.unwrap_err(),

@@ -6,6 +6,8 @@
 //! - [`rows::CachedRows`]: the item rows of the client's rated items only, as an
 //!   [`fedrecon_core::ItemRows`] the round borrows;
 //! - [`proto::Board`]: the device side of the wire protocol over any `embedded-io` link;
+//! - [`store`]: the board's own dataset in flash (a checksummed record), behind
+//!   [`store::DataStore`] (`semihosting_flash` on QEMU);
 //! - [`cmsdk_uart::CmsdkUart`]: an `embedded-io` driver for QEMU mps2's UARTs;
 //! - `qemu_board` (Arm only): the QEMU board images' loop, in every scalar and any K;
 //! - [`footprint`] (target only): the measured round behind `cargo footprint`, counted by
@@ -22,6 +24,7 @@
 pub mod cmsdk_uart;
 pub mod proto;
 pub mod rows;
+pub mod store;
 
 #[cfg(test)]
 mod proto_tests;
@@ -34,6 +37,8 @@ pub mod footprint;
 pub mod parity;
 #[cfg(all(target_os = "none", target_arch = "arm"))]
 pub mod qemu_board;
+#[cfg(target_os = "none")]
+pub mod semihosting_flash;
 #[cfg(target_os = "none")]
 pub mod semihosting_link;
 #[cfg(target_os = "none")]

@@ -23,14 +23,15 @@
 //! failing link ends [`Board::serve`].
 
 use crate::rows::{CacheError, CachedRows};
+use crate::store::{DataStore, read_record, write_record};
 use embedded_io::{Read, Write};
 use fedrecon_core::rank::TopK;
 use fedrecon_core::wire::{
     EncodeError, ErrorCode, ErrorMsg, EvalReport, Feed, FirmwareVersion, Frame, FrameAccumulator,
-    Hello, Message, PROTOCOL_MAJOR, PROTOCOL_MINOR, RatingsChunk, RatingsStream, RoundMode,
-    RoundStart, RowChunk, RowEncoding, RowStream, Scored, TOP_K_MAX, TopKAnswer, TopKRequest,
-    UpdateInfo, UpdateShape, Version, WireError, encode_shaped_update, encode_update, encoding_bit,
-    max_frame_buf_len,
+    Hello, Message, PROTOCOL_MAJOR, PROTOCOL_MINOR, RatingsChunk, RatingsDigest, RatingsStream,
+    RoundMode, RoundStart, RowChunk, RowEncoding, RowStream, Scored, StoreRatings, StoredData,
+    TOP_K_MAX, TopKAnswer, TopKRequest, UpdateInfo, UpdateShape, Version, WireError,
+    encode_shaped_update, encode_update, encoding_bit, max_frame_buf_len,
 };
 use fedrecon_core::{Device, Scalar};
 
@@ -107,6 +108,14 @@ struct Session<'a, S: Scalar, const N: usize, const K: usize, const FB: usize, c
     state: State<S>,
     /// The shape of the next `Train` round's update (kind 11); `None` sends the touched rows.
     shape: Option<UpdateShape>,
+    /// Flash for the board's own dataset (kinds 12 and 13); `None`: the board keeps none.
+    store: Option<&'a mut dyn DataStore>,
+    /// What the store holds (announced when the server asks, kind 12).
+    owned: Option<StoredData>,
+    /// Digest of the ratings upload in progress.
+    upload: RatingsDigest,
+    /// Count and digest of the last complete upload (what `StoreRatings` may keep).
+    uploaded: Option<StoredData>,
     tx: [u8; FB],
 }
 
@@ -134,9 +143,42 @@ impl<'a, S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: u
                 info,
                 state: State::AwaitHello,
                 shape: None,
+                store: None,
+                owned: None,
+                upload: RatingsDigest::new(),
+                uploaded: None,
                 tx: [0; FB],
             },
         }
+    }
+
+    /// A board with flash for its own dataset: the stored record, if valid, becomes the
+    /// client dataset (so a rebooted board trains its user without any upload); the server
+    /// asks what it holds with `StoredData` (kind 12) and provisions it with `Ratings` then
+    /// `StoreRatings` (kind 13).
+    pub fn with_store(
+        device: &'a mut Device<S, N, K>,
+        rows: &'a mut CachedRows<S, N, K, NB>,
+        info: BoardInfo,
+        store: &'a mut dyn DataStore,
+    ) -> Self {
+        let mut board = Self::new(device, rows, info);
+        let data = board.session.device.data_mut();
+        let owned = read_record(store, N, |item, rating| {
+            // At most N ratings (checked by read_record), so this cannot fail.
+            let _ = data.push(item, S::from_f32(rating), u32::MAX);
+        });
+        if owned.is_none() {
+            data.clear();
+        }
+        board.session.owned = owned;
+        board.session.store = Some(store);
+        board
+    }
+
+    /// What the board's flash holds (`None` without a valid record or without flash).
+    pub fn owned(&self) -> Option<StoredData> {
+        self.session.owned
     }
 
     /// The `Hello` this board sends.
@@ -307,6 +349,21 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: usize
                 _ => Ok(unexpected(kind)),
             },
             Message::ItemRows(chunk) => self.on_rows(&chunk, link),
+            Message::StoredData(_) => match self.state {
+                State::Idle | State::Reconstructed { .. } => {
+                    let held = self.owned.unwrap_or(StoredData {
+                        ratings: 0,
+                        digest: RatingsDigest::new().finish(),
+                    });
+                    self.send(&Message::StoredData(held), link)?;
+                    Ok(Ok(()))
+                }
+                _ => Ok(unexpected(kind)),
+            },
+            Message::StoreRatings(req) => match self.state {
+                State::Idle | State::Reconstructed { .. } => self.on_store(req, link),
+                _ => Ok(unexpected(kind)),
+            },
             Message::UpdateShape(shape) => match self.state {
                 State::Idle | State::Reconstructed { .. } => {
                     self.shape = Some(shape);
@@ -350,6 +407,8 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: usize
             _ => {
                 self.device.data_mut().clear();
                 self.state = State::Ratings(RatingsStream::new());
+                self.upload = RatingsDigest::new();
+                self.uploaded = None;
                 RatingsStream::new()
             }
         };
@@ -365,6 +424,13 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: usize
                 .data_mut()
                 .push(r.item, S::from_f32(r.rating), u32::MAX)
                 .map_err(|e| ErrorMsg::from_core(0, &e))?;
+            self.upload.push(r.item, r.rating);
+        }
+        if done {
+            self.uploaded = Some(StoredData {
+                ratings: self.upload.count(),
+                digest: self.upload.finish(),
+            });
         }
         self.state = if done {
             State::Idle
@@ -530,6 +596,50 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: usize
                 }
             }
         }
+    }
+
+    /// Keeps the last complete upload as the board's own dataset (WIRE.md kind 13).
+    fn on_store<W: Write>(
+        &mut self,
+        req: StoreRatings,
+        link: &mut W,
+    ) -> Result<Result<(), Refusal>, LinkError<W::Error>> {
+        let asked = StoredData {
+            ratings: req.ratings,
+            digest: req.digest,
+        };
+        if self.uploaded != Some(asked) {
+            return Ok(Err(ErrorMsg::from_wire(
+                0,
+                &WireError::InvalidValue {
+                    what: "StoreRatings does not match the last ratings upload",
+                },
+            )));
+        }
+        let data = self.device.data();
+        let ratings = data
+            .items()
+            .iter()
+            .zip(data.ratings())
+            .map(|(&i, r)| (i, r.to_f32()));
+        let Some(store) = self.store.as_deref_mut() else {
+            return Ok(Err(ErrorMsg {
+                round: 0,
+                code: ErrorCode::Other,
+                detail: None,
+            }));
+        };
+        if !write_record(store, ratings, req.digest) {
+            self.owned = None;
+            return Ok(Err(ErrorMsg {
+                round: 0,
+                code: ErrorCode::Other,
+                detail: None,
+            }));
+        }
+        self.owned = Some(asked);
+        self.send(&Message::StoredData(asked), link)?;
+        Ok(Ok(()))
     }
 
     fn on_top_k(&mut self, start: RoundStart, req: TopKRequest) -> Result<(), Refusal> {

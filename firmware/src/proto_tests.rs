@@ -543,3 +543,84 @@ fn top_k_after_evaluate_matches_core() {
         "a first-half item was ranked"
     );
 }
+
+/// A board provisioned once (`Ratings` + `StoreRatings`) keeps the dataset in its store: a
+/// new board over the same store (a reboot) announces it (`StoredData`) and trains a round
+/// sent without ratings to the same bytes; a `StoreRatings` that does not match the upload is
+/// refused and stores nothing.
+#[test]
+fn provisioned_data_survives_a_reboot() {
+    use crate::store::tests::MemStore;
+    use fedrecon_core::wire::{RatingsDigest, StoreRatings, StoredData};
+    let m = matrix();
+    let (items, ratings) = client();
+    let held = RatingsDigest::of(&items, &ratings);
+    let info = BoardInfo {
+        client: CLIENT,
+        firmware: FIRMWARE_VERSION,
+    };
+    let run = |store: &mut MemStore, input: &[u8]| {
+        let mut fx = Fixture::new();
+        let mut board: Board<'_, f32, N, K, FB> =
+            Board::with_store(&mut fx.device, &mut fx.rows, info, store);
+        let mut pipe = Pipe {
+            input: input.to_vec(),
+            pos: 0,
+            step: 17,
+            output: Vec::new(),
+        };
+        board.serve(&mut pipe).unwrap();
+        pipe.output
+    };
+    let query = Message::StoredData(StoredData {
+        ratings: 0,
+        digest: 0,
+    });
+    let mut store = MemStore::default();
+    let mut host = Host::default();
+    host.hello(K as u32)
+        .msg(&query)
+        .ratings(&items, &ratings)
+        .msg(&Message::StoreRatings(StoreRatings {
+            ratings: held.ratings,
+            digest: held.digest ^ 1,
+        }))
+        .msg(&Message::StoreRatings(StoreRatings {
+            ratings: held.ratings,
+            digest: held.digest,
+        }));
+    let f = frames(&run(&mut store, &host.out));
+    assert_eq!(f.len(), 4, "hello, empty StoredData, refusal, StoredData");
+    assert!(matches!(decode(&f[1]), Message::StoredData(d) if d.ratings == 0));
+    assert_eq!(error_of(&f[2]).0, ErrorCode::InvalidValue);
+    assert!(matches!(decode(&f[3]), Message::StoredData(d) if d == held));
+
+    // Reboot: nothing but the round; the update is the one core computes from the ratings.
+    let mut host = Host::default();
+    host.hello(K as u32).msg(&query).round(
+        start(3, RoundMode::Train, items.len() as u32),
+        &sorted(&items),
+        &m,
+    );
+    let f = frames(&run(&mut store, &host.out));
+    assert!(matches!(decode(&f[1]), Message::StoredData(d) if d == held));
+    let mut dev = reference(&items, &ratings);
+    let update = dev.train(&DenseRows::new(&m), &config(), 99).unwrap();
+    let mut buf = [0u8; update_buf_len(K)];
+    let mut want = Vec::new();
+    let info = UpdateInfo {
+        round: 3,
+        client: CLIENT,
+    };
+    encode_update(info, &update, RowEncoding::F32, &mut buf, |f: &[u8]| {
+        want.extend_from_slice(f);
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    assert_eq!(f[2..].concat(), want);
+
+    // A corrupted flash holds nothing.
+    store.0[20] ^= 1;
+    let f = frames(&run(&mut store, &host.out));
+    assert!(matches!(decode(&f[1]), Message::StoredData(d) if d.ratings == 0));
+}

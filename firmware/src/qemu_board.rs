@@ -7,6 +7,7 @@
 //! (README.md, "The K build matrix").
 
 use crate::cmsdk_uart::{CmsdkUart, UART0_BASE};
+use crate::semihosting_flash::FlashFile;
 use crate::{Board, BoardInfo, CachedRows};
 use fedrecon_core::wire::max_frame_buf_len;
 use fedrecon_core::{Device, Scalar};
@@ -18,6 +19,8 @@ pub const K: usize = match option_env!("FEDRECON_FW_K") {
 };
 /// Ratings and item rows a board holds per round.
 pub const N: usize = 300;
+/// The emulated flash's host file, relative to QEMU's working directory.
+pub const FLASH_FILE: &core::ffi::CStr = c"fedrecon-flash.bin";
 const FB: usize = max_frame_buf_len(K);
 
 /// `FEDRECON_FW_K` as a number; any other text stops the build with this message.
@@ -52,13 +55,17 @@ pub fn run<S: Scalar>(device: &mut Device<S, N, K>, rows: &mut CachedRows<S, N, 
         client: 0,
         firmware: crate::FIRMWARE_VERSION,
     };
-    let mut board: Board<'_, S, N, K, FB, N> = Board::new(device, rows, info);
+    // The emulated flash: a host file in QEMU's working directory (the simulator gives each
+    // board with its own user a directory of its own).
+    let mut flash = FlashFile::new(FLASH_FILE);
+    let mut board: Board<'_, S, N, K, FB, N> = Board::with_store(device, rows, info, &mut flash);
     semihosting::eprintln!(
-        "fedrecon qemu board: {:?} K={} N={} max_frame={}",
+        "fedrecon qemu board: {:?} K={} N={} max_frame={} own ratings={:?}",
         S::KIND,
         K,
         N,
-        FB
+        FB,
+        board.owned().map(|d| d.ratings)
     );
     // A UART never reaches end of input and cannot fail, so this only returns on a bug.
     let _ = board.serve(&mut uart);

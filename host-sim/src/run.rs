@@ -252,8 +252,13 @@ fn run_k<S: SimScalar, const K: usize>(
         boards.timeouts = boards
             .timeouts
             .or(Some(crate::board::links::LinkTimeouts { read, connect }));
-        let opened =
+        let mut opened =
             Boards::open(&boards, K, S::KIND, cfg.run.seed).context("opening the boards")?;
+        if !boards.users.is_empty() {
+            opened
+                .provision(&boards.users, &part.train)
+                .context("--board-users")?;
+        }
         sim.attach_boards(opened)?;
     }
     tracing::info!(

@@ -63,6 +63,7 @@ pub mod crc;
 mod error;
 mod frame;
 mod msg;
+mod owned;
 mod rows;
 mod shape;
 mod update;
@@ -79,6 +80,7 @@ pub use msg::{
     RatingsChunk, RatingsStream, RoundMode, RoundStart, Scored, TOP_K_MAX, TopKAnswer, TopKRequest,
     Version, encode_ratings, encoding_bit, max_frame_buf_len, max_payload, max_payload_any,
 };
+pub use owned::{RatingsDigest, StoreRatings, StoredData};
 pub use rows::{
     Bytes, ROWS_PER_CHUNK, RowChunk, RowEncoding, pack_row, row_chunk_max_payload, unpack_row,
     varint_len,

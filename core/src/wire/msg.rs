@@ -2,6 +2,7 @@
 //! layer of decoding ([`Message::decode`]).
 
 use super::frame::{Frame, Kind, encode_frame, frame_buf_len};
+use super::owned::{StoreRatings, StoredData};
 use super::rows::{RowChunk, RowEncoding, row_chunk_max_payload, varint_len};
 use super::shape::UpdateShape;
 use super::update::UpdateBegin;
@@ -305,6 +306,10 @@ pub enum Message<'a> {
     Error(ErrorMsg),
     /// Kind 11.
     UpdateShape(UpdateShape),
+    /// Kind 12.
+    StoredData(StoredData),
+    /// Kind 13.
+    StoreRatings(StoreRatings),
 }
 
 /// The largest postcard payload of a message of `kind` at width `k`.
@@ -320,6 +325,8 @@ pub const fn max_payload(kind: Kind, k: usize) -> usize {
         Kind::TopKAnswer => TopKAnswer::POSTCARD_MAX_SIZE,
         Kind::Error => ErrorMsg::POSTCARD_MAX_SIZE,
         Kind::UpdateShape => UpdateShape::POSTCARD_MAX_SIZE,
+        Kind::StoredData => StoredData::POSTCARD_MAX_SIZE,
+        Kind::StoreRatings => StoreRatings::POSTCARD_MAX_SIZE,
     }
 }
 
@@ -358,6 +365,8 @@ impl<'a> Message<'a> {
             Message::TopKAnswer(_) => Kind::TopKAnswer,
             Message::Error(_) => Kind::Error,
             Message::UpdateShape(_) => Kind::UpdateShape,
+            Message::StoredData(_) => Kind::StoredData,
+            Message::StoreRatings(_) => Kind::StoreRatings,
         }
     }
 
@@ -408,6 +417,8 @@ impl<'a> Message<'a> {
             Kind::TopKAnswer => Message::TopKAnswer(frame.parse(max)?),
             Kind::Error => Message::Error(frame.parse(max)?),
             Kind::UpdateShape => Message::UpdateShape(frame.parse(max)?),
+            Kind::StoredData => Message::StoredData(frame.parse(max)?),
+            Kind::StoreRatings => Message::StoreRatings(frame.parse(max)?),
         })
     }
 
@@ -427,6 +438,8 @@ impl<'a> Message<'a> {
             Message::TopKAnswer(m) => encode_frame(kind, m, buf),
             Message::Error(m) => encode_frame(kind, m, buf),
             Message::UpdateShape(m) => encode_frame(kind, m, buf),
+            Message::StoredData(m) => encode_frame(kind, m, buf),
+            Message::StoreRatings(m) => encode_frame(kind, m, buf),
         }
     }
 }

@@ -58,7 +58,11 @@ impl Board {
 
     /// The next message that is not a late `Hello` (a resync's repeated one), decoded by
     /// `read`; the board's `Error` is an error naming its code.
-    fn reply<T>(&mut self, round: u32, read: impl Fn(Message<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn reply<T>(
+        &mut self,
+        round: u32,
+        read: impl Fn(Message<'_>) -> Result<T>,
+    ) -> Result<T> {
         loop {
             let raw = self.read_frame()?;
             let name = self.name.clone();

@@ -19,6 +19,7 @@
 pub mod eval;
 pub mod link_faults;
 pub mod links;
+pub mod owned;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -71,6 +72,12 @@ pub struct BoardOptions {
     /// Read and connect timeouts of clean links (`[reliability] board_timeout_secs`,
     /// `board_connect_secs`; [`LinkTimeouts::default`] when `None`).
     pub timeouts: Option<LinkTimeouts>,
+    /// `--board-users`: the dense training user each board is, in board order (QEMU boards
+    /// first, then `devices`); boards beyond the list train any client.
+    pub users: Vec<u32>,
+    /// Where QEMU boards keep their emulated flash (`--board-flash`; `DIR/qemu{i}/`), so a
+    /// later run finds their users' ratings stored; a fresh temporary directory when `None`.
+    pub flash_dir: Option<PathBuf>,
 }
 
 impl BoardOptions {
@@ -166,6 +173,9 @@ pub struct BoardStats {
     pub resyncs: u64,
     /// Links reopened (QEMU restarted, a real board's port reopened) to resynchronise.
     pub reconnects: u64,
+    /// Times its own user's ratings were sent to it (`--board-users`; 0 when its flash
+    /// already held them).
+    pub provisioned: u64,
     /// Faults injected on its link (`--link-faults`).
     pub faults: FaultCounts,
 }
@@ -191,6 +201,9 @@ pub struct Board {
     reconnect: Option<Reconnect>,
     /// The board could not be brought back: it takes no more clients.
     lost: bool,
+    /// The dense user the board is (`--board-users`): it holds that user's ratings and
+    /// trains only that user.
+    owner: Option<u32>,
     _qemu: Option<Qemu>,
 }
 
@@ -238,6 +251,8 @@ pub struct BoardJob {
     /// Dense or padded rows, stochastic rounding (`--update-mode`, `--stochastic-rounding`):
     /// sent as an `UpdateShape` before the round; `None` for sparse rows rounded to nearest.
     pub shape: Option<UpdateShape>,
+    /// The board holds the client's ratings already (its own user): they are not sent.
+    pub provisioned: bool,
 }
 
 fn host_hello(k: usize) -> Hello {
@@ -270,11 +285,18 @@ fn connect_retry(addr: &str, patience: Duration) -> Result<TcpStream> {
 /// Starts QEMU `mps2-an386` with `elf` and connects to its UART0, a socket server that waits
 /// for the host (firmware/README.md, "Talking to the QEMU board"). `-icount shift=0` with the
 /// image's WFI-based UART waits makes the link fastest. QEMU's stderr goes to the debug log.
-fn spawn_qemu(elf: &Path, name: &str) -> Result<(Qemu, TcpStream)> {
+fn spawn_qemu(elf: &Path, name: &str, flash: Option<&Path>) -> Result<(Qemu, TcpStream)> {
     let port = fedrecon_qemu::Qemu::free_port().context("finding a free TCP port")?;
-    let mut qemu = fedrecon_qemu::Qemu::new(fedrecon_qemu::Machine::Mps2An386, elf)
+    let mut cmd = fedrecon_qemu::Qemu::new(fedrecon_qemu::Machine::Mps2An386, elf)
         .icount(0)
-        .serial_socket(port)
+        .serial_socket(port);
+    // The emulated flash is a file in QEMU's working directory (firmware/src/qemu_board.rs).
+    if let Some(dir) = flash {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("board {name}: flash directory {}", dir.display()))?;
+        cmd = cmd.current_dir(dir);
+    }
+    let mut qemu = cmd
         .spawn(Stdio::null(), Stdio::piped())
         .context("scripts/install-target-tools.sh installs QEMU")?;
     if let Some(err) = qemu.child_mut().stderr.take() {
@@ -336,15 +358,31 @@ impl Board {
         seed: u64,
         timeout: Duration,
     ) -> Result<Vec<Board>> {
+        Board::boot_qemu_in(elf, n, k, rate, seed, timeout, None)
+    }
+
+    /// [`Board::boot_qemu_with_faults`] with each board's emulated flash (its own dataset,
+    /// `--board-users`) in `flash/qemu{i}/` when `flash` is given, kept across restarts.
+    pub fn boot_qemu_in(
+        elf: &Path,
+        n: usize,
+        k: usize,
+        rate: f64,
+        seed: u64,
+        timeout: Duration,
+        flash: Option<&Path>,
+    ) -> Result<Vec<Board>> {
         let clean_timeout = timeout;
         let mut boards = Vec::with_capacity(n);
         for i in 0..n {
             let name = format!("qemu{i}");
-            let (qemu, s) = spawn_qemu(elf, &name)?;
+            let dir = flash.map(|f| f.join(&name));
+            let (qemu, s) = spawn_qemu(elf, &name, dir.as_deref())?;
             let mut b = if rate > 0.0 {
                 s.set_read_timeout(Some(timeout))?;
                 s.set_nodelay(true)?;
-                let reconnect = qemu_reconnect(elf.to_path_buf(), name.clone(), qemu, timeout);
+                let reconnect =
+                    qemu_reconnect(elf.to_path_buf(), name.clone(), qemu, timeout, dir.clone());
                 let link = FaultyLink::new(
                     Box::new(s),
                     rate,
@@ -360,7 +398,7 @@ impl Board {
                 s.set_read_timeout(Some(read))?;
                 s.set_nodelay(true)?;
                 let mut b = Board::over_link(name.clone(), Box::new(s));
-                b.reconnect = Some(qemu_reconnect(elf.to_path_buf(), name, qemu, read));
+                b.reconnect = Some(qemu_reconnect(elf.to_path_buf(), name, qemu, read, dir));
                 b
             };
             b.greet(k)?;
@@ -398,6 +436,7 @@ impl Board {
             faults: None,
             reconnect: None,
             lost: false,
+            owner: None,
             _qemu: None,
         }
     }
@@ -688,8 +727,10 @@ impl Board {
             out.extend_from_slice(f);
             Ok::<(), std::convert::Infallible>(())
         };
-        encode_ratings(&job.items, &job.ratings, buf, &mut sink)
-            .map_err(|e| anyhow!("board {name}: encoding ratings: {e:?}"))?;
+        if !job.provisioned {
+            encode_ratings(&job.items, &job.ratings, buf, &mut sink)
+                .map_err(|e| anyhow!("board {name}: encoding ratings: {e:?}"))?;
+        }
         if let (RoundMode::Train, Some(shape)) = (mode, job.shape) {
             let n = Message::UpdateShape(shape)
                 .encode(buf)
@@ -816,7 +857,15 @@ impl Boards {
         if opts.qemu_devices > 0 {
             let elf = find_image(opts.firmware.as_deref(), scalar, k)?;
             tracing::info!(n = opts.qemu_devices, image = %elf.display(), "booting QEMU boards");
-            boards.extend(Board::boot_qemu_with_faults(
+            let flash = match (&opts.flash_dir, opts.users.is_empty()) {
+                (Some(d), _) => Some(d.clone()),
+                (None, false) => Some(
+                    std::env::temp_dir()
+                        .join(format!("fedrecon-board-flash-{}", std::process::id())),
+                ),
+                (None, true) => None,
+            };
+            boards.extend(Board::boot_qemu_in(
                 &elf,
                 opts.qemu_devices,
                 k,
@@ -827,6 +876,7 @@ impl Boards {
                 } else {
                     opts.timeouts.unwrap_or_default().read
                 },
+                flash.as_deref(),
             )?);
         }
         for spec in &opts.devices {
@@ -902,14 +952,30 @@ impl Boards {
         cfg: &RoundConfig,
         shape: Option<&UpdateShape>,
         lens: &[usize],
+        users: &[u32],
     ) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
+        // Boards with their own user take that user when the round sampled it.
+        let mut taken = vec![false; lens.len()];
+        for (board, b) in self.boards.iter().enumerate() {
+            let Some(owner) = b.owner else { continue };
+            if let Some(i) = users.iter().position(|&u| u == owner)
+                && trains(cfg, lens[i])
+                && b.fits(lens[i], shape)
+            {
+                taken[i] = true;
+                out.push((board, i));
+            }
+        }
         let mut next = 0;
         for (board, b) in self.boards.iter().enumerate() {
+            if b.owner.is_some() {
+                continue;
+            }
             while next < lens.len() {
                 let i = next;
                 next += 1;
-                if !trains(cfg, lens[i]) {
+                if taken[i] || !trains(cfg, lens[i]) {
                     continue;
                 }
                 if b.fits(lens[i], shape) {
@@ -1008,12 +1074,18 @@ pub struct Pending {
 }
 
 /// Restarts a QEMU board (a fresh process, booted, connected): the reset of a faulty link.
-fn qemu_reconnect(elf: PathBuf, name: String, qemu: Qemu, timeout: Duration) -> Reconnect {
+fn qemu_reconnect(
+    elf: PathBuf,
+    name: String,
+    qemu: Qemu,
+    timeout: Duration,
+    flash: Option<PathBuf>,
+) -> Reconnect {
     let mut qemu = Some(qemu);
     let io = |e: anyhow::Error| std::io::Error::other(format!("{e:#}"));
     Box::new(move || {
         drop(qemu.take());
-        let (q, s) = spawn_qemu(&elf, &name).map_err(io)?;
+        let (q, s) = spawn_qemu(&elf, &name, flash.as_deref()).map_err(io)?;
         s.set_read_timeout(Some(timeout))?;
         s.set_nodelay(true)?;
         qemu = Some(q);

@@ -214,6 +214,15 @@ pub struct TrainArgs {
     /// are identical to virtual evaluation.
     #[arg(long)]
     pub board_eval: bool,
+    /// Each board is one fixed user (MovieLens user ids, comma-separated, one per board in
+    /// order: QEMU boards, then --device): its ratings are stored in the board's flash once
+    /// and never sent again; the board trains only that user, in the rounds that sample it.
+    #[arg(long, value_name = "USER,...", value_delimiter = ',')]
+    pub board_users: Vec<u32>,
+    /// Where QEMU boards keep their emulated flash (`DIR/qemu0/`, ...), so the next run finds
+    /// their users' ratings stored (default: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub board_flash: Option<PathBuf>,
 }
 
 /// `fedrecon config`.
@@ -452,6 +461,19 @@ fn train(a: TrainArgs) -> Result<()> {
         evaluate: a.board_eval,
         // From the configuration's [reliability] section (run.rs).
         timeouts: None,
+        users: a
+            .board_users
+            .iter()
+            .map(|&raw| {
+                ratings
+                    .user_raw_ids()
+                    .iter()
+                    .position(|&u| u == raw)
+                    .map(|d| d as u32)
+                    .ok_or_else(|| anyhow!("--board-users {raw}: no such user in --data"))
+            })
+            .collect::<Result<_>>()?,
+        flash_dir: a.board_flash.clone(),
     };
     let res = fedrecon_host_sim::run::run_checkpointed(&cfg, &ratings, &opts, &ck, &boards)?;
     println!("{}", output::summary_table(&res.records, res.seconds));

@@ -57,6 +57,10 @@ pub(crate) fn assign<'c, S: Scalar>(
     let mut out = Vec::new();
     let mut next = 0;
     for (board, b) in boards.boards().iter().enumerate() {
+        // A board with its own user keeps that user's data: it evaluates nobody else.
+        if b.owner().is_some() {
+            continue;
+        }
         while next < users {
             let pos = next;
             next += 1;
@@ -77,6 +81,7 @@ pub(crate) fn assign<'c, S: Scalar>(
                     down,
                     up: RowEncoding::F32,
                     shape: None,
+                    provisioned: false,
                 },
             });
             break;

@@ -334,6 +334,7 @@ impl<const K: usize> ClientHost<K> for BoardHost {
             return;
         }
         let candidates: Vec<usize> = (0..free.len()).filter(|&i| free[i]).collect();
+        let users: Vec<u32> = candidates.iter().map(|&i| input.jobs[i].user).collect();
         let lens: Vec<usize> = candidates
             .iter()
             .map(|&i| input.train.client(input.jobs[i].index).len())
@@ -360,7 +361,7 @@ impl<const K: usize> ClientHost<K> for BoardHost {
         // Clients too small to train stay virtual (Boards::assign skips them).
         for (board, c) in self
             .boards
-            .assign(input.round, input.cfg, probe.as_ref(), &lens)
+            .assign(input.round, input.cfg, probe.as_ref(), &lens, &users)
         {
             let i = candidates[c];
             free[i] = false;
@@ -378,6 +379,7 @@ impl<const K: usize> ClientHost<K> for BoardHost {
                     down: comm.downlink.encoding(),
                     up: comm.uplink.encoding(),
                     shape: shape_of(job),
+                    provisioned: self.boards.boards()[board].owner() == Some(job.user),
                 },
             ));
         }

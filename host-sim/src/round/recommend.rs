@@ -124,6 +124,7 @@ pub fn top_k_on_board<const K: usize>(
         down: RowEncoding::F32,
         up: RowEncoding::F32,
         shape: None,
+        provisioned: false,
     };
     let catalogue = Catalogue {
         rows: items.as_chunks::<K>().0,

@@ -7,6 +7,7 @@ mod common;
 
 mod board_eval;
 mod board_matrix;
+mod board_owned;
 mod board_reconnect;
 mod boards;
 mod cli;
