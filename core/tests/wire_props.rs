@@ -327,6 +327,13 @@ fn arb_message_owned() -> impl Strategy<Value = Message<'static>> {
             ][usize::from(c % 6)],
             detail,
         })),
+        (any::<(u32, u32)>()).prop_map(|(ratings, digest)| Message::StoredData(StoredData {
+            ratings,
+            digest
+        })),
+        (any::<(u32, u32)>()).prop_map(|(ratings, digest)| Message::StoreRatings(
+            StoreRatings { ratings, digest }
+        )),
         (any::<(u8, u32, u64, bool)>()).prop_map(|(r, pad_rows, seed, stochastic_rounding)| {
             Message::UpdateShape(UpdateShape {
                 rows: [UplinkRows::Sparse, UplinkRows::Dense, UplinkRows::Padded]
@@ -584,6 +591,17 @@ fn max_sizes_equal_worst_case_encodings() {
     };
     assert_eq!(postcard_len(&shape), UpdateShape::POSTCARD_MAX_SIZE);
     assert_eq!(UpdateShape::POSTCARD_MAX_SIZE, 17);
+    let held = StoredData {
+        ratings: u32::MAX,
+        digest: u32::MAX,
+    };
+    assert_eq!(postcard_len(&held), StoredData::POSTCARD_MAX_SIZE);
+    let store = StoreRatings {
+        ratings: u32::MAX,
+        digest: u32::MAX,
+    };
+    assert_eq!(postcard_len(&store), StoreRatings::POSTCARD_MAX_SIZE);
+    assert_eq!(StoreRatings::POSTCARD_MAX_SIZE, 10);
 
     // Row chunks at several widths: f32 with bias is the worst case (i16 for K = 1).
     for k_any in [1usize, 2, 8, 50, 64] {
