@@ -327,13 +327,10 @@ fn arb_message_owned() -> impl Strategy<Value = Message<'static>> {
             ][usize::from(c % 6)],
             detail,
         })),
-        (any::<(u32, u32)>()).prop_map(|(ratings, digest)| Message::StoredData(StoredData {
-            ratings,
-            digest
-        })),
-        (any::<(u32, u32)>()).prop_map(|(ratings, digest)| Message::StoreRatings(
-            StoreRatings { ratings, digest }
-        )),
+        (any::<(u32, u32)>())
+            .prop_map(|(ratings, digest)| Message::StoredData(StoredData { ratings, digest })),
+        (any::<(u32, u32)>())
+            .prop_map(|(ratings, digest)| Message::StoreRatings(StoreRatings { ratings, digest })),
         (any::<(u8, u32, u64, bool)>()).prop_map(|(r, pad_rows, seed, stochastic_rounding)| {
             Message::UpdateShape(UpdateShape {
                 rows: [UplinkRows::Sparse, UplinkRows::Dense, UplinkRows::Padded]

@@ -35,7 +35,7 @@ pub mod counter;
 pub mod footprint;
 #[cfg(target_os = "none")]
 pub mod parity;
-#[cfg(all(target_os = "none", target_arch = "arm"))]
+#[cfg(all(target_os = "none", target_arch = "arm", feature = "images"))]
 pub mod qemu_board;
 #[cfg(target_os = "none")]
 pub mod semihosting_flash;

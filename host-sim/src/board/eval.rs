@@ -11,6 +11,9 @@ use fedrecon_core::{Metrics, RoundConfig};
 
 use super::{BOARD_CLIENT, Board, BoardJob};
 
+/// A board's top-k: `(item, score)`, best first.
+pub type Ranked = Vec<(u32, f32)>;
+
 /// The catalogue a board ranks: every item row (`num_items × K`) and the item biases (empty
 /// without item biases), the server's `f32` values.
 #[derive(Clone, Copy, Debug)]
@@ -140,7 +143,7 @@ impl Board {
         job: &BoardJob,
         catalogue: &Catalogue<'_, K>,
         rank: Option<usize>,
-    ) -> Result<(Metrics, Option<Vec<(u32, f32)>>)> {
+    ) -> Result<(Metrics, Option<Ranked>)> {
         let mut rated = job.items.clone();
         rated.sort_unstable();
         rated.dedup();
