@@ -83,8 +83,8 @@ cargo fw-smoke
 step "fidelity: random rounds through the firmware on QEMU, byte-for-byte against core (cargo fw-parity)"
 cargo fw-parity
 
-step "simulator rounds with 2 QEMU boards (clean, with link faults, with dropout; and their goldens), bit-identical to all-virtual rounds"
-FEDRECON_REQUIRE_QEMU=1 cargo test --locked -p fedrecon-host-sim --test it -- boards:: link_faults:: goldens::qemu_board_goldens
+step "simulator rounds with QEMU boards (clean, with link faults, with dropout, a dying link; every scalar, model and link mode; evaluation and recommend on boards; and their goldens), bit-identical to all-virtual rounds"
+FEDRECON_REQUIRE_QEMU=1 cargo test --locked -p fedrecon-host-sim --test it -- boards:: board_matrix:: board_eval:: board_reconnect:: board_owned:: link_faults:: goldens::qemu_board_goldens
 
 step "Python package and the tutorial notebook (scripts/python-tests.sh: venv, maturin, pytest, nbclient)"
 bash scripts/python-tests.sh

@@ -327,6 +327,19 @@ fn arb_message_owned() -> impl Strategy<Value = Message<'static>> {
             ][usize::from(c % 6)],
             detail,
         })),
+        (any::<(u32, u32)>())
+            .prop_map(|(ratings, digest)| Message::StoredData(StoredData { ratings, digest })),
+        (any::<(u32, u32)>())
+            .prop_map(|(ratings, digest)| Message::StoreRatings(StoreRatings { ratings, digest })),
+        (any::<(u8, u32, u64, bool)>()).prop_map(|(r, pad_rows, seed, stochastic_rounding)| {
+            Message::UpdateShape(UpdateShape {
+                rows: [UplinkRows::Sparse, UplinkRows::Dense, UplinkRows::Padded]
+                    [usize::from(r % 3)],
+                pad_rows,
+                seed,
+                stochastic_rounding,
+            })
+        }),
     ]
 }
 
@@ -567,6 +580,25 @@ fn max_sizes_equal_worst_case_encodings() {
         detail: Some(u32::MAX),
     };
     assert_eq!(postcard_len(&err), ErrorMsg::POSTCARD_MAX_SIZE);
+    let shape = UpdateShape {
+        rows: UplinkRows::Padded,
+        pad_rows: u32::MAX,
+        seed: u64::MAX,
+        stochastic_rounding: true,
+    };
+    assert_eq!(postcard_len(&shape), UpdateShape::POSTCARD_MAX_SIZE);
+    assert_eq!(UpdateShape::POSTCARD_MAX_SIZE, 17);
+    let held = StoredData {
+        ratings: u32::MAX,
+        digest: u32::MAX,
+    };
+    assert_eq!(postcard_len(&held), StoredData::POSTCARD_MAX_SIZE);
+    let store = StoreRatings {
+        ratings: u32::MAX,
+        digest: u32::MAX,
+    };
+    assert_eq!(postcard_len(&store), StoreRatings::POSTCARD_MAX_SIZE);
+    assert_eq!(StoreRatings::POSTCARD_MAX_SIZE, 10);
 
     // Row chunks at several widths: f32 with bias is the worst case (i16 for K = 1).
     for k_any in [1usize, 2, 8, 50, 64] {
@@ -840,7 +872,7 @@ fn versions_and_kinds() {
         WireError::TrailingData
     );
     // Unknown kinds.
-    for kind in [0u8, 11, 200] {
+    for kind in [0u8, 14, 200] {
         let f = raw([PROTOCOL_MAJOR, PROTOCOL_MINOR, kind], &req);
         assert_eq!(
             next_frame(&f, &mut buf).1.unwrap_err(),

@@ -6,7 +6,10 @@
 //! - [`rows::CachedRows`]: the item rows of the client's rated items only, as an
 //!   [`fedrecon_core::ItemRows`] the round borrows;
 //! - [`proto::Board`]: the device side of the wire protocol over any `embedded-io` link;
+//! - [`store`]: the board's own dataset in flash (a checksummed record), behind
+//!   [`store::DataStore`] (`semihosting_flash` on QEMU);
 //! - [`cmsdk_uart::CmsdkUart`]: an `embedded-io` driver for QEMU mps2's UARTs;
+//! - `qemu_board` (Arm only): the QEMU board images' loop, in every scalar and any K;
 //! - [`footprint`] (target only): the measured round behind `cargo footprint`, counted by
 //!   [`counter`] (SysTick on Cortex-M, `mcycle` on RISC-V);
 //! - [`parity`] (target only): the protocol loop over semihosting files, behind
@@ -21,6 +24,7 @@
 pub mod cmsdk_uart;
 pub mod proto;
 pub mod rows;
+pub mod store;
 
 #[cfg(test)]
 mod proto_tests;
@@ -31,6 +35,10 @@ pub mod counter;
 pub mod footprint;
 #[cfg(target_os = "none")]
 pub mod parity;
+#[cfg(all(target_os = "none", target_arch = "arm", feature = "images"))]
+pub mod qemu_board;
+#[cfg(target_os = "none")]
+pub mod semihosting_flash;
 #[cfg(target_os = "none")]
 pub mod semihosting_link;
 #[cfg(target_os = "none")]

@@ -7,9 +7,11 @@
 //! 1. host `Hello` → device `Hello` (its capabilities), then `Error` if the host's `K` differs;
 //!    a `Hello` at any time restarts the session (the ratings are kept);
 //! 2. `Ratings` chunks → nothing (or `Error`): the client dataset, replacing the previous one;
+//!    `UpdateShape` → nothing: the next `Train` round's update is dense or padded with seeded
+//!    zero decoys, and maybe stochastically rounded (`fedrecon_core::wire::encode_shaped_update`);
 //! 3. `RoundStart` + `ItemRows` (the rows of the client's rated items, ascending) → by mode:
 //!    `Train`: `UpdateBegin` + `UpdateRows`; `Evaluate`: `EvalReport`; `Reconstruct`: nothing;
-//! 4. after a `Reconstruct` round, `TopKRequest` followed by the **whole catalogue** as an
+//! 4. after a `Reconstruct` or `Evaluate` round, `TopKRequest` followed by the **whole catalogue** as an
 //!    `ItemRows` stream of `num_items` rows (ids `0..num_items`, ascending, `seq` 1, 2, ...,
 //!    the round's `down` encoding) → `TopKAnswer`. The rows stream past the heap one at a time,
 //!    so ranking needs no more RAM than the round. (This convention is the device's; WIRE.md
@@ -21,13 +23,15 @@
 //! failing link ends [`Board::serve`].
 
 use crate::rows::{CacheError, CachedRows};
+use crate::store::{DataStore, read_record, write_record};
 use embedded_io::{Read, Write};
 use fedrecon_core::rank::TopK;
 use fedrecon_core::wire::{
     EncodeError, ErrorCode, ErrorMsg, EvalReport, Feed, FirmwareVersion, Frame, FrameAccumulator,
-    Hello, Message, PROTOCOL_MAJOR, PROTOCOL_MINOR, RatingsChunk, RatingsStream, RoundMode,
-    RoundStart, RowChunk, RowEncoding, RowStream, Scored, TOP_K_MAX, TopKAnswer, TopKRequest,
-    UpdateInfo, Version, WireError, encode_update, encoding_bit, max_frame_buf_len,
+    Hello, Message, PROTOCOL_MAJOR, PROTOCOL_MINOR, RatingsChunk, RatingsDigest, RatingsStream,
+    RoundMode, RoundStart, RowChunk, RowEncoding, RowStream, Scored, StoreRatings, StoredData,
+    TOP_K_MAX, TopKAnswer, TopKRequest, UpdateInfo, UpdateShape, Version, WireError,
+    encode_shaped_update, encode_update, encoding_bit, max_frame_buf_len,
 };
 use fedrecon_core::{Device, Scalar};
 
@@ -83,26 +87,45 @@ type Refusal = ErrorMsg;
 /// The device's protocol session over a device workspace and a row cache it borrows (both
 /// usually `static`s). `FB` is the frame buffer size, at least
 /// [`max_frame_buf_len`]`(K)` (checked at compile time); two such buffers live in the board.
-pub struct Board<'a, S: Scalar, const N: usize, const K: usize, const FB: usize> {
+pub struct Board<
+    'a,
+    S: Scalar,
+    const N: usize,
+    const K: usize,
+    const FB: usize,
+    const NB: usize = 0,
+> {
     rx: FrameAccumulator<FB>,
-    session: Session<'a, S, N, K, FB>,
+    session: Session<'a, S, N, K, FB, NB>,
 }
 
 /// Everything but the receive buffer, so a received frame (borrowing the receive buffer) can
 /// be handled while the session is mutated.
-struct Session<'a, S: Scalar, const N: usize, const K: usize, const FB: usize> {
+struct Session<'a, S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: usize> {
     device: &'a mut Device<S, N, K>,
-    rows: &'a mut CachedRows<S, N, K>,
+    rows: &'a mut CachedRows<S, N, K, NB>,
     info: BoardInfo,
     state: State<S>,
+    /// The shape of the next `Train` round's update (kind 11); `None` sends the touched rows.
+    shape: Option<UpdateShape>,
+    /// Flash for the board's own dataset (kinds 12 and 13); `None`: the board keeps none.
+    store: Option<&'a mut dyn DataStore>,
+    /// What the store holds (announced when the server asks, kind 12).
+    owned: Option<StoredData>,
+    /// Digest of the ratings upload in progress.
+    upload: RatingsDigest,
+    /// Count and digest of the last complete upload (what `StoreRatings` may keep).
+    uploaded: Option<StoredData>,
     tx: [u8; FB],
 }
 
-impl<'a, S: Scalar, const N: usize, const K: usize, const FB: usize> Board<'a, S, N, K, FB> {
+impl<'a, S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: usize>
+    Board<'a, S, N, K, FB, NB>
+{
     /// A board waiting for the host's `Hello`. Clears the client dataset.
     pub fn new(
         device: &'a mut Device<S, N, K>,
-        rows: &'a mut CachedRows<S, N, K>,
+        rows: &'a mut CachedRows<S, N, K, NB>,
         info: BoardInfo,
     ) -> Self {
         const {
@@ -119,9 +142,43 @@ impl<'a, S: Scalar, const N: usize, const K: usize, const FB: usize> Board<'a, S
                 rows,
                 info,
                 state: State::AwaitHello,
+                shape: None,
+                store: None,
+                owned: None,
+                upload: RatingsDigest::new(),
+                uploaded: None,
                 tx: [0; FB],
             },
         }
+    }
+
+    /// A board with flash for its own dataset: the stored record, if valid, becomes the
+    /// client dataset (so a rebooted board trains its user without any upload); the server
+    /// asks what it holds with `StoredData` (kind 12) and provisions it with `Ratings` then
+    /// `StoreRatings` (kind 13).
+    pub fn with_store(
+        device: &'a mut Device<S, N, K>,
+        rows: &'a mut CachedRows<S, N, K, NB>,
+        info: BoardInfo,
+        store: &'a mut dyn DataStore,
+    ) -> Self {
+        let mut board = Self::new(device, rows, info);
+        let data = board.session.device.data_mut();
+        let owned = read_record(store, N, |item, rating| {
+            // At most N ratings (checked by read_record), so this cannot fail.
+            let _ = data.push(item, S::from_f32(rating), u32::MAX);
+        });
+        if owned.is_none() {
+            data.clear();
+        }
+        board.session.owned = owned;
+        board.session.store = Some(store);
+        board
+    }
+
+    /// What the board's flash holds (`None` without a valid record or without flash).
+    pub fn owned(&self) -> Option<StoredData> {
+        self.session.owned
     }
 
     /// The `Hello` this board sends.
@@ -172,7 +229,9 @@ impl<'a, S: Scalar, const N: usize, const K: usize, const FB: usize> Board<'a, S
     }
 }
 
-impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, N, K, FB> {
+impl<S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: usize>
+    Session<'_, S, N, K, FB, NB>
+{
     fn hello(&self) -> Hello {
         Hello {
             protocol: Version {
@@ -213,6 +272,7 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, 
     /// Sends an `Error` and drops whatever stream was in progress. A failed ratings upload
     /// also drops the partial dataset, so a round never trains on half of it.
     fn refuse<W: Write>(&mut self, msg: Refusal, link: &mut W) -> Result<(), LinkError<W::Error>> {
+        self.shape = None;
         match self.state {
             State::AwaitHello => {}
             State::Ratings(_) => {
@@ -289,6 +349,28 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, 
                 _ => Ok(unexpected(kind)),
             },
             Message::ItemRows(chunk) => self.on_rows(&chunk, link),
+            Message::StoredData(_) => match self.state {
+                State::Idle | State::Reconstructed { .. } => {
+                    let held = self.owned.unwrap_or(StoredData {
+                        ratings: 0,
+                        digest: RatingsDigest::new().finish(),
+                    });
+                    self.send(&Message::StoredData(held), link)?;
+                    Ok(Ok(()))
+                }
+                _ => Ok(unexpected(kind)),
+            },
+            Message::StoreRatings(req) => match self.state {
+                State::Idle | State::Reconstructed { .. } => self.on_store(req, link),
+                _ => Ok(unexpected(kind)),
+            },
+            Message::UpdateShape(shape) => match self.state {
+                State::Idle | State::Reconstructed { .. } => {
+                    self.shape = Some(shape);
+                    Ok(Ok(()))
+                }
+                _ => Ok(unexpected(kind)),
+            },
             Message::TopKRequest(req) => match self.state {
                 State::Reconstructed { start } => Ok(self.on_top_k(start, req)),
                 _ => Ok(unexpected(kind)),
@@ -303,6 +385,7 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, 
         link: &mut W,
     ) -> Result<Result<(), Refusal>, LinkError<W::Error>> {
         self.state = State::Idle;
+        self.shape = None;
         let ours = self.hello();
         self.send(&Message::Hello(ours), link)?;
         if peer.k != K as u32 {
@@ -324,6 +407,8 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, 
             _ => {
                 self.device.data_mut().clear();
                 self.state = State::Ratings(RatingsStream::new());
+                self.upload = RatingsDigest::new();
+                self.uploaded = None;
                 RatingsStream::new()
             }
         };
@@ -339,6 +424,13 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, 
                 .data_mut()
                 .push(r.item, S::from_f32(r.rating), u32::MAX)
                 .map_err(|e| ErrorMsg::from_core(0, &e))?;
+            self.upload.push(r.item, r.rating);
+        }
+        if done {
+            self.uploaded = Some(StoredData {
+                ratings: self.upload.count(),
+                digest: self.upload.finish(),
+            });
         }
         self.state = if done {
             State::Idle
@@ -357,7 +449,7 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, 
         if start.rows as usize > N {
             return Ok(Err(capacity(round, N)));
         }
-        if start.config.model.item_bias && !CachedRows::<S, N, K>::keeps_biases() {
+        if start.config.model.item_bias && !CachedRows::<S, N, K, NB>::keeps_biases() {
             // This build caches no item biases (see CachedRows): it cannot hold the round.
             return Ok(Err(capacity(round, 0)));
         }
@@ -443,6 +535,10 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, 
         let round = start.round;
         let client = self.info.client;
         self.state = State::Idle;
+        // A shape applies to one training round only.
+        if start.mode != RoundMode::Train {
+            self.shape = None;
+        }
         match start.mode {
             RoundMode::Train => {
                 let update = match self.device.train(&*self.rows, &start.config, start.seed) {
@@ -450,9 +546,20 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, 
                     Err(e) => return Ok(Err(ErrorMsg::from_core(round, &e))),
                 };
                 let info = UpdateInfo { round, client };
-                let res = encode_update(info, &update, start.up, &mut self.tx, |f: &[u8]| {
-                    link.write_all(f)
-                });
+                let sink = |f: &[u8]| link.write_all(f);
+                let res = match self.shape.take() {
+                    Some(shape) if !shape.is_plain() => encode_shaped_update::<S, K, N, _>(
+                        info,
+                        &update,
+                        start.up,
+                        &shape,
+                        start.num_items,
+                        &mut self.tx,
+                        sink,
+                    )
+                    .map(|_| ()),
+                    _ => encode_update(info, &update, start.up, &mut self.tx, sink).map(|_| ()),
+                };
                 match res {
                     Ok(_) => Ok(Ok(())),
                     Err(EncodeError::Sink(e)) => Err(LinkError::Io(e)),
@@ -468,6 +575,9 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, 
                             metrics,
                         };
                         self.send(&Message::EvalReport(report), link)?;
+                        // The user is reconstructed from the first half: the server may
+                        // rank the catalogue for the held-out half (recall, NDCG).
+                        self.state = State::Reconstructed { start };
                         Ok(Ok(()))
                     }
                     Err(e) => Ok(Err(ErrorMsg::from_core(round, &e))),
@@ -486,6 +596,50 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize> Session<'_, S, 
                 }
             }
         }
+    }
+
+    /// Keeps the last complete upload as the board's own dataset (WIRE.md kind 13).
+    fn on_store<W: Write>(
+        &mut self,
+        req: StoreRatings,
+        link: &mut W,
+    ) -> Result<Result<(), Refusal>, LinkError<W::Error>> {
+        let asked = StoredData {
+            ratings: req.ratings,
+            digest: req.digest,
+        };
+        if self.uploaded != Some(asked) {
+            return Ok(Err(ErrorMsg::from_wire(
+                0,
+                &WireError::InvalidValue {
+                    what: "StoreRatings does not match the last ratings upload",
+                },
+            )));
+        }
+        let data = self.device.data();
+        let ratings = data
+            .items()
+            .iter()
+            .zip(data.ratings())
+            .map(|(&i, r)| (i, r.to_f32()));
+        let Some(store) = self.store.as_deref_mut() else {
+            return Ok(Err(ErrorMsg {
+                round: 0,
+                code: ErrorCode::Other,
+                detail: None,
+            }));
+        };
+        if !write_record(store, ratings, req.digest) {
+            self.owned = None;
+            return Ok(Err(ErrorMsg {
+                round: 0,
+                code: ErrorCode::Other,
+                detail: None,
+            }));
+        }
+        self.owned = Some(asked);
+        self.send(&Message::StoredData(asked), link)?;
+        Ok(Ok(()))
     }
 
     fn on_top_k(&mut self, start: RoundStart, req: TopKRequest) -> Result<(), Refusal> {

@@ -438,3 +438,189 @@ fn arbitrary_bytes_never_panic() {
     // The rows lent to the round are the board's: still a valid view afterwards.
     assert!(fx.rows.num_items() <= u32::MAX);
 }
+
+/// An `UpdateShape` makes the next training round's update dense or padded (the bytes of
+/// core's shaped encoder) and applies to that round only: the round after it is sparse.
+#[test]
+fn update_shape_applies_to_the_next_training_round_only() {
+    use fedrecon_core::wire::{UpdateShape, UplinkRows, encode_shaped_update};
+    let m = matrix();
+    let (items, ratings) = client();
+    for (rows, up, stochastic) in [
+        (UplinkRows::Dense, RowEncoding::I8, false),
+        (UplinkRows::Padded, RowEncoding::I16, true),
+        (UplinkRows::Padded, RowEncoding::F32, false),
+    ] {
+        let shape = UpdateShape {
+            rows,
+            pad_rows: 35,
+            seed: 0xdec0,
+            stochastic_rounding: stochastic,
+        };
+        let mut s = start(3, RoundMode::Train, items.len() as u32);
+        s.up = up;
+        let mut host = Host::default();
+        host.hello(K as u32)
+            .ratings(&items, &ratings)
+            .msg(&Message::UpdateShape(shape))
+            .round(s, &sorted(&items), &m)
+            .round(s, &sorted(&items), &m);
+        let out = Fixture::new().run(&host.out, 9);
+
+        let mut dev = reference(&items, &ratings);
+        let update = dev.train(&DenseRows::new(&m), &config(), 99).unwrap();
+        let info = UpdateInfo {
+            round: 3,
+            client: CLIENT,
+        };
+        let mut buf = [0u8; update_buf_len(K)];
+        let (mut shaped, mut plain) = (Vec::new(), Vec::new());
+        let sent = encode_shaped_update::<f32, K, N, ()>(
+            info,
+            &update,
+            up,
+            &shape,
+            ITEMS,
+            &mut buf,
+            |f: &[u8]| {
+                shaped.extend_from_slice(f);
+                Ok(())
+            },
+        )
+        .unwrap();
+        let want_rows = if rows == UplinkRows::Dense { ITEMS } else { 35 };
+        assert_eq!(sent, want_rows, "{rows:?}");
+        encode_update(info, &update, up, &mut buf, |f: &[u8]| {
+            plain.extend_from_slice(f);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        let f = frames(&out);
+        let begins: Vec<usize> = (0..f.len())
+            .filter(|&i| matches!(decode(&f[i]), Message::UpdateBegin(_)))
+            .collect();
+        assert_eq!(begins.len(), 2, "two updates");
+        assert_eq!(f[begins[0]..begins[1]].concat(), shaped, "{rows:?} {up:?}");
+        assert_eq!(f[begins[1]..].concat(), plain, "the shape applies once");
+    }
+}
+
+/// After an `Evaluate` round the board ranks the catalogue with the reconstruction from the
+/// first half, excluding that half's items: core's `evaluate` then `rank`.
+#[test]
+fn top_k_after_evaluate_matches_core() {
+    let m = matrix();
+    let (items, ratings) = client();
+    let rated = sorted(&items);
+    let all: Vec<u32> = (0..ITEMS).collect();
+    let mut host = Host::default();
+    host.hello(K as u32)
+        .ratings(&items, &ratings)
+        .round(
+            start(4, RoundMode::Evaluate, rated.len() as u32),
+            &rated,
+            &m,
+        )
+        .msg(&Message::TopKRequest(TopKRequest { round: 4, k: 10 }))
+        .rows(4, RowEncoding::F32, &all, &m);
+    let out = Fixture::new().run(&host.out, 11);
+    let f = frames(&out);
+    assert_eq!(f.len(), 3, "hello, eval report, top-k answer");
+    let dense = DenseRows::new(&m);
+    let mut dev = reference(&items, &ratings);
+    dev.evaluate(&dense, &config(), 99).unwrap();
+    let mut top = TopK::<f32, 32>::new(10).unwrap();
+    dev.rank(&dense, &config(), &mut top).unwrap();
+    let want: Vec<(u32, f32)> = top.into_sorted().to_vec();
+    let Message::TopKAnswer(a) = decode(&f[2]) else {
+        panic!("not a top-k answer")
+    };
+    let got: Vec<(u32, f32)> = a.items.iter().map(|s| (s.item, s.score)).collect();
+    assert_eq!(got, want);
+    assert!(
+        got.iter()
+            .all(|(i, _)| dev.excluded().binary_search(i).is_err()),
+        "a first-half item was ranked"
+    );
+}
+
+/// A board provisioned once (`Ratings` + `StoreRatings`) keeps the dataset in its store: a
+/// new board over the same store (a reboot) announces it (`StoredData`) and trains a round
+/// sent without ratings to the same bytes; a `StoreRatings` that does not match the upload is
+/// refused and stores nothing.
+#[test]
+fn provisioned_data_survives_a_reboot() {
+    use crate::store::tests::MemStore;
+    use fedrecon_core::wire::{RatingsDigest, StoreRatings, StoredData};
+    let m = matrix();
+    let (items, ratings) = client();
+    let held = RatingsDigest::of(&items, &ratings);
+    let info = BoardInfo {
+        client: CLIENT,
+        firmware: FIRMWARE_VERSION,
+    };
+    let run = |store: &mut MemStore, input: &[u8]| {
+        let mut fx = Fixture::new();
+        let mut board: Board<'_, f32, N, K, FB> =
+            Board::with_store(&mut fx.device, &mut fx.rows, info, store);
+        let mut pipe = Pipe {
+            input: input.to_vec(),
+            pos: 0,
+            step: 17,
+            output: Vec::new(),
+        };
+        board.serve(&mut pipe).unwrap();
+        pipe.output
+    };
+    let query = Message::StoredData(StoredData {
+        ratings: 0,
+        digest: 0,
+    });
+    let mut store = MemStore::default();
+    let mut host = Host::default();
+    host.hello(K as u32)
+        .msg(&query)
+        .ratings(&items, &ratings)
+        .msg(&Message::StoreRatings(StoreRatings {
+            ratings: held.ratings,
+            digest: held.digest ^ 1,
+        }))
+        .msg(&Message::StoreRatings(StoreRatings {
+            ratings: held.ratings,
+            digest: held.digest,
+        }));
+    let f = frames(&run(&mut store, &host.out));
+    assert_eq!(f.len(), 4, "hello, empty StoredData, refusal, StoredData");
+    assert!(matches!(decode(&f[1]), Message::StoredData(d) if d.ratings == 0));
+    assert_eq!(error_of(&f[2]).0, ErrorCode::InvalidValue);
+    assert!(matches!(decode(&f[3]), Message::StoredData(d) if d == held));
+
+    // Reboot: nothing but the round; the update is the one core computes from the ratings.
+    let mut host = Host::default();
+    host.hello(K as u32).msg(&query).round(
+        start(3, RoundMode::Train, items.len() as u32),
+        &sorted(&items),
+        &m,
+    );
+    let f = frames(&run(&mut store, &host.out));
+    assert!(matches!(decode(&f[1]), Message::StoredData(d) if d == held));
+    let mut dev = reference(&items, &ratings);
+    let update = dev.train(&DenseRows::new(&m), &config(), 99).unwrap();
+    let mut buf = [0u8; update_buf_len(K)];
+    let mut want = Vec::new();
+    let info = UpdateInfo {
+        round: 3,
+        client: CLIENT,
+    };
+    encode_update(info, &update, RowEncoding::F32, &mut buf, |f: &[u8]| {
+        want.extend_from_slice(f);
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    assert_eq!(f[2..].concat(), want);
+
+    // A corrupted flash holds nothing.
+    store.0[20] ^= 1;
+    let f = frames(&run(&mut store, &host.out));
+    assert!(matches!(decode(&f[1]), Message::StoredData(d) if d.ratings == 0));
+}

@@ -247,8 +247,18 @@ fn run_k<S: SimScalar, const K: usize>(
 
     let start = sim.rounds_done();
     if boards.any() {
-        let opened =
-            Boards::open(boards, K, S::KIND, cfg.run.seed).context("opening the boards")?;
+        let mut boards = boards.clone();
+        let (read, connect) = cfg.reliability.board_timeouts();
+        boards.timeouts = boards
+            .timeouts
+            .or(Some(crate::board::links::LinkTimeouts { read, connect }));
+        let mut opened =
+            Boards::open(&boards, K, S::KIND, cfg.run.seed).context("opening the boards")?;
+        if !boards.users.is_empty() {
+            opened
+                .provision(&boards.users, &part.train)
+                .context("--board-users")?;
+        }
         sim.attach_boards(opened)?;
     }
     tracing::info!(
@@ -412,6 +422,7 @@ fn run_k<S: SimScalar, const K: usize>(
         tracing::info!(
             board = b.name(),
             clients = st.clients,
+            evaluations = st.evaluations,
             seconds = st.seconds,
             bytes_down = st.bytes_down,
             bytes_up = st.bytes_up,
@@ -419,6 +430,7 @@ fn run_k<S: SimScalar, const K: usize>(
             retries = st.retries,
             link_failures = st.link_failures,
             resyncs = st.resyncs,
+            reconnects = st.reconnects,
             injected_faults = st.faults.total(),
             "board totals"
         );

@@ -48,11 +48,18 @@ pub enum Kind {
     TopKAnswer = 9,
     /// [`super::ErrorMsg`]: the peer refused something.
     Error = 10,
+    /// [`super::UpdateShape`]: which rows the next update carries (dense, padded), and its
+    /// rounding.
+    UpdateShape = 11,
+    /// [`super::StoredData`]: the board's own stored dataset (count, digest).
+    StoredData = 12,
+    /// [`super::StoreRatings`]: keep the last upload as the board's own dataset.
+    StoreRatings = 13,
 }
 
 impl Kind {
     /// All kinds, in code order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Hello,
         Kind::RoundStart,
         Kind::ItemRows,
@@ -63,11 +70,14 @@ impl Kind {
         Kind::TopKRequest,
         Kind::TopKAnswer,
         Kind::Error,
+        Kind::UpdateShape,
+        Kind::StoredData,
+        Kind::StoreRatings,
     ];
 
     /// The kind with code `b`, if any.
     pub const fn from_u8(b: u8) -> Option<Kind> {
-        if b >= 1 && b <= 10 {
+        if b >= 1 && b <= 13 {
             Some(Self::ALL[(b - 1) as usize])
         } else {
             None

@@ -64,7 +64,9 @@ mod error;
 mod frame;
 mod framing;
 mod msg;
+mod owned;
 mod rows;
+mod shape;
 mod update;
 
 pub use accum::{Feed, FrameAccumulator};
@@ -81,10 +83,12 @@ pub use msg::{
     RatingsChunk, RatingsStream, RoundMode, RoundStart, Scored, TOP_K_MAX, TopKAnswer, TopKRequest,
     Version, encode_ratings, encoding_bit, max_frame_buf_len, max_payload, max_payload_any,
 };
+pub use owned::{RatingsDigest, StoreRatings, StoredData};
 pub use rows::{
     Bytes, ROWS_PER_CHUNK, RowChunk, RowEncoding, pack_row, row_chunk_max_payload, unpack_row,
     varint_len,
 };
+pub use shape::{UpdateShape, UplinkRows, encode_shaped_update, qmax, stochastic_round};
 pub use update::{
     RowStream, UpdateBegin, UpdateInfo, UpdateReceiver, UpdateSummary, decode_update,
     decode_update_in, encode_item_rows, encode_item_rows_in, encode_update, encode_update_in,

@@ -2,7 +2,9 @@
 //! layer of decoding ([`Message::decode`]).
 
 use super::frame::{Frame, Kind, encode_frame, frame_buf_len};
+use super::owned::{StoreRatings, StoredData};
 use super::rows::{RowChunk, RowEncoding, row_chunk_max_payload, varint_len};
+use super::shape::UpdateShape;
 use super::update::UpdateBegin;
 use super::{EncodeError, WireError};
 use crate::model::{Metrics, RoundConfig};
@@ -302,6 +304,12 @@ pub enum Message<'a> {
     TopKAnswer(TopKAnswer),
     /// Kind 10.
     Error(ErrorMsg),
+    /// Kind 11.
+    UpdateShape(UpdateShape),
+    /// Kind 12.
+    StoredData(StoredData),
+    /// Kind 13.
+    StoreRatings(StoreRatings),
 }
 
 /// The largest postcard payload of a message of `kind` at width `k`.
@@ -316,6 +324,9 @@ pub const fn max_payload(kind: Kind, k: usize) -> usize {
         Kind::TopKRequest => TopKRequest::POSTCARD_MAX_SIZE,
         Kind::TopKAnswer => TopKAnswer::POSTCARD_MAX_SIZE,
         Kind::Error => ErrorMsg::POSTCARD_MAX_SIZE,
+        Kind::UpdateShape => UpdateShape::POSTCARD_MAX_SIZE,
+        Kind::StoredData => StoredData::POSTCARD_MAX_SIZE,
+        Kind::StoreRatings => StoreRatings::POSTCARD_MAX_SIZE,
     }
 }
 
@@ -353,6 +364,9 @@ impl<'a> Message<'a> {
             Message::TopKRequest(_) => Kind::TopKRequest,
             Message::TopKAnswer(_) => Kind::TopKAnswer,
             Message::Error(_) => Kind::Error,
+            Message::UpdateShape(_) => Kind::UpdateShape,
+            Message::StoredData(_) => Kind::StoredData,
+            Message::StoreRatings(_) => Kind::StoreRatings,
         }
     }
 
@@ -402,6 +416,9 @@ impl<'a> Message<'a> {
             }
             Kind::TopKAnswer => Message::TopKAnswer(frame.parse(max)?),
             Kind::Error => Message::Error(frame.parse(max)?),
+            Kind::UpdateShape => Message::UpdateShape(frame.parse(max)?),
+            Kind::StoredData => Message::StoredData(frame.parse(max)?),
+            Kind::StoreRatings => Message::StoreRatings(frame.parse(max)?),
         })
     }
 
@@ -420,6 +437,9 @@ impl<'a> Message<'a> {
             Message::TopKRequest(m) => encode_frame(kind, m, buf),
             Message::TopKAnswer(m) => encode_frame(kind, m, buf),
             Message::Error(m) => encode_frame(kind, m, buf),
+            Message::UpdateShape(m) => encode_frame(kind, m, buf),
+            Message::StoredData(m) => encode_frame(kind, m, buf),
+            Message::StoreRatings(m) => encode_frame(kind, m, buf),
         }
     }
 }

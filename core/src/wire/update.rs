@@ -84,9 +84,11 @@ fn chunk_count(rows: usize) -> usize {
 }
 
 /// Streams rows as `RowChunk` frames of `kind` with sequence numbers starting at 1.
-/// `row(i)` yields row `i` of `n`. Returns bytes written.
+/// `row(i, out)` writes row `i` of `n` (called once per row, in order) into `out` and returns
+/// its item and bias: rows may be computed on the fly (zero decoys, stochastically rounded
+/// deltas, see `super::shape`). Returns bytes written.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn encode_row_chunks<'r, S: Scalar, const K: usize, E>(
+pub(crate) fn encode_row_chunks<S: Scalar, const K: usize, E>(
     framing: Framing,
     kind: Kind,
     round: u32,
@@ -94,11 +96,12 @@ pub(crate) fn encode_row_chunks<'r, S: Scalar, const K: usize, E>(
     encoding: RowEncoding,
     has_bias: bool,
     n: usize,
-    mut row: impl FnMut(usize) -> (u32, &'r [S; K], Option<S>),
+    mut row: impl FnMut(usize, &mut [S; K]) -> (u32, Option<S>),
     buf: &mut [u8],
     sink: &mut impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<usize, EncodeError<E>> {
     let stride = encoding.row_stride(K, has_bias);
+    let mut scratch = [S::ZERO; K];
     let mut written = 0;
     for c in 0..chunk_count(n) {
         let lo = c * ROWS_PER_CHUNK;
@@ -132,8 +135,8 @@ pub(crate) fn encode_row_chunks<'r, S: Scalar, const K: usize, E>(
             }
             let data = &mut out[h + v..h + v + data_len];
             for (i, dst) in (lo..hi).zip(data.chunks_exact_mut(stride)) {
-                let (item, r, bias) = row(i);
-                pack_row(encoding, item, r, bias, dst)?;
+                let (item, bias) = row(i, &mut scratch);
+                pack_row(encoding, item, &scratch, bias, dst)?;
             }
             Ok(h + v + data_len)
         })?;
@@ -189,6 +192,7 @@ pub fn encode_item_rows_in<'r, S: Scalar, const K: usize, E>(
         }
         .into());
     }
+    let mut row = row;
     encode_row_chunks(
         framing,
         Kind::ItemRows,
@@ -197,7 +201,11 @@ pub fn encode_item_rows_in<'r, S: Scalar, const K: usize, E>(
         encoding,
         has_bias,
         n,
-        row,
+        |i, out: &mut [S; K]| {
+            let (item, r, bias) = row(i);
+            *out = *r;
+            (item, bias)
+        },
         buf,
         &mut sink,
     )
@@ -265,12 +273,9 @@ pub fn encode_update_in<S: Scalar, const K: usize, E>(
         encoding,
         has_bias,
         n,
-        |i| {
-            (
-                update.items[i],
-                &update.deltas[i],
-                update.bias_deltas.map(|b| b[i]),
-            )
+        |i, out: &mut [S; K]| {
+            *out = update.deltas[i];
+            (update.items[i], update.bias_deltas.map(|b| b[i]))
         },
         buf,
         &mut sink,
@@ -282,7 +287,7 @@ pub fn encode_update_in<S: Scalar, const K: usize, E>(
 /// client's sums are NaN, and NaN payloads differ by target (x86 SSE makes `0xFFC0_0000`, a
 /// Cortex-M4F FPU `0x7FC0_0000`): on the wire every NaN is the same, so a board's update is
 /// byte-identical to the simulator's.
-fn canonical_nans(mut m: Metrics) -> Metrics {
+pub(crate) fn canonical_nans(mut m: Metrics) -> Metrics {
     for x in [&mut m.loss_sum, &mut m.abs_err_sum] {
         if x.is_nan() {
             *x = f32::NAN;

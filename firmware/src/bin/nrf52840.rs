@@ -23,7 +23,8 @@ const N: usize = 300;
 const FB: usize = max_frame_buf_len(K);
 
 static DEVICE: ConstStaticCell<Device<f32, N, K>> = ConstStaticCell::new(Device::new());
-static ROWS: ConstStaticCell<CachedRows<f32, N, K>> = ConstStaticCell::new(CachedRows::new());
+// Item biases kept (N of them, 1.2 KB): every model of the simulator runs on the board.
+static ROWS: ConstStaticCell<CachedRows<f32, N, K, N>> = ConstStaticCell::new(CachedRows::new());
 
 /// UARTE0 as an `embedded-io` link. Reads take one byte per DMA transfer (the UARTE's read
 /// blocks until its buffer is full; with RTS/CTS flow control nothing is lost between
@@ -74,7 +75,7 @@ fn main() -> ! {
         client: 0,
         firmware: fedrecon_firmware::FIRMWARE_VERSION,
     };
-    let mut board: Board<'_, f32, N, K, FB> = Board::new(DEVICE.take(), ROWS.take(), info);
+    let mut board: Board<'_, f32, N, K, FB, N> = Board::new(DEVICE.take(), ROWS.take(), info);
     defmt::info!(
         "fedrecon nRF52840-DK board: K={} N={} max_frame={}",
         K,

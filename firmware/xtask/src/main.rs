@@ -150,12 +150,22 @@ const INSN_GOAL: u64 = 2_000_000;
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("build") => build().map(|_| ()),
+        Some("build") => match args.get(1).map(String::as_str) {
+            None => build().map(|_| ()),
+            Some("--k") => args
+                .get(2)
+                .and_then(|k| k.parse::<usize>().ok())
+                .filter(|k| (1..=1024).contains(k))
+                .ok_or_else(|| "build --k K: K must be a width between 1 and 1024".to_string())
+                .and_then(build_k),
+            Some(other) => Err(format!("build: unknown argument {other} (expected --k K)")),
+        },
         Some("footprint") => footprint(),
         Some("qemu-smoke") => build().and_then(|dirs| smoke::run(&dirs[0].join("qemu"))),
         Some("parity") => build().and_then(|dirs| parity_everywhere(&dirs)),
         _ => Err(
-            "usage: fedrecon-firmware-xtask (build | footprint | qemu-smoke | parity)".to_string(),
+            "usage: fedrecon-firmware-xtask (build [--k K] | footprint | qemu-smoke | parity)"
+                .to_string(),
         ),
     };
     match result {
@@ -239,6 +249,39 @@ fn build() -> Result<Vec<PathBuf>, String> {
     fs::copy(release.join(DK_IMAGE), out.join(DK_IMAGE))
         .map_err(|e| format!("copy {DK_IMAGE}: {e}"))?;
     Ok(dirs)
+}
+
+/// The QEMU board images, one per scalar (`src/qemu_board.rs`).
+const QEMU_BOARD_IMAGES: [&str; 3] = ["qemu", "qemu-q16", "qemu-q12"];
+
+/// The K build matrix: the QEMU board images at width `k` (`FEDRECON_FW_K`), in
+/// `target/images/mps2-an386-k{k}/`, built in their own target directory so the default
+/// K = 50 build is not rebuilt after them.
+fn build_k(k: usize) -> Result<(), String> {
+    let fw = firmware_dir();
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = fw.join("target").join(format!("k{k}"));
+    eprintln!("building the QEMU board images at K = {k}");
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(&fw)
+        .env("FEDRECON_FW_K", k.to_string())
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .args(["build", "--release", "--locked", "--target", DK_TARGET]);
+    for bin in QEMU_BOARD_IMAGES {
+        cmd.args(["--bin", bin]);
+    }
+    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("the QEMU board images at K = {k} did not build"));
+    }
+    let release = target_dir.join(DK_TARGET).join("release");
+    let out = fw.join("target").join("images").join(format!("mps2-an386-k{k}"));
+    fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    for bin in QEMU_BOARD_IMAGES {
+        fs::copy(release.join(bin), out.join(bin)).map_err(|e| format!("copy {bin}: {e}"))?;
+    }
+    eprintln!("images in {}", out.display());
+    Ok(())
 }
 
 /// The nRF52840-DK image's target (firmware/.cargo/config.toml's default).

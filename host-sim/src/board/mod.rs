@@ -16,7 +16,10 @@
 //! stays virtual and is logged. Boards run on their own threads, concurrently with the
 //! virtual devices.
 
+pub mod eval;
 pub mod link_faults;
+pub mod links;
+pub mod owned;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -28,19 +31,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use fedrecon_core::wire::{
     FirmwareVersion, Hello, Message, PROTOCOL_MAJOR, PROTOCOL_MINOR, RoundMode, RoundStart,
-    RowEncoding, Version, WireError, decode_update, encode_item_rows, encode_ratings, encoding_bit,
-    next_frame, update_buf_len,
+    RowEncoding, UpdateShape, UplinkRows, Version, WireError, decode_update, encode_item_rows,
+    encode_ratings, encoding_bit, next_frame, update_buf_len,
 };
 use fedrecon_core::{Phase, RoundConfig, ScalarKind};
 
 use crate::board::link_faults::{FaultCounts, FaultyLink, Reconnect};
+use crate::board::links::LinkTimeouts;
 
 /// The client id a board puts in its updates (`BoardInfo.client` of the firmware images); the
 /// engine decodes board updates expecting it.
 pub(crate) const BOARD_CLIENT: u32 = 0;
-
-/// How long to wait for a board's answer before giving up on it.
-const READ_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The default read timeout of a link with injected faults (a lost delimiter or a lost reply
 /// can stall it): above a QEMU board's silence while it trains a client of its full capacity
@@ -65,6 +66,18 @@ pub struct BoardOptions {
     /// The read timeout of a faulty link (default [`FAULTY_READ_TIMEOUT`]); shorter suits
     /// boards that only get small clients.
     pub link_timeout: Option<Duration>,
+    /// Boards also evaluate held-out users (`--board-eval`): the first users of each
+    /// evaluation that fit, one per board, ranked over the whole catalogue on the board.
+    pub evaluate: bool,
+    /// Read and connect timeouts of clean links (`[reliability] board_timeout_secs`,
+    /// `board_connect_secs`; [`LinkTimeouts::default`] when `None`).
+    pub timeouts: Option<LinkTimeouts>,
+    /// `--board-users`: the dense training user each board is, in board order (QEMU boards
+    /// first, then `devices`); boards beyond the list train any client.
+    pub users: Vec<u32>,
+    /// Where QEMU boards keep their emulated flash (`--board-flash`; `DIR/qemu{i}/`), so a
+    /// later run finds their users' ratings stored; a fresh temporary directory when `None`.
+    pub flash_dir: Option<PathBuf>,
 }
 
 impl BoardOptions {
@@ -74,10 +87,35 @@ impl BoardOptions {
     }
 }
 
-/// The firmware image for QEMU boards: `explicit`, else the `cargo build-fw` output
-/// (`firmware/target/images/mps2-an386/qemu` in this checkout, or below the current
-/// directory).
+/// The QEMU image of `scalar` at width `k` as `cargo build-fw` lays it out:
+/// `firmware/target/images/mps2-an386/qemu` (f32), `qemu-q16`, `qemu-q12` at K = 50, and the
+/// same names in `mps2-an386-k{k}/` for the other widths (`cargo build-fw --k K`).
+pub fn image_path(scalar: ScalarKind, k: usize) -> PathBuf {
+    let dir = if k == DEFAULT_IMAGE_K {
+        "mps2-an386".to_string()
+    } else {
+        format!("mps2-an386-k{k}")
+    };
+    let name = match scalar {
+        ScalarKind::F32 => "qemu",
+        ScalarKind::Q16_16 => "qemu-q16",
+        ScalarKind::Q3_12 => "qemu-q12",
+    };
+    Path::new("firmware/target/images").join(dir).join(name)
+}
+
+/// The width of the images `cargo build-fw` builds without `--k`.
+pub const DEFAULT_IMAGE_K: usize = 50;
+
+/// The firmware image for QEMU boards: `explicit`, else the `cargo build-fw` output for f32 at
+/// K = 50 (see [`find_image`]).
 pub fn find_firmware(explicit: Option<&Path>) -> Result<PathBuf> {
+    find_image(explicit, ScalarKind::F32, DEFAULT_IMAGE_K)
+}
+
+/// The firmware image for QEMU boards computing in `scalar` at width `k`: `explicit`, else
+/// [`image_path`] in this checkout or below the current directory.
+pub fn find_image(explicit: Option<&Path>, scalar: ScalarKind, k: usize) -> Result<PathBuf> {
     if let Some(p) = explicit {
         ensure!(
             p.is_file(),
@@ -86,16 +124,21 @@ pub fn find_firmware(explicit: Option<&Path>) -> Result<PathBuf> {
         );
         return Ok(p.to_path_buf());
     }
-    let rel = Path::new("firmware/target/images/mps2-an386/qemu");
-    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
-    for p in [checkout, rel.to_path_buf()] {
+    let rel = image_path(scalar, k);
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(&rel);
+    for p in [checkout, rel.clone()] {
         if p.is_file() {
             return Ok(p);
         }
     }
+    let build = if k == DEFAULT_IMAGE_K {
+        "cargo build-fw".to_string()
+    } else {
+        format!("cargo build-fw --k {k}")
+    };
     bail!(
-        "the QEMU firmware image {} is missing: run `cargo build-fw` in the repository \
-         (or give the image's path)",
+        "the QEMU firmware image {} ({scalar:?}, K = {k}) is missing: run `{build}` in the \
+         repository (or give the image's path)",
         rel.display()
     )
 }
@@ -112,6 +155,8 @@ type Qemu = fedrecon_qemu::Running;
 pub struct BoardStats {
     /// Clients it trained.
     pub clients: u64,
+    /// Held-out users it evaluated (`--board-eval`).
+    pub evaluations: u64,
     /// Bytes sent to it (ratings, round starts, rows).
     pub bytes_down: u64,
     /// Bytes of updates received from it.
@@ -126,6 +171,11 @@ pub struct BoardStats {
     pub link_failures: u64,
     /// Resynchronisations (fresh `Hello` exchanges) after failures.
     pub resyncs: u64,
+    /// Links reopened (QEMU restarted, a real board's port reopened) to resynchronise.
+    pub reconnects: u64,
+    /// Times its own user's ratings were sent to it (`--board-users`; 0 when its flash
+    /// already held them).
+    pub provisioned: u64,
     /// Faults injected on its link (`--link-faults`).
     pub faults: FaultCounts,
 }
@@ -146,15 +196,24 @@ pub struct Board {
     k: usize,
     /// The fault proxy's counters when the link has one.
     faults: Option<Arc<Mutex<FaultCounts>>>,
+    /// Reopens a dead link (a QEMU board restarted, a real board's port reopened); a faulty
+    /// link restarts its board itself.
+    reconnect: Option<Reconnect>,
+    /// The board could not be brought back: it takes no more clients.
+    lost: bool,
+    /// The dense user the board is (`--board-users`): it holds that user's ratings and
+    /// trains only that user.
+    owner: Option<u32>,
     _qemu: Option<Qemu>,
 }
 
 /// What became of one client sent to a board.
 #[derive(Debug)]
 pub struct BoardReport {
-    /// The update's frames; `Ok(None)`: the exchange failed twice on the link, the client is
-    /// dropped for the round; `Err`: the board is lost (no resync) or the job is invalid.
-    pub update: Result<Option<Vec<u8>>>,
+    /// The update's frames and its row count; `Ok(None)`: the exchange failed twice on the
+    /// link, the client is dropped for the round; `Err`: the board is lost (no resync) or the
+    /// job is invalid.
+    pub update: Result<Option<(Vec<u8>, u32)>>,
     /// Failed exchanges (0, 1 or 2).
     pub link_errors: u32,
     /// Whether the client was retried.
@@ -172,7 +231,7 @@ impl std::fmt::Debug for Board {
 }
 
 /// One client's training job on a board.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct BoardJob {
     /// The round number.
     pub round: u32,
@@ -184,6 +243,16 @@ pub struct BoardJob {
     pub seed: u64,
     /// The client's round configuration (its shuffle seed may be per round and user).
     pub cfg: RoundConfig,
+    /// Encoding of the item rows sent to the board (`--downlink`; the board trains on what it
+    /// decodes, as a virtual device does).
+    pub down: RowEncoding,
+    /// Encoding of the board's update rows (`--uplink`).
+    pub up: RowEncoding,
+    /// Dense or padded rows, stochastic rounding (`--update-mode`, `--stochastic-rounding`):
+    /// sent as an `UpdateShape` before the round; `None` for sparse rows rounded to nearest.
+    pub shape: Option<UpdateShape>,
+    /// The board holds the client's ratings already (its own user): they are not sent.
+    pub provisioned: bool,
 }
 
 fn host_hello(k: usize) -> Hello {
@@ -216,11 +285,18 @@ fn connect_retry(addr: &str, patience: Duration) -> Result<TcpStream> {
 /// Starts QEMU `mps2-an386` with `elf` and connects to its UART0, a socket server that waits
 /// for the host (firmware/README.md, "Talking to the QEMU board"). `-icount shift=0` with the
 /// image's WFI-based UART waits makes the link fastest. QEMU's stderr goes to the debug log.
-fn spawn_qemu(elf: &Path, name: &str) -> Result<(Qemu, TcpStream)> {
+fn spawn_qemu(elf: &Path, name: &str, flash: Option<&Path>) -> Result<(Qemu, TcpStream)> {
     let port = fedrecon_qemu::Qemu::free_port().context("finding a free TCP port")?;
-    let mut qemu = fedrecon_qemu::Qemu::new(fedrecon_qemu::Machine::Mps2An386, elf)
+    let mut cmd = fedrecon_qemu::Qemu::new(fedrecon_qemu::Machine::Mps2An386, elf)
         .icount(0)
-        .serial_socket(port)
+        .serial_socket(port);
+    // The emulated flash is a file in QEMU's working directory (firmware/src/qemu_board.rs).
+    if let Some(dir) = flash {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("board {name}: flash directory {}", dir.display()))?;
+        cmd = cmd.current_dir(dir);
+    }
+    let mut qemu = cmd
         .spawn(Stdio::null(), Stdio::piped())
         .context("scripts/install-target-tools.sh installs QEMU")?;
     if let Some(err) = qemu.child_mut().stderr.take() {
@@ -237,6 +313,21 @@ fn spawn_qemu(elf: &Path, name: &str) -> Result<(Qemu, TcpStream)> {
     Ok((qemu, link))
 }
 
+/// True when `e` failed on a link that will not recover by itself (closed, reset, broken),
+/// unlike a read timeout: the board's link must be reopened.
+fn link_is_dead(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| {
+            !matches!(
+                io.kind(),
+                std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::Interrupted
+            )
+        })
+}
+
 /// True when `e` is a frame in a protocol major this build does not speak.
 fn speaks_other_major(e: &anyhow::Error) -> bool {
     matches!(
@@ -248,12 +339,17 @@ fn speaks_other_major(e: &anyhow::Error) -> bool {
 impl Board {
     /// Boots `n` QEMU boards with `elf` (concurrently) and greets each at width `k`.
     pub fn boot_qemu(elf: &Path, n: usize, k: usize) -> Result<Vec<Board>> {
-        Board::boot_qemu_with_faults(elf, n, k, 0.0, 0, FAULTY_READ_TIMEOUT)
+        Board::boot_qemu_with_faults(elf, n, k, 0.0, 0, LinkTimeouts::default().read)
+    }
+
+    /// Whether the board was lost (its link could not be brought back).
+    pub fn is_lost(&self) -> bool {
+        self.lost
     }
 
     /// [`Board::boot_qemu`] with `rate` faults per frame on each link (none at 0), seeded by
-    /// `seed` and the board's index, reads timing out after `timeout`; a board reset restarts
-    /// its QEMU process.
+    /// `seed` and the board's index, reads timing out after `timeout`; a board reset (or, on
+    /// a clean link, a dead one) restarts its QEMU process.
     pub fn boot_qemu_with_faults(
         elf: &Path,
         n: usize,
@@ -262,14 +358,31 @@ impl Board {
         seed: u64,
         timeout: Duration,
     ) -> Result<Vec<Board>> {
+        Board::boot_qemu_in(elf, n, k, rate, seed, timeout, None)
+    }
+
+    /// [`Board::boot_qemu_with_faults`] with each board's emulated flash (its own dataset,
+    /// `--board-users`) in `flash/qemu{i}/` when `flash` is given, kept across restarts.
+    pub fn boot_qemu_in(
+        elf: &Path,
+        n: usize,
+        k: usize,
+        rate: f64,
+        seed: u64,
+        timeout: Duration,
+        flash: Option<&Path>,
+    ) -> Result<Vec<Board>> {
+        let clean_timeout = timeout;
         let mut boards = Vec::with_capacity(n);
         for i in 0..n {
             let name = format!("qemu{i}");
-            let (qemu, s) = spawn_qemu(elf, &name)?;
+            let dir = flash.map(|f| f.join(&name));
+            let (qemu, s) = spawn_qemu(elf, &name, dir.as_deref())?;
             let mut b = if rate > 0.0 {
                 s.set_read_timeout(Some(timeout))?;
                 s.set_nodelay(true)?;
-                let reconnect = qemu_reconnect(elf.to_path_buf(), name.clone(), qemu, timeout);
+                let reconnect =
+                    qemu_reconnect(elf.to_path_buf(), name.clone(), qemu, timeout, dir.clone());
                 let link = FaultyLink::new(
                     Box::new(s),
                     rate,
@@ -281,8 +394,11 @@ impl Board {
                 b.faults = Some(counts);
                 b
             } else {
-                let mut b = Board::over_tcp(name, s)?;
-                b._qemu = Some(qemu);
+                let read = clean_timeout;
+                s.set_read_timeout(Some(read))?;
+                s.set_nodelay(true)?;
+                let mut b = Board::over_link(name.clone(), Box::new(s));
+                b.reconnect = Some(qemu_reconnect(elf.to_path_buf(), name, qemu, read, dir));
                 b
             };
             b.greet(k)?;
@@ -291,27 +407,19 @@ impl Board {
         Ok(boards)
     }
 
-    /// Connects to a real board (`tcp:HOST:PORT` or a serial port path) and greets it.
+    /// Connects to a real board (`tcp:HOST:PORT` or a serial port path) and greets it; a
+    /// link that dies later is reopened the same way.
     pub fn open(spec: &str, k: usize) -> Result<Board> {
-        let mut b = if let Some(addr) = spec.strip_prefix("tcp:") {
-            let s = connect_retry(addr, Duration::from_secs(5))
-                .with_context(|| format!("board {spec}"))?;
-            Board::over_tcp(spec.to_string(), s)?
-        } else {
-            let port = serialport::new(spec, 115_200)
-                .timeout(READ_TIMEOUT)
-                .open()
-                .with_context(|| format!("board {spec}: cannot open the serial port"))?;
-            Board::over_link(spec.to_string(), Box::new(port))
-        };
-        b.greet(k).with_context(|| format!("board {spec}"))?;
-        Ok(b)
+        Board::open_with(spec, k, LinkTimeouts::default())
     }
 
-    fn over_tcp(name: String, s: TcpStream) -> Result<Board> {
-        s.set_read_timeout(Some(READ_TIMEOUT))?;
-        s.set_nodelay(true)?;
-        Ok(Board::over_link(name, Box::new(s)))
+    /// [`Board::open`] with explicit timeouts.
+    pub fn open_with(spec: &str, k: usize, timeouts: LinkTimeouts) -> Result<Board> {
+        let link = links::open_device(spec, timeouts)?;
+        let mut b = Board::over_link(spec.to_string(), link);
+        b.reconnect = Some(links::device_reconnect(spec.to_string(), timeouts));
+        b.greet(k).with_context(|| format!("board {spec}"))?;
+        Ok(b)
     }
 
     /// A board on any byte link (not yet greeted; [`Board::greet`] next).
@@ -326,6 +434,9 @@ impl Board {
             stats: BoardStats::default(),
             k: 0,
             faults: None,
+            reconnect: None,
+            lost: false,
+            owner: None,
             _qemu: None,
         }
     }
@@ -344,6 +455,10 @@ impl Board {
             out.extend_from_slice(&self.buf[..n]);
             if let Err(e) = self.link.write_all(&out).and_then(|()| self.link.flush()) {
                 last = anyhow!("sending Hello: {e}");
+                if self.reconnect.is_some() {
+                    // A dead link: resync reopens it rather than write into it again.
+                    break;
+                }
                 continue;
             }
             loop {
@@ -362,10 +477,17 @@ impl Board {
                         _ => {}
                     },
                     Err(e) => {
+                        let dead = self.reconnect.is_some() && link_is_dead(&e);
                         last = e;
+                        if dead {
+                            return Err(last.context(format!("board {}: link lost", self.name)));
+                        }
                         break;
                     }
                 }
+            }
+            if self.reconnect.is_some() && last.to_string().starts_with("sending Hello") {
+                break;
             }
         }
         Err(last.context(format!(
@@ -378,7 +500,20 @@ impl Board {
     /// board drops any stream in progress, a reset board leaves `AwaitHello`).
     pub fn resync(&mut self) -> Result<()> {
         self.stats.resyncs += 1;
-        let hello = self.exchange_hello(self.k)?;
+        let hello = match self.exchange_hello(self.k) {
+            Ok(h) => h,
+            // A dead link: reopen it (restart the QEMU board, reopen the port) and greet again.
+            Err(e) => {
+                let Some(reconnect) = self.reconnect.as_mut() else {
+                    return Err(e);
+                };
+                tracing::warn!(board = %self.name, "no Hello, reconnecting: {e:#}");
+                self.link =
+                    reconnect().with_context(|| format!("board {}: reconnecting", self.name))?;
+                self.stats.reconnects += 1;
+                self.exchange_hello(self.k)?
+            }
+        };
         ensure!(
             hello.k as usize == self.k,
             "board {}: K = {} after a resync",
@@ -459,7 +594,7 @@ impl Board {
         &mut self,
         cfg: &RoundConfig,
         num_items: u32,
-        rows: &[(u32, [f32; K])],
+        rows: &[(u32, [f32; K], f32)],
         job: &BoardJob,
     ) -> BoardReport {
         let mut report = BoardReport {
@@ -487,8 +622,11 @@ impl Board {
                         "board exchange failed: {e:#}"
                     );
                     if let Err(e) = self.resync() {
-                        report.update = Err(e.context(format!("board {} is lost", self.name)));
-                        return report;
+                        // The client is dropped for the round like any link failure; the
+                        // board takes no more clients.
+                        tracing::warn!(board = %self.name, "board lost: {e:#}");
+                        self.lost = true;
+                        break;
                     }
                 }
             }
@@ -503,9 +641,13 @@ impl Board {
         report
     }
 
-    /// Whether a client of `len` ratings (all on distinct items) fits this board.
-    pub fn fits(&self, len: usize) -> bool {
-        len <= self.hello.max_examples as usize && len <= self.hello.max_rows as usize
+    /// Whether a client of `len` ratings (all on distinct items) fits this board, and its
+    /// update shape: a padded update's decoys (at most `pad_rows`) are held like rows.
+    pub fn fits(&self, len: usize, shape: Option<&UpdateShape>) -> bool {
+        let rows = self.hello.max_rows as usize;
+        let decoys_fit =
+            shape.is_none_or(|s| s.rows != UplinkRows::Padded || s.pad_rows as usize <= rows);
+        !self.lost && len <= self.hello.max_examples as usize && len <= rows && decoys_fit
     }
 
     /// Decodes one received frame. Only `Hello`, `UpdateBegin` and `Error` are inspected here
@@ -536,9 +678,86 @@ impl Board {
                 .link
                 .read(&mut chunk)
                 .with_context(|| format!("board {}: reading", self.name))?;
-            ensure!(n > 0, "board {}: the link closed", self.name);
+            if n == 0 {
+                return Err(anyhow::Error::new(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the link closed",
+                ))
+                .context(format!("board {}: reading", self.name)));
+            }
             self.pending.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// Sends one client's round: its `Ratings`, the `UpdateShape` of a shaped training round,
+    /// the `RoundStart` of `mode` and `rows`, the rows of its rated items (strictly ascending
+    /// ids, the server's `f32` values encoded in `job.down`) of a catalogue of `num_items`.
+    pub(crate) fn send_round<const K: usize>(
+        &mut self,
+        mode: RoundMode,
+        cfg: &RoundConfig,
+        num_items: u32,
+        rows: &[(u32, [f32; K], f32)],
+        job: &BoardJob,
+    ) -> Result<()> {
+        let name = self.name.clone();
+        let with_bias = cfg.model.item_bias;
+        for enc in [job.down, job.up] {
+            ensure!(
+                self.hello.encodings & encoding_bit(enc) != 0,
+                "board {name} does not accept {enc:?} rows"
+            );
+        }
+        let start = RoundStart {
+            round: job.round,
+            seed: job.seed,
+            mode,
+            config: *cfg,
+            num_items,
+            rows: rows.len() as u32,
+            down: job.down,
+            up: job.up,
+        };
+        self.out.clear();
+        // A leading 0x00 ends any partial frame at the board; a trailing one ends the last
+        // frame even if its own delimiter was lost on the way.
+        self.out.push(0);
+        let (buf, out) = (&mut self.buf, &mut self.out);
+        let mut sink = |f: &[u8]| {
+            out.extend_from_slice(f);
+            Ok::<(), std::convert::Infallible>(())
+        };
+        if !job.provisioned {
+            encode_ratings(&job.items, &job.ratings, buf, &mut sink)
+                .map_err(|e| anyhow!("board {name}: encoding ratings: {e:?}"))?;
+        }
+        if let (RoundMode::Train, Some(shape)) = (mode, job.shape) {
+            let n = Message::UpdateShape(shape)
+                .encode(buf)
+                .map_err(|e| anyhow!("board {name}: encoding UpdateShape: {e}"))?;
+            sink(&buf[..n]).expect("infallible");
+        }
+        let n = Message::RoundStart(start)
+            .encode(buf)
+            .map_err(|e| anyhow!("board {name}: encoding RoundStart: {e}"))?;
+        sink(&buf[..n]).expect("infallible");
+        encode_item_rows::<f32, K, _>(
+            job.round,
+            job.down,
+            with_bias,
+            rows.len(),
+            |i| (rows[i].0, &rows[i].1, with_bias.then_some(rows[i].2)),
+            buf,
+            &mut sink,
+        )
+        .map_err(|e| anyhow!("board {name}: encoding item rows: {e:?}"))?;
+        self.out.push(0);
+        self.link
+            .write_all(&self.out)
+            .with_context(|| format!("board {name}: sending the round"))?;
+        self.link.flush()?;
+        self.stats.bytes_down += self.out.len() as u64;
+        Ok(())
     }
 
     /// Trains one client on the board: provisions its ratings, sends the round and `rows`, the
@@ -550,57 +769,12 @@ impl Board {
         &mut self,
         cfg: &RoundConfig,
         num_items: u32,
-        rows: &[(u32, [f32; K])],
+        rows: &[(u32, [f32; K], f32)],
         job: &BoardJob,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<(Vec<u8>, u32)> {
         let t0 = Instant::now();
         let name = self.name.clone();
-        ensure!(
-            !cfg.model.item_bias,
-            "board {name}: the firmware images cache no item biases"
-        );
-        let start = RoundStart {
-            round: job.round,
-            seed: job.seed,
-            mode: RoundMode::Train,
-            config: *cfg,
-            num_items,
-            rows: rows.len() as u32,
-            down: RowEncoding::F32,
-            up: RowEncoding::F32,
-        };
-        self.out.clear();
-        // A leading 0x00 ends any partial frame at the board; a trailing one ends the last
-        // frame even if its own delimiter was lost on the way.
-        self.out.push(0);
-        let (buf, out) = (&mut self.buf, &mut self.out);
-        let mut sink = |f: &[u8]| {
-            out.extend_from_slice(f);
-            Ok::<(), std::convert::Infallible>(())
-        };
-        encode_ratings(&job.items, &job.ratings, buf, &mut sink)
-            .map_err(|e| anyhow!("board {name}: encoding ratings: {e:?}"))?;
-        let n = Message::RoundStart(start)
-            .encode(buf)
-            .map_err(|e| anyhow!("board {name}: encoding RoundStart: {e}"))?;
-        sink(&buf[..n]).expect("infallible");
-        encode_item_rows::<f32, K, _>(
-            job.round,
-            RowEncoding::F32,
-            false,
-            rows.len(),
-            |i| (rows[i].0, &rows[i].1, None),
-            buf,
-            &mut sink,
-        )
-        .map_err(|e| anyhow!("board {name}: encoding item rows: {e:?}"))?;
-        self.out.push(0);
-        self.link
-            .write_all(&self.out)
-            .with_context(|| format!("board {name}: sending the round"))?;
-        self.link.flush()?;
-        self.stats.bytes_down += self.out.len() as u64;
-
+        self.send_round::<K>(RoundMode::Train, cfg, num_items, rows, job)?;
         let mut update = self.read_frame()?;
         // A late answer to a resync's repeated `Hello` precedes this exchange at the board
         // (which handled it before the round's frames): skip it.
@@ -610,11 +784,14 @@ impl Board {
         let chunks = match self.decode(&update)? {
             Message::UpdateBegin(b) => {
                 ensure!(
-                    b.round == job.round && b.k as usize == K,
-                    "board {name}: update for round {} at K = {}, expected round {} K = {K}",
+                    b.round == job.round && b.k as usize == K && b.encoding == job.up,
+                    "board {name}: update for round {} at K = {} in {:?}, expected round {} \
+                     K = {K} in {:?}",
                     b.round,
                     b.k,
-                    job.round
+                    b.encoding,
+                    job.round,
+                    job.up
                 );
                 (b.rows as usize).div_ceil(fedrecon_core::wire::ROWS_PER_CHUNK)
             }
@@ -644,7 +821,7 @@ impl Board {
         self.stats.bytes_up += update.len() as u64;
         self.stats.clients += 1;
         self.stats.seconds += t0.elapsed().as_secs_f64();
-        Ok(update)
+        Ok((update, sum.rows))
     }
 }
 
@@ -661,12 +838,15 @@ pub fn trains(cfg: &RoundConfig, len: usize) -> bool {
 #[derive(Debug, Default)]
 pub struct Boards {
     boards: Vec<Board>,
+    /// They also evaluate held-out users ([`BoardOptions::evaluate`]).
+    evaluate: bool,
 }
 
 impl Boards {
     /// Boots and connects what `opts` asks for, at width `k`, for devices computing in
-    /// `scalar` (a board must compute in the same scalar to be bit-identical).
-    /// `seed` (the run's) seeds the link faults (`opts.link_faults`).
+    /// `scalar` (QEMU boards boot the image of that scalar and K; a real board must compute
+    /// in the same scalar to be bit-identical). `seed` (the run's) seeds the link faults
+    /// (`opts.link_faults`).
     pub fn open(opts: &BoardOptions, k: usize, scalar: ScalarKind, seed: u64) -> Result<Boards> {
         ensure!(
             (0.0..1.0).contains(&opts.link_faults),
@@ -675,15 +855,28 @@ impl Boards {
         );
         let mut boards = Vec::new();
         if opts.qemu_devices > 0 {
-            let elf = find_firmware(opts.firmware.as_deref())?;
+            let elf = find_image(opts.firmware.as_deref(), scalar, k)?;
             tracing::info!(n = opts.qemu_devices, image = %elf.display(), "booting QEMU boards");
-            boards.extend(Board::boot_qemu_with_faults(
+            let flash = match (&opts.flash_dir, opts.users.is_empty()) {
+                (Some(d), _) => Some(d.clone()),
+                (None, false) => Some(
+                    std::env::temp_dir()
+                        .join(format!("fedrecon-board-flash-{}", std::process::id())),
+                ),
+                (None, true) => None,
+            };
+            boards.extend(Board::boot_qemu_in(
                 &elf,
                 opts.qemu_devices,
                 k,
                 opts.link_faults,
                 seed,
-                opts.link_timeout.unwrap_or(FAULTY_READ_TIMEOUT),
+                if opts.link_faults > 0.0 {
+                    opts.link_timeout.unwrap_or(FAULTY_READ_TIMEOUT)
+                } else {
+                    opts.timeouts.unwrap_or_default().read
+                },
+                flash.as_deref(),
             )?);
         }
         for spec in &opts.devices {
@@ -691,23 +884,43 @@ impl Boards {
                 opts.link_faults == 0.0,
                 "link faults apply to QEMU boards only (BoardOptions::qemu_devices)"
             );
-            boards.push(Board::open(spec, k)?);
+            boards.push(Board::open_with(
+                spec,
+                k,
+                opts.timeouts.unwrap_or_default(),
+            )?);
         }
         for b in &boards {
             ensure!(
                 b.hello.scalar == scalar,
                 "board {} computes in {:?}, the simulated devices in {scalar:?} \
-                 (use --scalar to match the board)",
+                 (use --scalar to match the board, or flash its image in that scalar)",
                 b.name,
                 b.hello.scalar
             );
         }
-        Ok(Boards { boards })
+        Ok(Boards {
+            boards,
+            evaluate: opts.evaluate,
+        })
     }
 
-    /// Wraps connected boards.
+    /// Wraps connected boards (training only).
     pub fn from_boards(boards: Vec<Board>) -> Boards {
-        Boards { boards }
+        Boards {
+            boards,
+            evaluate: false,
+        }
+    }
+
+    /// Whether the boards also evaluate held-out users.
+    pub fn evaluates(&self) -> bool {
+        self.evaluate && !self.boards.is_empty()
+    }
+
+    /// The boards, to run exchanges on.
+    pub fn boards_mut(&mut self) -> &mut [Board] {
+        &mut self.boards
     }
 
     /// Number of boards.
@@ -733,17 +946,39 @@ impl Boards {
     /// Assigns clients of a round to boards: `lens[i]` is the size of the `i`-th sampled
     /// client; returns `(board, client index)` pairs, one per board at most, taking the first
     /// clients in sample order that fit. Clients passed over are logged.
-    pub fn assign(&self, round: u32, cfg: &RoundConfig, lens: &[usize]) -> Vec<(usize, usize)> {
+    pub fn assign(
+        &self,
+        round: u32,
+        cfg: &RoundConfig,
+        shape: Option<&UpdateShape>,
+        lens: &[usize],
+        users: &[u32],
+    ) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
+        // Boards with their own user take that user when the round sampled it.
+        let mut taken = vec![false; lens.len()];
+        for (board, b) in self.boards.iter().enumerate() {
+            let Some(owner) = b.owner else { continue };
+            if let Some(i) = users.iter().position(|&u| u == owner)
+                && trains(cfg, lens[i])
+                && b.fits(lens[i], shape)
+            {
+                taken[i] = true;
+                out.push((board, i));
+            }
+        }
         let mut next = 0;
         for (board, b) in self.boards.iter().enumerate() {
+            if b.owner.is_some() {
+                continue;
+            }
             while next < lens.len() {
                 let i = next;
                 next += 1;
-                if !trains(cfg, lens[i]) {
+                if taken[i] || !trains(cfg, lens[i]) {
                     continue;
                 }
-                if b.fits(lens[i]) {
+                if b.fits(lens[i], shape) {
                     out.push((board, i));
                     break;
                 }
@@ -762,11 +997,12 @@ impl Boards {
 
     /// Starts `jobs` (`(board, job)` pairs from [`Boards::assign`]), each board on its own
     /// thread with copies of what it needs (its client's data and rated rows from `rows`, the
-    /// global `f32` item matrix), so the caller runs the virtual devices meanwhile;
-    /// [`Boards::finish`] collects the updates.
+    /// global `f32` item matrix, and their `biases`, empty without item biases), so the caller
+    /// runs the virtual devices meanwhile; [`Boards::finish`] collects the updates.
     pub fn start<const K: usize>(
         &mut self,
         rows: &[[f32; K]],
+        biases: &[f32],
         jobs: Vec<(usize, BoardJob)>,
     ) -> Pending {
         let num_items = rows.len() as u32;
@@ -775,9 +1011,12 @@ impl Boards {
             let mut rated = job.items.clone();
             rated.sort_unstable();
             rated.dedup();
-            let client_rows: Vec<(u32, [f32; K])> = rated
+            let client_rows: Vec<(u32, [f32; K], f32)> = rated
                 .iter()
-                .filter_map(|&i| rows.get(i as usize).map(|r| (i, *r)))
+                .filter_map(|&i| {
+                    let b = biases.get(i as usize).copied().unwrap_or(0.0);
+                    rows.get(i as usize).map(|r| (i, *r, b))
+                })
                 .collect();
             let b = std::mem::replace(
                 &mut self.boards[board],
@@ -835,12 +1074,18 @@ pub struct Pending {
 }
 
 /// Restarts a QEMU board (a fresh process, booted, connected): the reset of a faulty link.
-fn qemu_reconnect(elf: PathBuf, name: String, qemu: Qemu, timeout: Duration) -> Reconnect {
+fn qemu_reconnect(
+    elf: PathBuf,
+    name: String,
+    qemu: Qemu,
+    timeout: Duration,
+    flash: Option<PathBuf>,
+) -> Reconnect {
     let mut qemu = Some(qemu);
     let io = |e: anyhow::Error| std::io::Error::other(format!("{e:#}"));
     Box::new(move || {
         drop(qemu.take());
-        let (q, s) = spawn_qemu(&elf, &name).map_err(io)?;
+        let (q, s) = spawn_qemu(&elf, &name, flash.as_deref()).map_err(io)?;
         s.set_read_timeout(Some(timeout))?;
         s.set_nodelay(true)?;
         qemu = Some(q);

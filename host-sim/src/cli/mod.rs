@@ -209,6 +209,20 @@ pub struct TrainArgs {
     /// exchanges are retried once, then the client is dropped (host-sim/RELIABILITY.md).
     #[arg(long, value_name = "RATE", default_value_t = 0.0)]
     pub link_faults: f64,
+    /// The boards also evaluate held-out users (the first of each evaluation that fit, one per
+    /// board; the catalogue is streamed through the board for recall and NDCG): the metrics
+    /// are identical to virtual evaluation.
+    #[arg(long)]
+    pub board_eval: bool,
+    /// Each board is one fixed user (MovieLens user ids, comma-separated, one per board in
+    /// order: QEMU boards, then --device): its ratings are stored in the board's flash once
+    /// and never sent again; the board trains only that user, in the rounds that sample it.
+    #[arg(long, value_name = "USER,...", value_delimiter = ',')]
+    pub board_users: Vec<u32>,
+    /// Where QEMU boards keep their emulated flash (`DIR/qemu0/`, ...), so the next run finds
+    /// their users' ratings stored (default: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub board_flash: Option<PathBuf>,
 }
 
 /// `fedrecon config`.
@@ -329,6 +343,16 @@ pub struct RecommendArgs {
     #[allow(missing_docs)] // preset and config file
     #[command(flatten)]
     pub source: ConfigSource,
+    /// Compute the recommendation on a QEMU board (1): it reconstructs the user and ranks
+    /// the catalogue streamed through it; the answer is the host's.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub qemu_devices: usize,
+    /// The QEMU board image (default: the f32 image of the model's K from `cargo build-fw`).
+    #[arg(long, value_name = "PATH")]
+    pub firmware: Option<PathBuf>,
+    /// Compute it on a real board: `tcp:HOST:PORT` or a serial port (`/dev/ttyACM0`).
+    #[arg(long = "device", value_name = "SPEC")]
+    pub devices: Vec<String>,
 }
 
 /// Parses arguments, sets up logging, runs the command.
@@ -434,6 +458,22 @@ fn train(a: TrainArgs) -> Result<()> {
         devices: a.devices.clone(),
         link_faults: a.link_faults,
         link_timeout: None,
+        evaluate: a.board_eval,
+        // From the configuration's [reliability] section (run.rs).
+        timeouts: None,
+        users: a
+            .board_users
+            .iter()
+            .map(|&raw| {
+                ratings
+                    .user_raw_ids()
+                    .iter()
+                    .position(|&u| u == raw)
+                    .map(|d| d as u32)
+                    .ok_or_else(|| anyhow!("--board-users {raw}: no such user in --data"))
+            })
+            .collect::<Result<_>>()?,
+        flash_dir: a.board_flash.clone(),
     };
     let res = fedrecon_host_sim::run::run_checkpointed(&cfg, &ratings, &opts, &ck, &boards)?;
     println!("{}", output::summary_table(&res.records, res.seconds));
@@ -541,7 +581,17 @@ fn recommend(a: RecommendArgs) -> Result<()> {
         items: mine.items,
         ratings: mine.values,
     };
-    let top = round::recommend::recommend(&cfg, &data, cols, &client, a.k)?;
+    let boards = fedrecon_host_sim::board::BoardOptions {
+        qemu_devices: a.qemu_devices,
+        firmware: a.firmware.clone(),
+        devices: a.devices.clone(),
+        ..Default::default()
+    };
+    let top = if boards.any() {
+        round::recommend::recommend_on_board(&cfg, &data, cols, &client, a.k, &boards)?
+    } else {
+        round::recommend::recommend(&cfg, &data, cols, &client, a.k)?
+    };
     println!(
         "user {} ({} ratings): top {} unrated titles",
         a.user,

@@ -128,6 +128,9 @@ pub fn resume(a: TrainArgs) -> Result<()> {
         (!a.devices.is_empty(), "--device"),
         (a.firmware.is_some(), "--firmware"),
         (a.link_faults != 0.0, "--link-faults"),
+        (a.board_eval, "--board-eval"),
+        (!a.board_users.is_empty(), "--board-users"),
+        (a.board_flash.is_some(), "--board-flash"),
     ] {
         ensure!(
             !given,

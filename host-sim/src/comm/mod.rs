@@ -595,43 +595,13 @@ impl UplinkScratch {
     }
 }
 
-/// The largest code of a quantized encoding (0 for f32).
-pub fn qmax(enc: RowEncoding) -> f32 {
-    match enc {
-        RowEncoding::F32 => 0.0,
-        RowEncoding::I16 => 32767.0,
-        RowEncoding::I8 => 127.0,
-    }
-}
+// The quantizer's largest code and unbiased rounding live in core, so a board rounds as the
+// simulator's devices do.
+pub use fedrecon_core::wire::{qmax, stochastic_round};
 
 /// The per-row scale core's wire quantizer uses: `max|x| / q` in f32.
 pub fn row_scale(row: &[f32], q: f32) -> f32 {
     row.iter().fold(0.0f32, |m, x| m.max(x.abs())) / q
-}
-
-/// Moves every value of `row` onto the grid `scale · {−q..q}` of core's per-row quantizer
-/// (scale `max|x| / q`), rounding `x / scale` down or up with probabilities that make the
-/// result unbiased: `E[x'] = x`. The value(s) of largest magnitude are on the grid already and
-/// are kept exactly, so the row's scale, and hence the grid, do not move; the deterministic
-/// quantizer then reproduces every `x'` exactly. Non-finite rows are left to the encoder.
-pub fn stochastic_round<const K: usize>(row: &mut [f32; K], q: f32, rng: &mut DeviceRng) {
-    let m = row.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    if !(m.is_finite() && m > 0.0) {
-        return;
-    }
-    let scale = m / q;
-    for x in row.iter_mut() {
-        if x.abs() == m {
-            continue;
-        }
-        let t = *x / scale;
-        let lo = t.floor();
-        let p = t - lo;
-        let u = rng.unit_f32();
-        let code = if u < p { lo + 1.0 } else { lo };
-        // `q · scale` may round one ulp above `m`: keep the row's maximum (and scale) fixed.
-        *x = (code.clamp(-q, q) * scale).clamp(-m, m);
-    }
 }
 
 /// Bytes and rows of one round's traffic.

@@ -38,6 +38,22 @@ pub struct ReliabilityConfig {
     pub max_weight: Option<u32>,
     /// Write a checkpoint into the output directory every this many rounds (0 = never).
     pub checkpoint_every: u32,
+    /// Seconds a board's link may stay silent before its exchange fails (and is retried after
+    /// a resync); above a board's longest computation (a 300-rating client: over 3 s on QEMU).
+    #[serde(default = "default_board_timeout")]
+    pub board_timeout_secs: f64,
+    /// Seconds to wait for a board's link to open or reopen (a TCP board accepting, a QEMU
+    /// board listening, a replugged serial port reappearing).
+    #[serde(default = "default_board_connect")]
+    pub board_connect_secs: f64,
+}
+
+fn default_board_timeout() -> f64 {
+    300.0
+}
+
+fn default_board_connect() -> f64 {
+    20.0
 }
 
 impl Default for ReliabilityConfig {
@@ -49,6 +65,8 @@ impl Default for ReliabilityConfig {
             max_update_norm: 1e6,
             max_weight: None,
             checkpoint_every: 0,
+            board_timeout_secs: default_board_timeout(),
+            board_connect_secs: default_board_connect(),
         }
     }
 }
@@ -87,6 +105,18 @@ impl ReliabilityConfig {
                 "must be a finite number > 0",
             );
         }
+        for (field, v) in [
+            ("reliability.board_timeout_secs", self.board_timeout_secs),
+            ("reliability.board_connect_secs", self.board_connect_secs),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+                return bad(
+                    field,
+                    format!("{v:?}"),
+                    "must be a number of seconds in (0, 86400]",
+                );
+            }
+        }
         if self.max_weight == Some(0) {
             return bad(
                 "reliability.max_weight",
@@ -95,6 +125,14 @@ impl ReliabilityConfig {
             );
         }
         Ok(())
+    }
+
+    /// The board links' read and connect timeouts.
+    pub fn board_timeouts(&self) -> (std::time::Duration, std::time::Duration) {
+        (
+            std::time::Duration::from_secs_f64(self.board_timeout_secs),
+            std::time::Duration::from_secs_f64(self.board_connect_secs),
+        )
     }
 
     /// Clients sampled per round: `ceil(clients_per_round · (1 + over_select))`.

@@ -19,7 +19,7 @@ use crate::comm::{self, CommConfig, DownlinkRound, UplinkScratch};
 use crate::data::partition::{Client, ClientSet};
 use crate::round::faults::RoundFaults;
 use crate::server::validate::Reject;
-use fedrecon_core::wire::Framing;
+use fedrecon_core::wire::{Framing, UpdateShape, UplinkRows};
 
 /// One sampled client of a round, as the configure phase sets it up for whichever host runs it.
 #[derive(Clone, Copy, Debug)]
@@ -318,8 +318,9 @@ pub(crate) struct BoardHost {
     /// The running boards and the job index of each one's client.
     pending: Option<(Pending, Vec<usize>)>,
     /// Finished boards' clients not yet handed to their window: job index and outcome (the
-    /// update's bytes in `Sent`'s slot are carried alongside).
-    ready: Vec<(usize, Outcome, Vec<u8>)>,
+    /// update's bytes in `Sent`'s slot and whether a padded update overflowed are carried
+    /// alongside).
+    ready: Vec<(usize, Outcome, Vec<u8>, bool)>,
     /// Link faults injected before this round's claim.
     faults_before: u64,
 }
@@ -342,14 +343,35 @@ impl<const K: usize> ClientHost<K> for BoardHost {
             return;
         }
         let candidates: Vec<usize> = (0..free.len()).filter(|&i| free[i]).collect();
+        let users: Vec<u32> = candidates.iter().map(|&i| input.jobs[i].user).collect();
         let lens: Vec<usize> = candidates
             .iter()
             .map(|&i| input.train.client(input.jobs[i].index).len())
             .collect();
         let mut slots = Vec::new();
         let mut jobs = Vec::new();
+        let comm = input.comm;
+        // The board shapes its update as a virtual device's is shaped (comm::UplinkScratch).
+        let shape_of = |job: &ClientJob| {
+            let rows = match comm.update_mode {
+                comm::UpdateMode::Sparse => UplinkRows::Sparse,
+                comm::UpdateMode::Dense => UplinkRows::Dense,
+                comm::UpdateMode::Padded => UplinkRows::Padded,
+            };
+            let shape = UpdateShape {
+                rows,
+                pad_rows: u32::try_from(comm.pad_rows).unwrap_or(u32::MAX),
+                seed: comm::uplink_seed(job.seed, input.round, job.user),
+                stochastic_rounding: comm.stochastic_rounding,
+            };
+            (!shape.is_plain()).then_some(shape)
+        };
+        let probe = input.jobs.first().and_then(shape_of);
         // Clients too small to train stay virtual (Boards::assign skips them).
-        for (board, c) in self.boards.assign(input.round, input.cfg, &lens) {
+        for (board, c) in self
+            .boards
+            .assign(input.round, input.cfg, probe.as_ref(), &lens, &users)
+        {
             let i = candidates[c];
             free[i] = false;
             let job = &input.jobs[i];
@@ -363,11 +385,18 @@ impl<const K: usize> ClientHost<K> for BoardHost {
                     ratings: client.ratings.to_vec(),
                     seed: job.seed,
                     cfg: job.cfg,
+                    down: comm.downlink.encoding(),
+                    up: comm.uplink.encoding(),
+                    shape: shape_of(job),
+                    provisioned: self.boards.boards()[board].owner() == Some(job.user),
                 },
             ));
         }
-        let rows = input.params[..input.num_items * K].as_chunks::<K>().0;
-        self.pending = Some((self.boards.start::<K>(rows, jobs), slots));
+        // The server's f32 values: the board quantizes nothing itself, it decodes the
+        // downlink's encoding exactly as a virtual device's rows were decoded.
+        let (rows, biases) = input.params.split_at(input.num_items * K);
+        let rows = rows.as_chunks::<K>().0;
+        self.pending = Some((self.boards.start::<K>(rows, biases, jobs), slots));
     }
 
     /// Waits for the boards when this window holds one of their clients (or is the last):
@@ -388,15 +417,18 @@ impl<const K: usize> ClientHost<K> for BoardHost {
                 faults.link_errors += report.link_errors;
                 faults.link_retries += u32::from(report.retried);
                 self.ready.push(match report.update {
-                    Ok(Some(bytes)) => (
+                    Ok(Some((bytes, rows))) => (
                         i,
                         Outcome::Sent {
                             wire_client: BOARD_CLIENT,
                         },
                         bytes,
+                        // More rows than pad_rows: the client touched more (and sent all).
+                        input.comm.update_mode == comm::UpdateMode::Padded
+                            && rows as usize > input.comm.pad_rows,
                     ),
-                    Ok(None) => (i, Outcome::LinkFailed, Vec::new()),
-                    Err(e) => (i, Outcome::Failed(e), Vec::new()),
+                    Ok(None) => (i, Outcome::LinkFailed, Vec::new(), false),
+                    Err(e) => (i, Outcome::Failed(e), Vec::new(), false),
                 });
             }
             faults.link_faults += self.boards.injected_faults() - self.faults_before;
@@ -404,11 +436,12 @@ impl<const K: usize> ClientHost<K> for BoardHost {
         let mut k = 0;
         while k < self.ready.len() {
             if (base..end).contains(&self.ready[k].0) {
-                let (i, outcome, bytes) = self.ready.swap_remove(k);
+                let (i, outcome, bytes, overflow) = self.ready.swap_remove(k);
                 let slot = &mut slots[i - base];
                 slot.outcome = outcome;
                 slot.bytes = bytes;
                 slot.framing = Framing::Stream;
+                slot.padded_overflow = overflow;
             } else {
                 k += 1;
             }

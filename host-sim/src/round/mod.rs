@@ -13,6 +13,7 @@
 //! every client it runs. The embedding width `K` is a const generic; [`dispatch_k!`] turns the
 //! runtime `model.k` into a call of a generic function.
 
+mod board_eval;
 mod clients;
 mod device;
 pub mod evaluate;
@@ -238,15 +239,6 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
     /// Lets `boards` train the first clients of every training round that fit them (one per
     /// board); the result stays bit-identical (see [`crate::board`]).
     pub fn attach_boards(&mut self, boards: crate::board::Boards) -> Result<()> {
-        ensure!(
-            boards.is_empty() || !self.cfg.model.item_bias,
-            "boards cannot join rounds of a model with item biases (the images cache none)"
-        );
-        ensure!(
-            boards.is_empty() || self.cfg.comm == crate::comm::CommConfig::default(),
-            "boards join rounds with the default link only (full f32 downlink, sparse f32 \
-             uplink): the board images do not implement the [comm] modes"
-        );
         self.boards = BoardHost::new(boards);
         Ok(())
     }
@@ -362,31 +354,87 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
         );
         let (seed, round) = (self.cfg.run.seed, u64::from(self.round));
         let reshuffle = self.cfg.client.reshuffle_each_round;
-        let results: Vec<Result<Option<UserEval>>> = self.devices.pool.install(|| {
-            users
-                .par_iter()
-                .map_init(Vec::new, |relevant, &c| {
-                    let client = set.client(c);
-                    let mut ws = worker_workspace(workspaces);
-                    let loaded = load_client(&mut ws, &client, num_items)?;
-                    let s = seed_for(
-                        seed,
-                        Purpose::EvalClient,
-                        round,
-                        (u64::from(client.user) << 1) | (split == Split::Test) as u64,
-                    );
+        let user_seed = |user: u32| {
+            seed_for(
+                seed,
+                Purpose::EvalClient,
+                round,
+                (u64::from(user) << 1) | (split == Split::Test) as u64,
+            )
+        };
+        // Boards that evaluate take their users first and work while the devices compute.
+        let board_jobs = if self.boards.boards.evaluates() {
+            board_eval::assign::<S>(
+                &self.boards.boards,
+                users.len(),
+                round as u32,
+                self.cfg.comm.downlink.encoding(),
+                |pos| {
+                    let client = set.client(users[pos]);
                     let rc = client_round_config(cfg, reshuffle, round as u32, client.user);
-                    let outcome = crate::on_device!(loaded, |dev| {
-                        evaluate_loaded(dev, &rows, &rc, s, relevant)
-                    });
-                    match outcome {
-                        Ok(u) => Ok(Some(u)),
-                        Err(CoreError::EmptySplit { .. }) => Ok(None),
-                        Err(e) => Err(anyhow!("evaluating user {}: {e}", client.user)),
-                    }
-                })
-                .collect()
+                    let s = user_seed(client.user);
+                    (client, rc, s)
+                },
+            )
+        } else {
+            Vec::new()
+        };
+        let mut on_board = vec![false; users.len()];
+        for j in &board_jobs {
+            on_board[j.pos] = true;
+        }
+        let (params, boards) = (&self.params, &mut self.boards.boards);
+        let catalogue = crate::board::eval::Catalogue {
+            rows: params[..num_items as usize * K].as_chunks::<K>().0,
+            biases: &params[num_items as usize * K..],
+        };
+        let eval_user = |relevant: &mut Vec<u32>, c: usize| -> Result<Option<UserEval>> {
+            let client = set.client(c);
+            let mut ws = worker_workspace(workspaces);
+            let loaded = load_client(&mut ws, &client, num_items)?;
+            let s = user_seed(client.user);
+            let rc = client_round_config(cfg, reshuffle, round as u32, client.user);
+            let outcome = crate::on_device!(loaded, |dev| {
+                evaluate_loaded(dev, &rows, &rc, s, relevant)
+            });
+            match outcome {
+                Ok(u) => Ok(Some(u)),
+                Err(CoreError::EmptySplit { .. }) => Ok(None),
+                Err(e) => Err(anyhow!("evaluating user {}: {e}", client.user)),
+            }
+        };
+        let pool = &self.devices.pool;
+        let (mut results, on_boards) = std::thread::scope(|scope| {
+            let on_boards = (!board_jobs.is_empty())
+                .then(|| scope.spawn(|| board_eval::run::<K>(boards, &board_jobs, &catalogue)));
+            let results: Vec<Result<Option<UserEval>>> = pool.install(|| {
+                users
+                    .par_iter()
+                    .zip(on_board.par_iter())
+                    .map_init(Vec::new, |relevant, (&c, &theirs)| {
+                        if theirs {
+                            return Ok(None);
+                        }
+                        eval_user(relevant, c)
+                    })
+                    .collect()
+            });
+            let on_boards = on_boards.map(|h| h.join().unwrap_or_default());
+            (results, on_boards.unwrap_or_default())
         });
+        let mut done = vec![false; users.len()];
+        for (pos, eval) in on_boards {
+            if let (Some(u), Some(slot)) = (eval, results.get_mut(pos)) {
+                *slot = Ok(Some(u));
+                done[pos] = true;
+            }
+        }
+        // A board that failed leaves its user to a virtual device.
+        for j in &board_jobs {
+            if !done[j.pos] {
+                results[j.pos] = eval_user(&mut Vec::new(), users[j.pos]);
+            }
+        }
         let mut sums = EvalSums::default();
         for r in results {
             if let Some(u) = r? {

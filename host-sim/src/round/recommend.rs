@@ -64,3 +64,73 @@ pub fn top_k<const K: usize>(
     })?;
     Ok(top.into_sorted().to_vec())
 }
+
+/// [`recommend`] computed on a board (`opts`: `--qemu-devices 1` or one `--device`): the
+/// board reconstructs the user from every rating (the same configuration and seed as
+/// [`top_k`]) and ranks the whole catalogue streamed through it, so its answer is the host's
+/// (an f32 image; at most [`fedrecon_core::wire::TOP_K_MAX`] items, and the user's ratings
+/// must fit the board).
+pub fn recommend_on_board(
+    cfg: &Config,
+    items: &[f32],
+    cols: usize,
+    client: &Client<'_>,
+    k: usize,
+    opts: &crate::board::BoardOptions,
+) -> Result<Vec<(u32, f32)>> {
+    dispatch_k!(cols, top_k_on_board(cfg, items, client, k, opts))
+}
+
+/// [`recommend_on_board`] at a compile-time width.
+pub fn top_k_on_board<const K: usize>(
+    cfg: &Config,
+    items: &[f32],
+    client: &Client<'_>,
+    k: usize,
+    opts: &crate::board::BoardOptions,
+) -> Result<Vec<(u32, f32)>> {
+    use crate::board::{BoardJob, Boards, eval::Catalogue};
+    use fedrecon_core::wire::{RowEncoding, TOP_K_MAX};
+    if !(1..=TOP_K_MAX).contains(&k) {
+        bail!("k = {k}: a board ranks at most {TOP_K_MAX} items");
+    }
+    if cfg.model.item_bias || cfg.model.global_mean {
+        bail!("recommend supports models without biases only (items.npy holds no biases)");
+    }
+    let n = opts.qemu_devices + opts.devices.len();
+    if n != 1 {
+        bail!("recommend runs on one board (--qemu-devices 1 or one --device), {n} given");
+    }
+    let mut rc = round_config(cfg, true, 0.0)?;
+    rc.split.split_dataset = false;
+    let seed = crate::seeds::derive(&[cfg.run.seed, 6, client.user.into()]);
+    let mut boards = Boards::open(opts, K, fedrecon_core::ScalarKind::F32, cfg.run.seed)
+        .context("opening the board")?;
+    let board = &mut boards.boards_mut()[0];
+    let cap = board.hello().max_examples as usize;
+    if client.len() > cap {
+        bail!(
+            "the user has {} ratings, board {} holds at most {cap}",
+            client.len(),
+            board.name()
+        );
+    }
+    let job = BoardJob {
+        round: 1,
+        items: client.items.to_vec(),
+        ratings: client.ratings.to_vec(),
+        seed,
+        cfg: rc,
+        down: RowEncoding::F32,
+        up: RowEncoding::F32,
+        shape: None,
+        provisioned: false,
+    };
+    let catalogue = Catalogue {
+        rows: items.as_chunks::<K>().0,
+        biases: &[],
+    };
+    board
+        .recommend::<K>(&rc, &job, &catalogue, k)
+        .with_context(|| format!("board {}", board.name()))
+}

@@ -5,6 +5,10 @@
 
 mod common;
 
+mod board_eval;
+mod board_matrix;
+mod board_owned;
+mod board_reconnect;
 mod boards;
 mod cli;
 mod cli_errors;
