@@ -58,9 +58,13 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         let jobs = self.configure(round, &sample);
         self.prepare_downlink(round)?;
         let mut s = Selection::default();
-        self.claim(round, &jobs);
+        let traffic = self.ranks.traffic();
+        // Every rank of a cluster gets its share of each window.
+        let window = WINDOW_PER_THREAD * self.threads().max(1) * self.ranks.size();
+        self.ranks.window = window;
+        let free = jobs.iter().map(|j| !j.dropped).collect();
+        self.claim_free(round, &jobs, free);
         self.agg.reset();
-        let window = WINDOW_PER_THREAD * self.threads().max(1);
         self.slots
             .resize_with(window.min(jobs.len()), Slot::default);
         for base in (0..jobs.len()).step_by(window) {
@@ -80,7 +84,10 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         let (applied, privacy) = self.finish_and_apply(round, &mut s, sample.len())?;
         self.round = round;
         let m = self.agg.metrics();
+        let after = self.ranks.traffic();
         Ok(RoundStats {
+            cluster_sent: after.sent - traffic.sent,
+            cluster_received: after.received - traffic.received,
             round,
             loss: f64::from(m.loss_sum) / f64::from(m.count.max(1)),
             rating_accuracy: f64::from(m.correct) / f64::from(m.count.max(1)),
@@ -102,7 +109,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
     }
 
     /// Sample: the round's seeded draw of training clients (over-selected when configured).
-    fn sample(&self, round: u32) -> Vec<usize> {
+    pub(crate) fn sample(&self, round: u32) -> Vec<usize> {
         sample_without_replacement(
             self.part.train.len(),
             self.cfg
@@ -114,7 +121,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
 
     /// Configure: each sampled client's seed, device configuration and dropout, decided here
     /// for every client before any host sees it.
-    fn configure(&mut self, round: u32, sample: &[usize]) -> Vec<ClientJob> {
+    pub(crate) fn configure(&mut self, round: u32, sample: &[usize]) -> Vec<ClientJob> {
         let seed = self.cfg.run.seed;
         let reshuffle = self.cfg.client.reshuffle_each_round;
         sample
@@ -133,7 +140,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
     }
 
     /// Configure, continued: encodes the round's downlink once.
-    fn prepare_downlink(&mut self, round: u32) -> Result<()> {
+    pub(crate) fn prepare_downlink(&mut self, round: u32) -> Result<()> {
         self.down = DownlinkRound::prepare::<K>(
             self.cfg.comm.downlink,
             round,
@@ -145,10 +152,10 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         Ok(())
     }
 
-    /// Claim: the boards take the clients that fit them and start; the in-process devices
-    /// take the rest (the dropped clients run nowhere).
-    fn claim(&mut self, round: u32, jobs: &[ClientJob]) {
-        let mut free: Vec<bool> = jobs.iter().map(|j| !j.dropped).collect();
+    /// Claim: of the `free` jobs (on rank 0 those not dropped, on another rank its share),
+    /// the boards take the clients that fit them and start, the other ranks of a cluster take
+    /// their share, and the in-process devices take the rest.
+    pub(crate) fn claim_free(&mut self, round: u32, jobs: &[ClientJob], mut free: Vec<bool>) {
         let input = RoundInput {
             round,
             train: &self.part.train,
@@ -160,7 +167,8 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             comm: &self.cfg.comm,
             with_bias: self.cfg.model.item_bias,
         };
-        let mut hosts: [&mut dyn ClientHost<K>; 2] = [&mut self.boards, &mut self.devices];
+        let mut hosts: [&mut dyn ClientHost<K>; 3] =
+            [&mut self.boards, &mut self.ranks, &mut self.devices];
         for host in hosts.iter_mut() {
             host.claim(&input, &mut free);
         }
@@ -205,7 +213,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
     /// Run clients: the in-process devices run the window's clients they claimed, then the
     /// boards hand over theirs (waiting for them when the window holds one); each client's
     /// upload lands in its slot.
-    fn run_clients(
+    pub(crate) fn run_clients(
         &mut self,
         round: u32,
         jobs: &[ClientJob],
@@ -229,7 +237,8 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                 slot.outcome = Outcome::Dropped;
             }
         }
-        let mut hosts: [&mut dyn ClientHost<K>; 2] = [&mut self.boards, &mut self.devices];
+        let mut hosts: [&mut dyn ClientHost<K>; 3] =
+            [&mut self.boards, &mut self.ranks, &mut self.devices];
         for host in hosts.iter_mut().rev() {
             host.complete(&input, range.start, slots, faults);
         }

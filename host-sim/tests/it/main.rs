@@ -7,6 +7,7 @@ mod common;
 
 mod boards;
 mod cli;
+mod cluster;
 mod cli_errors;
 mod comm_privacy;
 mod data_fetch;

@@ -1,0 +1,63 @@
+//! The messages between rank 0 and the other ranks (postcard-encoded).
+
+use serde::{Deserialize, Serialize};
+
+use crate::round::evaluate::UserEval;
+
+/// Rank 0's order to another rank; the model follows every `Train` and `Evaluate` as a
+/// broadcast.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Command {
+    /// Run these jobs (indices into the round's sample) of round `round`, reporting window by
+    /// window of `window` jobs.
+    Train {
+        round: u32,
+        window: u32,
+        assigned: Vec<u32>,
+    },
+    /// Evaluate these users (indices into the split's clients) on the model after `round`
+    /// rounds.
+    Evaluate {
+        round: u32,
+        test: bool,
+        users: Vec<u32>,
+    },
+    /// The run is over.
+    Stop,
+}
+
+/// What became of one client a rank ran (the server's `Outcome`, minus what only rank 0
+/// decides).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Ran {
+    Sent { wire_client: u32 },
+    NoBatch,
+    LinkFailed,
+    Failed(String),
+    NotRun,
+}
+
+/// One client's report: its job index, what became of it, its upload.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ClientReport {
+    pub(crate) job: u32,
+    pub(crate) ran: Ran,
+    pub(crate) padded_overflow: bool,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// A rank's clients of one window, in sample order, and its boards' link figures.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct WindowReport {
+    pub(crate) clients: Vec<ClientReport>,
+    pub(crate) link_faults: u64,
+    pub(crate) link_errors: u32,
+    pub(crate) link_retries: u32,
+}
+
+/// A rank's evaluation of its users, in order (`None`: the user had no example to evaluate).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum EvalReply {
+    Done(Vec<Option<UserEval>>),
+    Failed(String),
+}
