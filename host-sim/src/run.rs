@@ -495,7 +495,11 @@ fn serve_k<S: SimScalar, const K: usize>(
             Boards::open(boards, K, S::KIND, cfg.run.seed).context("opening the boards")?;
         sim.attach_boards(opened)?;
     }
-    tracing::debug!(rank = link.rank(), threads = sim.threads(), "serving rank 0");
+    tracing::debug!(
+        rank = link.rank(),
+        threads = sim.threads(),
+        "serving rank 0"
+    );
     sim.serve(link)?;
     let t = link.traffic();
     tracing::info!(

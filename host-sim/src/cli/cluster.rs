@@ -50,7 +50,11 @@ impl Job {
 
     /// Reports `e` as this rank's failure and ends every rank of the job.
     pub fn fail(&self, e: &anyhow::Error) -> ! {
-        eprintln!("error: rank {} of {}: {e:#}", self.link.rank(), self.link.size());
+        eprintln!(
+            "error: rank {} of {}: {e:#}",
+            self.link.rank(),
+            self.link.size()
+        );
         self.link.abort(1);
         std::process::exit(1)
     }

@@ -10,6 +10,9 @@ use anyhow::{Result, anyhow};
 
 use super::{Link, Traffic, Transport};
 
+/// The receiving end of one rank's messages from one peer.
+type Inbox = Mutex<Receiver<Vec<u8>>>;
+
 /// One rank's end of an in-process cluster.
 #[derive(Debug)]
 pub struct LocalTransport {
@@ -17,7 +20,7 @@ pub struct LocalTransport {
     size: usize,
     /// `to[j]`: the channel into rank `j`'s `from[self.rank]`.
     to: Vec<Option<Sender<Vec<u8>>>>,
-    from: Vec<Option<Mutex<Receiver<Vec<u8>>>>>,
+    from: Vec<Option<Inbox>>,
     sent: AtomicU64,
     received: AtomicU64,
 }
@@ -25,10 +28,12 @@ pub struct LocalTransport {
 /// `size` connected ranks; hand each to its own thread.
 pub fn cluster(size: usize) -> Vec<Link> {
     assert!(size > 0, "a cluster has at least one rank");
-    let mut to: Vec<Vec<Option<Sender<Vec<u8>>>>> =
-        (0..size).map(|_| (0..size).map(|_| None).collect()).collect();
-    let mut from: Vec<Vec<Option<Mutex<Receiver<Vec<u8>>>>>> =
-        (0..size).map(|_| (0..size).map(|_| None).collect()).collect();
+    let mut to: Vec<Vec<Option<Sender<Vec<u8>>>>> = (0..size)
+        .map(|_| (0..size).map(|_| None).collect())
+        .collect();
+    let mut from: Vec<Vec<Option<Inbox>>> = (0..size)
+        .map(|_| (0..size).map(|_| None).collect())
+        .collect();
     for a in 0..size {
         for b in 0..size {
             if a != b {

@@ -132,8 +132,12 @@ pub(crate) fn injected_fault(rank: usize, round: u32) -> Result<()> {
                 .context("raising SIGKILL")?;
             unreachable!("SIGKILL ends the process")
         }
-        Some("error") => anyhow::bail!("fault injected into round {round} (FEDRECON_CLUSTER_FAULT)"),
-        _ => anyhow::bail!("FEDRECON_CLUSTER_FAULT={spec}: expected kill:RANK:ROUND or error:RANK:ROUND"),
+        Some("error") => {
+            anyhow::bail!("fault injected into round {round} (FEDRECON_CLUSTER_FAULT)")
+        }
+        _ => anyhow::bail!(
+            "FEDRECON_CLUSTER_FAULT={spec}: expected kill:RANK:ROUND or error:RANK:ROUND"
+        ),
     }
 }
 

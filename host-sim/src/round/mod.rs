@@ -368,7 +368,11 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             Split::Test => &self.part.test,
         };
         if let Some(&u) = users.iter().find(|&&u| u >= set.len()) {
-            anyhow::bail!("{} user {u} is out of range ({} users)", split.name(), set.len());
+            anyhow::bail!(
+                "{} user {u} is out of range ({} users)",
+                split.name(),
+                set.len()
+            );
         }
         self.evaluate_set(set, users, split)
     }

@@ -96,7 +96,11 @@ fn rounds(mut sim: Simulation<'_, f32, 8>) -> (Vec<u32>, Vec<String>, String) {
         sim.evaluate(Split::Val).unwrap(),
         sim.evaluate(Split::Test).unwrap()
     );
-    (sim.params().iter().map(|x| x.to_bits()).collect(), stats, evals)
+    (
+        sim.params().iter().map(|x| x.to_bits()).collect(),
+        stats,
+        evals,
+    )
 }
 
 fn load(dir: &std::path::Path) -> Ratings {
@@ -119,7 +123,11 @@ fn rounds_and_evaluations_on_2_and_3_ranks_are_bit_identical_to_one_process() {
         let one = cfg(2);
         let part = partition(&ratings, &one.data);
         let single = rounds(Simulation::<f32, 8>::new(&one, &part, ratings.items()).unwrap());
-        assert!(single.1.iter().all(|s| s.contains("malformed")), "{:?}", single.1);
+        assert!(
+            single.1.iter().all(|s| s.contains("malformed")),
+            "{:?}",
+            single.1
+        );
         for (ranks, threads) in [(2, 1), (3, 2), (2, 3)] {
             let c = cfg(threads);
             let got = with_ranks(&c, &part, ratings.items(), ranks, rounds);
@@ -209,7 +217,11 @@ fn a_checkpoint_of_3_ranks_resumes_bit_identically_on_2() {
     let (round, params, opt) = with_ranks(&cfg, &part, items, 3, |mut sim| {
         sim.train_round().unwrap();
         sim.train_round().unwrap();
-        (sim.rounds_done(), sim.params().to_vec(), sim.optimizer().clone())
+        (
+            sim.rounds_done(),
+            sim.params().to_vec(),
+            sim.optimizer().clone(),
+        )
     });
     let resumed = with_ranks(&cfg, &part, items, 2, |mut sim| {
         sim.restore(round, params, opt).unwrap();

@@ -7,8 +7,8 @@ mod common;
 
 mod boards;
 mod cli;
-mod cluster;
 mod cli_errors;
+mod cluster;
 mod comm_privacy;
 mod data_fetch;
 mod engine;

@@ -11,10 +11,10 @@ use std::ops::Range;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
+use self::wire::{ClientReport, Command, EvalReply, Ran, WindowReport};
 use super::clients::{ClientHost, Outcome, RoundInput, Slot};
 use super::evaluate::UserEval;
 use super::{SimScalar, Simulation, Split};
-use self::wire::{ClientReport, Command, EvalReply, Ran, WindowReport};
 use crate::cluster::{self, Link, Traffic, rank_of, recv_msg, send_msg};
 use crate::round::faults::RoundFaults;
 
@@ -88,10 +88,9 @@ impl<const K: usize> ClientHost<K> for RankHost {
         };
         let size = link.size();
         let mut assigned = vec![Vec::new(); size];
-        let mut f = 0;
-        for (i, free) in free.iter_mut().enumerate().filter(|(_, f)| **f) {
+        let mine = free.iter_mut().enumerate().filter(|(_, f)| **f);
+        for (f, (i, free)) in mine.enumerate() {
             let r = rank_of(f, size);
-            f += 1;
             if r != 0 {
                 *free = false;
                 self.owner[i] = r as u32;
@@ -271,9 +270,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         let mut next = assigned.iter().peekable();
         for base in (0..jobs.len()).step_by(window) {
             let range = base..(base + window).min(jobs.len());
-            self.slots[..range.len()]
-                .iter_mut()
-                .for_each(Slot::reset);
+            self.slots[..range.len()].iter_mut().for_each(Slot::reset);
             let mut faults = RoundFaults::default();
             self.run_clients(round, &jobs, range.clone(), &mut faults);
             let mut w = WindowReport {
