@@ -87,6 +87,8 @@ pub(crate) struct Slot {
     pub(crate) bytes: Vec<u8>,
     /// Bytes of the client's downlink frames.
     pub(crate) bytes_down: u64,
+    /// Length of the upload when another rank decoded it (its bytes then stay there).
+    pub(crate) up_len: Option<u64>,
     /// Padded uplink: the client touched more rows than `comm.pad_rows` (and sent them all).
     pub(crate) padded_overflow: bool,
     /// Frame scratch of the encoders and the decoder.
@@ -110,10 +112,16 @@ impl Slot {
         self.outcome = Outcome::NotRun;
         self.bytes.clear();
         self.bytes_down = 0;
+        self.up_len = None;
         self.padded_overflow = false;
         // A malformed upload leaves no header: the previous client's must not be counted.
         self.header = UpdateHeader::default();
         self.reject = None;
+    }
+
+    /// Bytes of the upload the server received.
+    pub(crate) fn up_bytes(&self) -> u64 {
+        self.up_len.unwrap_or(self.bytes.len() as u64)
     }
 
     /// The server side of one upload: decodes `bytes` into the slot's row buffers. Rows are

@@ -136,6 +136,9 @@ pub struct Simulation<'p, S: SimScalar, const K: usize> {
     /// The in-process devices (and the worker pool evaluation also uses).
     devices: VirtualDevices<S, K>,
     slots: Vec<Slot>,
+    /// The round's jobs whose downlink this process counts and whose upload it decodes and
+    /// validates (the others are another rank's, which does that itself).
+    local: Vec<bool>,
     /// Differentially private aggregation and accounting (`privacy.enabled`).
     dp: Option<DpSession>,
     /// The round's downlink as the devices receive it.
@@ -188,6 +191,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             mean: vec![0.0; len],
             devices,
             slots: Vec::new(),
+            local: Vec::new(),
             dp: cfg
                 .privacy
                 .enabled

@@ -62,6 +62,9 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         // Every rank of a cluster gets its share of each window.
         let window = WINDOW_PER_THREAD * self.threads().max(1) * self.ranks.size();
         self.ranks.window = window;
+        // The other ranks decode and validate their clients' uploads, unless a tamper hook
+        // must see the bytes here first.
+        self.ranks.decode_remotely = self.tamper.is_none();
         let free = jobs.iter().map(|j| !j.dropped).collect();
         self.claim_free(round, &jobs, free);
         self.agg.reset();
@@ -156,6 +159,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
     /// the boards take the clients that fit them and start, the other ranks of a cluster take
     /// their share, and the in-process devices take the rest.
     pub(crate) fn claim_free(&mut self, round: u32, jobs: &[ClientJob], mut free: Vec<bool>) {
+        let mut local = free.clone();
         let input = RoundInput {
             round,
             train: &self.part.train,
@@ -172,11 +176,16 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         for host in hosts.iter_mut() {
             host.claim(&input, &mut free);
         }
+        for (i, l) in local.iter_mut().enumerate() {
+            *l &= !self.ranks.decodes(i);
+        }
+        self.local = local;
     }
 
     /// Counts what each participating client of the window downloads, whichever host runs
-    /// it, and clears the window's slots.
-    fn count_downlink(
+    /// it (of the jobs this process handles, [`Simulation::local`]), and clears the window's
+    /// slots.
+    pub(crate) fn count_downlink(
         &mut self,
         round: u32,
         jobs: &[ClientJob],
@@ -186,12 +195,14 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         let (down, train, cfg) = (&self.down, &self.part.train, &self.train_cfg);
         let slots = &mut self.slots[..range.len()];
         slots.iter_mut().for_each(Slot::reset);
+        let local = &self.local[range.clone()];
         let counted: Vec<Result<()>> = self.devices.pool.install(|| {
             slots
                 .par_iter_mut()
                 .zip(jobs[range].par_iter())
-                .filter(|(_, job)| !job.dropped)
-                .map(|(slot, job)| {
+                .zip(local.par_iter())
+                .filter(|(_, local)| **local)
+                .map(|((slot, job), _)| {
                     comm::distinct_sorted(train.client(job.index).items, &mut slot.needed);
                     let start = comm::round_start(round, job.seed, cfg, n, comm_cfg.uplink);
                     slot.bytes_down = comm::client_downlink_bytes::<K>(
@@ -257,17 +268,21 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         }
     }
 
-    /// Validate: decodes every upload of the window and checks it
-    /// ([`crate::server::validate`]), in parallel (a pure function of each upload's bytes).
-    fn validate(&mut self, round: u32, jobs: &[ClientJob], range: Range<usize>) {
+    /// Validate: decodes every upload of the window this process handles and checks it
+    /// ([`crate::server::validate`]), in parallel (a pure function of each upload's bytes and
+    /// its client's data, so another rank may do it for its own clients).
+    pub(crate) fn validate(&mut self, round: u32, jobs: &[ClientJob], range: Range<usize>) {
         let (train, rel, n) = (&self.part.train, &self.cfg.reliability, self.num_items);
         let with_bias = self.cfg.model.item_bias;
         let slots = &mut self.slots[..range.len()];
+        let local = &self.local[range.clone()];
         self.devices.pool.install(|| {
             slots
                 .par_iter_mut()
                 .zip(jobs[range].par_iter())
-                .for_each(|(slot, job)| {
+                .zip(local.par_iter())
+                .filter(|(_, local)| **local)
+                .for_each(|((slot, job), _)| {
                     let Outcome::Sent { wire_client } = slot.outcome else {
                         return;
                     };
@@ -311,11 +326,11 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                 }
                 Outcome::NotRun => bail!("internal: round {round}, user {} was not run", job.user),
             }
-            s.bytes_up += slot.bytes.len() as u64;
+            s.bytes_up += slot.up_bytes();
             s.bytes_down += slot.bytes_down;
             s.per_client.push(ClientTraffic {
                 bytes_down: slot.bytes_down,
-                bytes_up: slot.bytes.len() as u64,
+                bytes_up: slot.up_bytes(),
                 rows: slot.items.len() as u32,
                 padded_overflow: slot.padded_overflow,
                 norm: comm::l2_norm(&slot.rows, &slot.biases),

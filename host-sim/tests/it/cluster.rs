@@ -81,13 +81,17 @@ fn with_ranks<T>(
 }
 
 /// Three rounds and both evaluations: the model's bits, the round figures, the evaluations.
-fn rounds(mut sim: Simulation<'_, f32, 8>) -> (Vec<u32>, Vec<String>, String) {
-    // Every 13th user's upload arrives empty: rejected as malformed (on rank 0, the server).
-    sim.set_tamper(Some(Box::new(|_, user, bytes: &mut Vec<u8>| {
-        if user % 13 == 0 {
-            bytes.clear();
-        }
-    })));
+/// With a tamper hook rank 0 decodes every upload from its bytes; without, each rank counts,
+/// decodes and validates its own clients' uploads.
+fn rounds(mut sim: Simulation<'_, f32, 8>, tamper: bool) -> (Vec<u32>, Vec<String>, String) {
+    if tamper {
+        // Every 13th user's upload arrives empty: rejected as malformed (on rank 0).
+        sim.set_tamper(Some(Box::new(|_, user, bytes: &mut Vec<u8>| {
+            if user % 13 == 0 {
+                bytes.clear();
+            }
+        })));
+    }
     let stats = (0..3)
         .map(|_| figures(&sim.train_round().unwrap()))
         .collect();
@@ -112,26 +116,40 @@ fn rounds_and_evaluations_on_2_and_3_ranks_are_bit_identical_to_one_process() {
     let dir = tempfile::tempdir().unwrap();
     synthetic(dir.path(), 700, 150, 20);
     let ratings = load(dir.path());
-    for dp in [false, true] {
+    for (dp, tamper) in [(false, true), (true, true), (false, false), (true, false)] {
         let cfg = |threads| {
             let mut cfg = config(threads);
             cfg.privacy.enabled = dp;
             cfg.privacy.noise_multiplier = 0.5;
             cfg.privacy.clip = 0.5;
+            // Without DP (which clips), the server's norm check rejects some updates.
+            if !dp {
+                cfg.reliability.max_update_norm = 1.5;
+            }
             cfg
         };
         let one = cfg(2);
         let part = partition(&ratings, &one.data);
-        let single = rounds(Simulation::<f32, 8>::new(&one, &part, ratings.items()).unwrap());
-        assert!(
-            single.1.iter().all(|s| s.contains("malformed")),
-            "{:?}",
-            single.1
-        );
+        let sim = Simulation::<f32, 8>::new(&one, &part, ratings.items()).unwrap();
+        let single = rounds(sim, tamper);
+        if tamper {
+            assert!(
+                single.1.iter().all(|s| s.contains("malformed")),
+                "{:?}",
+                single.1
+            );
+        }
+        if !dp {
+            assert!(
+                single.1.iter().all(|s| s.contains("norm")),
+                "{:?}",
+                single.1
+            );
+        }
         for (ranks, threads) in [(2, 1), (3, 2), (2, 3)] {
             let c = cfg(threads);
-            let got = with_ranks(&c, &part, ratings.items(), ranks, rounds);
-            let what = format!("dp {dp}, {ranks} ranks x {threads} threads");
+            let got = with_ranks(&c, &part, ratings.items(), ranks, |sim| rounds(sim, tamper));
+            let what = format!("dp {dp}, tamper {tamper}, {ranks} ranks x {threads} threads");
             assert_eq!(got.1, single.1, "{what}: round figures");
             assert_eq!(got.2, single.2, "{what}: evaluations");
             assert!(got.0 == single.0, "{what}: model");
@@ -149,8 +167,11 @@ fn a_quantized_link_on_3_ranks_is_bit_identical_to_one_process() {
     cfg.comm.uplink = Uplink::I8;
     cfg.validate().unwrap();
     let part = partition(&ratings, &cfg.data);
-    let single = rounds(Simulation::<f32, 8>::new(&cfg, &part, ratings.items()).unwrap());
-    let got = with_ranks(&cfg, &part, ratings.items(), 3, rounds);
+    let single = rounds(
+        Simulation::<f32, 8>::new(&cfg, &part, ratings.items()).unwrap(),
+        false,
+    );
+    let got = with_ranks(&cfg, &part, ratings.items(), 3, |sim| rounds(sim, false));
     assert_eq!(got.1, single.1);
     assert_eq!(got.2, single.2);
     assert!(got.0 == single.0, "model differs");

@@ -11,11 +11,12 @@ use std::ops::Range;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
-use self::wire::{ClientReport, Command, EvalReply, Ran, WindowReport};
+use self::wire::{ClientReport, Command, Decoded, EvalReply, Ran, WindowReport};
 use super::clients::{ClientHost, Outcome, RoundInput, Slot};
 use super::evaluate::UserEval;
 use super::{SimScalar, Simulation, Split};
 use crate::cluster::{self, Link, Traffic, rank_of, recv_msg, send_msg};
+use crate::comm::transport::UpdateHeader;
 use crate::round::faults::RoundFaults;
 
 /// Rank 0's view of the other ranks (empty in a one-process run).
@@ -24,6 +25,9 @@ pub(crate) struct RankHost {
     link: Option<Link>,
     /// Jobs per window of the current round (rank 0's window, told to every rank).
     pub(crate) window: usize,
+    /// The ranks count their clients' downlinks and decode and validate their uploads
+    /// (rank 0 then only selects and folds); else they send the upload bytes.
+    pub(crate) decode_remotely: bool,
     /// The rank running each job of the round (0: not another rank's).
     owner: Vec<u32>,
     /// A rank failed this round: every later client of another rank fails with this.
@@ -39,6 +43,11 @@ impl RankHost {
     /// The transport's figures so far (zero without a cluster).
     pub(crate) fn traffic(&self) -> Traffic {
         self.link.as_ref().map(|l| l.traffic()).unwrap_or_default()
+    }
+
+    /// Whether another rank counts and decodes job `i` of the round.
+    pub(crate) fn decodes(&self, i: usize) -> bool {
+        self.decode_remotely && self.owner.get(i).is_some_and(|&o| o != 0)
     }
 
     /// The transport, in a cluster.
@@ -103,6 +112,7 @@ impl<const K: usize> ClientHost<K> for RankHost {
                     round: input.round,
                     window: self.window as u32,
                     assigned: std::mem::take(&mut assigned[r]),
+                    decode: self.decode_remotely,
                 };
                 send_msg(&*link, r, &cmd)
             })
@@ -180,6 +190,24 @@ impl RankHost {
             };
             slot.padded_overflow = c.padded_overflow;
             slot.bytes = c.bytes;
+            let sent = matches!(slot.outcome, Outcome::Sent { .. });
+            match c.decoded {
+                Some(d) if sent && self.decode_remotely => {
+                    slot.header = UpdateHeader {
+                        weight: d.weight,
+                        metrics: d.metrics,
+                        rows: d.rows_in_header,
+                    };
+                    slot.items = d.items;
+                    slot.rows = d.rows;
+                    slot.biases = d.biases;
+                    slot.reject = d.reject;
+                    slot.bytes_down = d.bytes_down;
+                    slot.up_len = Some(d.up_len);
+                }
+                None if !(sent && self.decode_remotely) => {}
+                _ => bail!("job {i}: the upload is not in the form asked for"),
+            }
         }
         Ok(())
     }
@@ -222,11 +250,13 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                     round,
                     window,
                     assigned,
+                    decode,
                 } => {
                     cluster::receive_model(&**link, &mut self.params)?;
                     cluster::injected_fault(link.rank(), round)?;
                     self.round = round.saturating_sub(1);
-                    self.run_share(round, &assigned, (window as usize).max(1), |w| {
+                    let window = (window as usize).max(1);
+                    self.run_share(round, &assigned, window, decode, |w| {
                         send_msg(&**link, 0, &w)
                     })?;
                 }
@@ -246,12 +276,14 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
     }
 
     /// A rank's part of round `round`: the `assigned` jobs, run by this rank's boards and
-    /// devices, reported window by window (every window, possibly empty).
+    /// devices, reported window by window (every window, possibly empty); with `decode`, their
+    /// downlinks counted and their uploads decoded and validated here.
     fn run_share(
         &mut self,
         round: u32,
         assigned: &[u32],
         window: usize,
+        decode: bool,
         mut report: impl FnMut(WindowReport) -> Result<()>,
     ) -> Result<()> {
         let sample = self.sample(round);
@@ -270,9 +302,16 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         let mut next = assigned.iter().peekable();
         for base in (0..jobs.len()).step_by(window) {
             let range = base..(base + window).min(jobs.len());
-            self.slots[..range.len()].iter_mut().for_each(Slot::reset);
+            if decode {
+                self.count_downlink(round, &jobs, range.clone())?;
+            } else {
+                self.slots[..range.len()].iter_mut().for_each(Slot::reset);
+            }
             let mut faults = RoundFaults::default();
             self.run_clients(round, &jobs, range.clone(), &mut faults);
+            if decode {
+                self.validate(round, &jobs, range.clone());
+            }
             let mut w = WindowReport {
                 link_faults: faults.link_faults,
                 link_errors: faults.link_errors,
@@ -289,11 +328,28 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                     Outcome::Failed(e) => Ran::Failed(format!("{e:#}")),
                     Outcome::NotRun | Outcome::Dropped => Ran::NotRun,
                 };
+                let decoded = (decode && matches!(ran, Ran::Sent { .. })).then(|| Decoded {
+                    weight: slot.header.weight,
+                    metrics: slot.header.metrics,
+                    rows_in_header: slot.header.rows,
+                    items: std::mem::take(&mut slot.items),
+                    rows: std::mem::take(&mut slot.rows),
+                    biases: std::mem::take(&mut slot.biases),
+                    reject: slot.reject.take(),
+                    bytes_down: slot.bytes_down,
+                    up_len: slot.bytes.len() as u64,
+                });
+                let bytes = if decode {
+                    Vec::new()
+                } else {
+                    std::mem::take(&mut slot.bytes)
+                };
                 w.clients.push(ClientReport {
                     job: a,
                     ran,
                     padded_overflow: slot.padded_overflow,
-                    bytes: std::mem::take(&mut slot.bytes),
+                    bytes,
+                    decoded,
                 });
             }
             report(w)?;

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use fedrecon_core::Metrics;
+
 use crate::round::evaluate::UserEval;
+use crate::server::validate::Reject;
 
 /// Rank 0's order to another rank; the model follows every `Train` and `Evaluate` as a
 /// broadcast.
@@ -14,6 +17,9 @@ pub(crate) enum Command {
         round: u32,
         window: u32,
         assigned: Vec<u32>,
+        /// Count the downlink and decode and validate the uploads there (else rank 0 does,
+        /// from the bytes).
+        decode: bool,
     },
     /// Evaluate these users (indices into the split's clients) on the model after `round`
     /// rounds.
@@ -37,13 +43,29 @@ pub(crate) enum Ran {
     NotRun,
 }
 
-/// One client's report: its job index, what became of it, its upload.
+/// One client's report: its job index, what became of it, its upload (as bytes, or as the
+/// rank decoded and checked it).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ClientReport {
     pub(crate) job: u32,
     pub(crate) ran: Ran,
     pub(crate) padded_overflow: bool,
     pub(crate) bytes: Vec<u8>,
+    pub(crate) decoded: Option<Decoded>,
+}
+
+/// An upload as the server's decoder and validator read it on the rank that ran the client.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Decoded {
+    pub(crate) weight: u32,
+    pub(crate) metrics: Metrics,
+    pub(crate) rows_in_header: u32,
+    pub(crate) items: Vec<u32>,
+    pub(crate) rows: Vec<f32>,
+    pub(crate) biases: Vec<f32>,
+    pub(crate) reject: Option<(Reject, String)>,
+    pub(crate) bytes_down: u64,
+    pub(crate) up_len: u64,
 }
 
 /// A rank's clients of one window, in sample order, and its boards' link figures.
