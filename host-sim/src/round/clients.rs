@@ -89,6 +89,8 @@ pub(crate) struct Slot {
     pub(crate) bytes_down: u64,
     /// Length of the upload when another rank decoded it (its bytes then stay there).
     pub(crate) up_len: Option<u64>,
+    /// L2 norm of the decoded update (computed while validating, in parallel).
+    pub(crate) norm: f64,
     /// Padded uplink: the client touched more rows than `comm.pad_rows` (and sent them all).
     pub(crate) padded_overflow: bool,
     /// Frame scratch of the encoders and the decoder.
@@ -113,6 +115,7 @@ impl Slot {
         self.bytes.clear();
         self.bytes_down = 0;
         self.up_len = None;
+        self.norm = 0.0;
         self.padded_overflow = false;
         // A malformed upload leaves no header: the previous client's must not be counted.
         self.header = UpdateHeader::default();

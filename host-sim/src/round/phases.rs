@@ -291,6 +291,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                         Ok(()) => slot.validate(len, n, &job.cfg, rel, K),
                         Err(e) => Some((Reject::Malformed, format!("{e:#}"))),
                     };
+                    slot.norm = comm::l2_norm(&slot.rows, &slot.biases);
                 });
         });
     }
@@ -333,7 +334,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                 bytes_up: slot.up_bytes(),
                 rows: slot.items.len() as u32,
                 padded_overflow: slot.padded_overflow,
-                norm: comm::l2_norm(&slot.rows, &slot.biases),
+                norm: slot.norm,
             });
             let client = self.part.train.client(job.index);
             s.examples +=

@@ -204,6 +204,7 @@ impl RankHost {
                     slot.reject = d.reject;
                     slot.bytes_down = d.bytes_down;
                     slot.up_len = Some(d.up_len);
+                    slot.norm = d.norm;
                 }
                 None if !(sent && self.decode_remotely) => {}
                 _ => bail!("job {i}: the upload is not in the form asked for"),
@@ -338,6 +339,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                     reject: slot.reject.take(),
                     bytes_down: slot.bytes_down,
                     up_len: slot.bytes.len() as u64,
+                    norm: slot.norm,
                 });
                 let bytes = if decode {
                     Vec::new()

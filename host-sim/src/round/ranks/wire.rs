@@ -66,6 +66,7 @@ pub(crate) struct Decoded {
     pub(crate) reject: Option<(Reject, String)>,
     pub(crate) bytes_down: u64,
     pub(crate) up_len: u64,
+    pub(crate) norm: f64,
 }
 
 /// A rank's clients of one window, in sample order, and its boards' link figures.
