@@ -124,7 +124,7 @@ impl<const K: usize> ClientHost<K> for RankHost {
 
     fn complete(
         &mut self,
-        input: &RoundInput<'_>,
+        _: &RoundInput<'_>,
         base: usize,
         slots: &mut [Slot],
         faults: &mut RoundFaults,
@@ -148,7 +148,6 @@ impl<const K: usize> ClientHost<K> for RankHost {
                 // one rank reports that rank.
             }
         }
-        let _ = input;
     }
 }
 
