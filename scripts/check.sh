@@ -89,6 +89,13 @@ FEDRECON_REQUIRE_QEMU=1 cargo test --locked -p fedrecon-host-sim --test it -- bo
 step "Python package and the tutorial notebook (scripts/python-tests.sh: venv, maturin, pytest, nbclient)"
 bash scripts/python-tests.sh
 
+step "the simulator across MPI ranks (scripts/mpi-tests.sh: OpenMPI, mpirun -np 2 and 3 bit-identical to one process, a killed and a failing rank)"
+# Last, so the `mpi`-featured build of the fedrecon binary replaces the default one only
+# after every other step has used it.
+t_mpi=$SECONDS
+bash scripts/mpi-tests.sh
+echo "MPI step: $((SECONDS - t_mpi)) s"
+
 echo
 echo "all checks passed in ${SECONDS}s"
 df -h . | awk 'NR == 2 { print "disk free at end: " $4 }'

@@ -9,6 +9,7 @@
 //! - [`data`]: MovieLens files, the user partition, numpy's RNG, synthetic MovieLens-shaped data.
 //! - [`server`]: aggregation, server optimizers, update validation, differential privacy.
 //! - [`board`]: boards on a link (QEMU or serial), the fault-injecting link, assignment.
+//! - [`cluster`]: one experiment over several processes (MPI), bit-identical to one.
 //! - [`round`]: one round as its phases (sample, configure, run clients, collect, validate,
 //!   select, aggregate, apply) with where a client runs behind one trait; evaluation.
 //! - [`output`]: metrics, `items.npy`, plots, checkpoints, atomic writes.
@@ -32,6 +33,7 @@
 
 pub mod baselines;
 pub mod board;
+pub mod cluster;
 pub mod comm;
 pub mod config;
 pub mod data;

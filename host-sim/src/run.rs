@@ -35,6 +35,9 @@ pub struct RunOptions {
     /// directory) and fails with [`Interrupted`]; `None` leaves the
     /// signals' default action.
     pub interrupts: Option<Interrupts>,
+    /// Rank 0's end of a cluster ([`crate::cluster`]): the other ranks run [`serve`] and
+    /// train a share of every round's clients; the outputs are the same bits.
+    pub cluster: Option<crate::cluster::Link>,
 }
 
 /// What an experiment produced.
@@ -261,7 +264,11 @@ fn run_k<S: SimScalar, const K: usize>(
         }
         sim.attach_boards(opened)?;
     }
+    if let Some(link) = &opts.cluster {
+        sim.join(link.clone())?;
+    }
     tracing::info!(
+        ranks = opts.cluster.as_ref().map_or(1, |l| l.size()),
         threads = sim.threads(),
         k = K,
         rounds = cfg.run.rounds,
@@ -351,6 +358,8 @@ fn run_k<S: SimScalar, const K: usize>(
             loss = s.loss,
             accuracy = s.rating_accuracy,
             ms = s.seconds * 1e3,
+            cluster_sent = s.cluster_sent,
+            cluster_received = s.cluster_received,
             "round"
         );
         bar.set_message(format!(
@@ -407,6 +416,15 @@ fn run_k<S: SimScalar, const K: usize>(
         "test (final)"
     );
     emit(eval_record(test.clone(), sim.privacy_spent()))?;
+    if opts.cluster.is_some() {
+        let t = sim.cluster_traffic();
+        sim.leave();
+        tracing::info!(
+            bytes_sent = t.sent,
+            bytes_received = t.received,
+            "rank 0 cluster traffic"
+        );
+    }
     if let Some(p) = sim.privacy_spent() {
         tracing::info!(
             epsilon = p.epsilon,
@@ -458,4 +476,49 @@ fn run_k<S: SimScalar, const K: usize>(
             .map(|b| (b.name().to_string(), b.stats()))
             .collect(),
     })
+}
+
+/// Another rank of a cluster ([`crate::cluster`]): partitions `ratings` as `cfg` says, attaches
+/// this rank's `boards`, and runs rank 0's orders until it says stop.
+pub fn serve(
+    cfg: &Config,
+    ratings: &Ratings,
+    link: &crate::cluster::Link,
+    boards: &BoardOptions,
+) -> Result<()> {
+    let part = partition(ratings, &cfg.data);
+    dispatch!(
+        cfg.run.scalar,
+        cfg.model.k,
+        serve_k(cfg, &part, ratings.items(), link, boards)
+    )
+}
+
+fn serve_k<S: SimScalar, const K: usize>(
+    cfg: &Config,
+    part: &Partition,
+    num_items: usize,
+    link: &crate::cluster::Link,
+    boards: &BoardOptions,
+) -> Result<()> {
+    let mut sim = Simulation::<S, K>::new(cfg, part, num_items)?;
+    if boards.any() {
+        let opened =
+            Boards::open(boards, K, S::KIND, cfg.run.seed).context("opening the boards")?;
+        sim.attach_boards(opened)?;
+    }
+    tracing::debug!(
+        rank = link.rank(),
+        threads = sim.threads(),
+        "serving rank 0"
+    );
+    sim.serve(link)?;
+    let t = link.traffic();
+    tracing::info!(
+        rank = link.rank(),
+        bytes_sent = t.sent,
+        bytes_received = t.received,
+        "cluster traffic"
+    );
+    Ok(())
 }

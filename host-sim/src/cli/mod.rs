@@ -3,6 +3,7 @@
 
 mod bench;
 mod centralized;
+mod cluster;
 mod flags;
 mod resume;
 
@@ -418,10 +419,24 @@ pub fn load_data(dir: &Path) -> Result<Ratings> {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
-    if a.reliability.resume.is_some() {
-        return crate::cli::resume::resume(a);
-    }
-    let o = overrides(&a);
+    let Some(job) = cluster::Job::start()? else {
+        return train_as(a, None);
+    };
+    let link = job.link().clone();
+    let done = if link.rank() == 0 {
+        fedrecon_host_sim::cluster::check_device_ranks(&a.devices, link.size())
+            .and_then(|()| train_as(a, Some(link)))
+    } else {
+        serve_rank(&a, &link)
+    };
+    // A failed rank ends every rank (MPI_Abort); a finished job finalises MPI on drop.
+    done.unwrap_or_else(|e| job.fail(&e));
+    Ok(())
+}
+
+/// The configuration `train`'s flags ask for.
+fn train_config(a: &TrainArgs) -> Result<Config> {
+    let o = overrides(a);
     let mut cfg = Config::resolve(a.source.preset, a.source.config.as_deref(), &o)
         .context("building the configuration (--preset / --config / flags)")?;
     a.reliability.apply(&mut cfg)?;
@@ -429,6 +444,57 @@ fn train(a: TrainArgs) -> Result<()> {
     a.dp.apply(&mut cfg.privacy);
     cfg.validate()
         .context("building the configuration (--downlink / --uplink / --dp-* flags)")?;
+    Ok(cfg)
+}
+
+/// A rank other than 0: the run's configuration and data (from the flags, or the checkpoint
+/// of `--resume`, which rank 0 verifies), this rank's boards, then rank 0's orders.
+fn serve_rank(a: &TrainArgs, link: &fedrecon_host_sim::cluster::Link) -> Result<()> {
+    let (cfg, data) = match &a.reliability.resume {
+        Some(dir) => {
+            let ck = fedrecon_host_sim::output::checkpoint::load(dir)
+                .with_context(|| format!("--resume {}", dir.display()))?;
+            let mut cfg = Config::from_toml_str(&ck.config_toml, "the checkpoint", None)
+                .map_err(anyhow::Error::from)
+                .context("--resume: the checkpoint's configuration")?;
+            if let Some(t) = overrides(a).threads {
+                cfg.run.threads = t;
+            }
+            cfg.validate().context("--threads")?;
+            let data = a.data.clone().unwrap_or(ck.data_dir);
+            (cfg, data)
+        }
+        None => (
+            train_config(a)?,
+            a.data.clone().context("--data is required")?,
+        ),
+    };
+    let ratings = load_data(&data)?;
+    ensure!(
+        a.board_users.is_empty(),
+        "--board-users: boards that keep their own user's data run on rank 0 only (rank {})",
+        link.rank()
+    );
+    let boards = fedrecon_host_sim::board::BoardOptions {
+        qemu_devices: 0,
+        firmware: a.firmware.clone(),
+        devices: fedrecon_host_sim::cluster::devices_for_rank(&a.devices, link.rank())?,
+        link_faults: a.link_faults,
+        link_timeout: None,
+        evaluate: a.board_eval,
+        timeouts: None,
+        users: Vec::new(),
+        flash_dir: a.board_flash.clone(),
+    };
+    fedrecon_host_sim::run::serve(&cfg, &ratings, link, &boards)
+}
+
+/// `train` on one process, or as rank 0 of a cluster (`link`).
+fn train_as(a: TrainArgs, link: Option<fedrecon_host_sim::cluster::Link>) -> Result<()> {
+    if a.reliability.resume.is_some() {
+        return crate::cli::resume::resume(a, link);
+    }
+    let cfg = train_config(&a)?;
     // Claimed before the data is read and held until the run ends: a second writer or
     // resumer fails at once naming this process.
     let _claim = match &a.out {
@@ -447,6 +513,7 @@ fn train(a: TrainArgs) -> Result<()> {
         progress: !a.no_progress,
         plots: !a.no_plots,
         interrupts: Some(Interrupts::install().context("installing signal handlers")?),
+        cluster: link.clone(),
     };
     let ck = fedrecon_host_sim::run::Checkpointing {
         data_dir: std::path::absolute(&data).unwrap_or(data),
@@ -455,7 +522,10 @@ fn train(a: TrainArgs) -> Result<()> {
     let boards = fedrecon_host_sim::board::BoardOptions {
         qemu_devices: a.qemu_devices,
         firmware: a.firmware.clone(),
-        devices: a.devices.clone(),
+        devices: match &link {
+            Some(_) => fedrecon_host_sim::cluster::devices_for_rank(&a.devices, 0)?,
+            None => a.devices.clone(),
+        },
         link_faults: a.link_faults,
         link_timeout: None,
         evaluate: a.board_eval,

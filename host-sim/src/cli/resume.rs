@@ -118,7 +118,7 @@ pub fn differences(a: &Config, b: &Config, b_name: &str) -> Vec<String> {
 }
 
 /// `fedrecon train --resume DIR [flags]`.
-pub fn resume(a: TrainArgs) -> Result<()> {
+pub fn resume(a: TrainArgs, link: Option<fedrecon_host_sim::cluster::Link>) -> Result<()> {
     let dir = a.reliability.resume.clone().expect("called with --resume");
     // Claimed before the checkpoint is read, and held to the end: no other process writes
     // into the directory while this one checks and continues it.
@@ -213,6 +213,7 @@ pub fn resume(a: TrainArgs) -> Result<()> {
         progress: !a.no_progress,
         plots: !a.no_plots,
         interrupts: Some(Interrupts::install().context("installing signal handlers")?),
+        cluster: link,
     };
     let ckpt = Checkpointing {
         data_dir: data,

@@ -89,10 +89,14 @@ pub(crate) struct Slot {
     pub(crate) bytes: Vec<u8>,
     /// How `bytes` are delimited: set by the host that ran the client.
     pub(crate) framing: Framing,
-    /// Of `bytes`, the framing (known once they decode).
+    /// Of the upload, the framing (known once it decodes).
     pub(crate) framing_up: u64,
     /// Bytes of the client's downlink messages, and their framing.
     pub(crate) down: LinkBytes,
+    /// Length of the upload when another rank decoded it (its bytes then stay there).
+    pub(crate) up_len: Option<u64>,
+    /// L2 norm of the decoded update (computed while validating, in parallel).
+    pub(crate) norm: f64,
     /// Padded uplink: the client touched more rows than `comm.pad_rows` (and sent them all).
     pub(crate) padded_overflow: bool,
     /// Frame scratch of the encoders and the decoder.
@@ -118,10 +122,17 @@ impl Slot {
         self.framing = transport::VIRTUAL_LINK;
         self.framing_up = 0;
         self.down = LinkBytes::default();
+        self.up_len = None;
+        self.norm = 0.0;
         self.padded_overflow = false;
         // A malformed upload leaves no header: the previous client's must not be counted.
         self.header = UpdateHeader::default();
         self.reject = None;
+    }
+
+    /// Bytes of the upload the server received.
+    pub(crate) fn up_bytes(&self) -> u64 {
+        self.up_len.unwrap_or(self.bytes.len() as u64)
     }
 
     /// The server side of one upload: decodes `bytes` into the slot's row buffers. Rows are

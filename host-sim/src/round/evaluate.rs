@@ -20,7 +20,7 @@ pub(crate) const TOP_K: usize = 10;
 pub(crate) const RELEVANT_RATING: f32 = 4.0;
 
 /// One user's evaluation result.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UserEval {
     /// Metric sums over the user's second split.
     pub metrics: Metrics,

@@ -19,6 +19,7 @@ mod device;
 pub mod evaluate;
 pub mod faults;
 mod phases;
+mod ranks;
 pub mod recommend;
 pub mod workspace;
 
@@ -33,6 +34,7 @@ pub use self::device::{
 pub(crate) use self::device::{recon_examples, rows_view, thread_pool, worker_workspace};
 
 use self::clients::{BoardHost, Slot, VirtualDevices};
+use self::ranks::RankHost;
 use crate::comm::{DownlinkRound, TrafficStats};
 use crate::config::Config;
 use crate::data::partition::{ClientSet, Partition};
@@ -97,6 +99,13 @@ pub struct RoundStats {
     /// Seconds of the server optimizer's step alone (part of `server_seconds`).
     #[serde(skip)]
     pub step_seconds: f64,
+    /// Bytes this rank sent to the other ranks of a cluster during the round (model and
+    /// orders; zero in one process).
+    #[serde(skip)]
+    pub cluster_sent: u64,
+    /// Bytes this rank received from the other ranks during the round (their uploads).
+    #[serde(skip)]
+    pub cluster_received: u64,
 }
 
 /// Which held-out population an evaluation uses.
@@ -134,6 +143,9 @@ pub struct Simulation<'p, S: SimScalar, const K: usize> {
     /// The in-process devices (and the worker pool evaluation also uses).
     devices: VirtualDevices<S, K>,
     slots: Vec<Slot>,
+    /// The round's jobs whose downlink this process counts and whose upload it decodes and
+    /// validates (the others are another rank's, which does that itself).
+    local: Vec<bool>,
     /// Differentially private aggregation and accounting (`privacy.enabled`).
     dp: Option<DpSession>,
     /// The round's downlink as the devices receive it.
@@ -144,6 +156,8 @@ pub struct Simulation<'p, S: SimScalar, const K: usize> {
     tamper: Option<Tamper>,
     /// Boards that train some clients of each round (see [`crate::board`]).
     boards: BoardHost,
+    /// The other ranks of a cluster, on rank 0 ([`crate::cluster`]).
+    ranks: RankHost,
 }
 
 impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
@@ -184,6 +198,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             mean: vec![0.0; len],
             devices,
             slots: Vec::new(),
+            local: Vec::new(),
             dp: cfg
                 .privacy
                 .enabled
@@ -204,6 +219,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             round: 0,
             tamper: None,
             boards: BoardHost::new(crate::board::Boards::default()),
+            ranks: RankHost::default(),
         })
     }
 
@@ -328,13 +344,49 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
         Ok(sums.finish(split.name(), self.round))
     }
 
-    /// Evaluates the given users of `set` in parallel and sums their results in order.
+    /// Evaluates the given users of `set` in parallel and sums their results in order (in a
+    /// cluster, shared out over the ranks, whose `set` is the split's).
     pub fn evaluate_users(
         &mut self,
         set: &ClientSet,
         users: &[usize],
         split: Split,
     ) -> Result<EvalSums> {
+        let results = match self.ranks.link().filter(|l| l.size() > 1) {
+            Some(link) => self.evaluate_across(&link, set, users, split)?,
+            None => self.evaluate_set(set, users, split)?,
+        };
+        let mut sums = EvalSums::default();
+        for u in results.iter().flatten() {
+            sums.add(u);
+        }
+        Ok(sums)
+    }
+
+    /// This rank's share of a cluster's evaluation: `users` of `split`.
+    fn evaluate_share(&mut self, split: Split, users: &[usize]) -> Result<Vec<Option<UserEval>>> {
+        let set = match split {
+            Split::Val => &self.part.val,
+            Split::Test => &self.part.test,
+        };
+        if let Some(&u) = users.iter().find(|&&u| u >= set.len()) {
+            anyhow::bail!(
+                "{} user {u} is out of range ({} users)",
+                split.name(),
+                set.len()
+            );
+        }
+        self.evaluate_set(set, users, split)
+    }
+
+    /// Evaluates the given users of `set` in parallel; their results in order (`None`: no
+    /// example to evaluate), or the first error in that order.
+    fn evaluate_set(
+        &mut self,
+        set: &ClientSet,
+        users: &[usize],
+        split: Split,
+    ) -> Result<Vec<Option<UserEval>>> {
         // Evaluation devices receive the same downlink as training devices.
         let down = DownlinkRound::prepare::<K>(
             self.cfg.comm.downlink,
@@ -435,12 +487,6 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
                 results[j.pos] = eval_user(&mut Vec::new(), users[j.pos]);
             }
         }
-        let mut sums = EvalSums::default();
-        for r in results {
-            if let Some(u) = r? {
-                sums.add(&u);
-            }
-        }
-        Ok(sums)
+        results.into_iter().collect()
     }
 }

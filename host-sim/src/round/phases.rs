@@ -60,9 +60,16 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         let jobs = self.configure(round, &sample);
         self.prepare_downlink(round)?;
         let mut s = Selection::default();
-        self.claim(round, &jobs);
+        let traffic = self.ranks.traffic();
+        // Every rank of a cluster gets its share of each window.
+        let window = WINDOW_PER_THREAD * self.threads().max(1) * self.ranks.size();
+        self.ranks.window = window;
+        // The other ranks decode and validate their clients' uploads, unless a tamper hook
+        // must see the bytes here first.
+        self.ranks.decode_remotely = self.tamper.is_none();
+        let free = jobs.iter().map(|j| !j.dropped).collect();
+        self.claim_free(round, &jobs, free);
         self.agg.reset();
-        let window = WINDOW_PER_THREAD * self.threads().max(1);
         self.slots
             .resize_with(window.min(jobs.len()), Slot::default);
         for base in (0..jobs.len()).step_by(window) {
@@ -82,7 +89,10 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         let (applied, privacy) = self.finish_and_apply(round, &mut s, sample.len())?;
         self.round = round;
         let m = self.agg.metrics();
+        let after = self.ranks.traffic();
         Ok(RoundStats {
+            cluster_sent: after.sent - traffic.sent,
+            cluster_received: after.received - traffic.received,
             round,
             loss: f64::from(m.loss_sum) / f64::from(m.count.max(1)),
             rating_accuracy: f64::from(m.correct) / f64::from(m.count.max(1)),
@@ -106,7 +116,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
     }
 
     /// Sample: the round's seeded draw of training clients (over-selected when configured).
-    fn sample(&self, round: u32) -> Vec<usize> {
+    pub(crate) fn sample(&self, round: u32) -> Vec<usize> {
         sample_without_replacement(
             self.part.train.len(),
             self.cfg
@@ -118,7 +128,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
 
     /// Configure: each sampled client's seed, device configuration and dropout, decided here
     /// for every client before any host sees it.
-    fn configure(&mut self, round: u32, sample: &[usize]) -> Vec<ClientJob> {
+    pub(crate) fn configure(&mut self, round: u32, sample: &[usize]) -> Vec<ClientJob> {
         let seed = self.cfg.run.seed;
         let reshuffle = self.cfg.client.reshuffle_each_round;
         sample
@@ -137,7 +147,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
     }
 
     /// Configure, continued: encodes the round's downlink once.
-    fn prepare_downlink(&mut self, round: u32) -> Result<()> {
+    pub(crate) fn prepare_downlink(&mut self, round: u32) -> Result<()> {
         self.down = DownlinkRound::prepare::<K>(
             self.cfg.comm.downlink,
             round,
@@ -149,10 +159,11 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         Ok(())
     }
 
-    /// Claim: the boards take the clients that fit them and start; the in-process devices
-    /// take the rest (the dropped clients run nowhere).
-    fn claim(&mut self, round: u32, jobs: &[ClientJob]) {
-        let mut free: Vec<bool> = jobs.iter().map(|j| !j.dropped).collect();
+    /// Claim: of the `free` jobs (on rank 0 those not dropped, on another rank its share),
+    /// the boards take the clients that fit them and start, the other ranks of a cluster take
+    /// their share, and the in-process devices take the rest.
+    pub(crate) fn claim_free(&mut self, round: u32, jobs: &[ClientJob], mut free: Vec<bool>) {
+        let mut local = free.clone();
         let input = RoundInput {
             round,
             train: &self.part.train,
@@ -164,15 +175,21 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             comm: &self.cfg.comm,
             with_bias: self.cfg.model.item_bias,
         };
-        let mut hosts: [&mut dyn ClientHost<K>; 2] = [&mut self.boards, &mut self.devices];
+        let mut hosts: [&mut dyn ClientHost<K>; 3] =
+            [&mut self.boards, &mut self.ranks, &mut self.devices];
         for host in hosts.iter_mut() {
             host.claim(&input, &mut free);
         }
+        for (i, l) in local.iter_mut().enumerate() {
+            *l &= !self.ranks.decodes(i);
+        }
+        self.local = local;
     }
 
     /// Counts what each participating client of the window downloads, whichever host runs
-    /// it, and clears the window's slots.
-    fn count_downlink(
+    /// it (of the jobs this process handles, [`Simulation::local`]), and clears the window's
+    /// slots.
+    pub(crate) fn count_downlink(
         &mut self,
         round: u32,
         jobs: &[ClientJob],
@@ -182,12 +199,14 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         let (down, train, cfg) = (&self.down, &self.part.train, &self.train_cfg);
         let slots = &mut self.slots[..range.len()];
         slots.iter_mut().for_each(Slot::reset);
+        let local = &self.local[range.clone()];
         let counted: Vec<Result<()>> = self.devices.pool.install(|| {
             slots
                 .par_iter_mut()
                 .zip(jobs[range].par_iter())
-                .filter(|(_, job)| !job.dropped)
-                .map(|(slot, job)| {
+                .zip(local.par_iter())
+                .filter(|(_, local)| **local)
+                .map(|((slot, job), _)| {
                     comm::distinct_sorted(train.client(job.index).items, &mut slot.needed);
                     let start = comm::round_start(round, job.seed, cfg, n, comm_cfg.uplink);
                     slot.down = comm::client_downlink_bytes::<K>(
@@ -209,7 +228,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
     /// Run clients: the in-process devices run the window's clients they claimed, then the
     /// boards hand over theirs (waiting for them when the window holds one); each client's
     /// upload lands in its slot.
-    fn run_clients(
+    pub(crate) fn run_clients(
         &mut self,
         round: u32,
         jobs: &[ClientJob],
@@ -233,7 +252,8 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                 slot.outcome = Outcome::Dropped;
             }
         }
-        let mut hosts: [&mut dyn ClientHost<K>; 2] = [&mut self.boards, &mut self.devices];
+        let mut hosts: [&mut dyn ClientHost<K>; 3] =
+            [&mut self.boards, &mut self.ranks, &mut self.devices];
         for host in hosts.iter_mut().rev() {
             host.complete(&input, range.start, slots, faults);
         }
@@ -252,17 +272,21 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         }
     }
 
-    /// Validate: decodes every upload of the window and checks it
-    /// ([`crate::server::validate`]), in parallel (a pure function of each upload's bytes).
-    fn validate(&mut self, round: u32, jobs: &[ClientJob], range: Range<usize>) {
+    /// Validate: decodes every upload of the window this process handles and checks it
+    /// ([`crate::server::validate`]), in parallel (a pure function of each upload's bytes and
+    /// its client's data, so another rank may do it for its own clients).
+    pub(crate) fn validate(&mut self, round: u32, jobs: &[ClientJob], range: Range<usize>) {
         let (train, rel, n) = (&self.part.train, &self.cfg.reliability, self.num_items);
         let with_bias = self.cfg.model.item_bias;
         let slots = &mut self.slots[..range.len()];
+        let local = &self.local[range.clone()];
         self.devices.pool.install(|| {
             slots
                 .par_iter_mut()
                 .zip(jobs[range].par_iter())
-                .for_each(|(slot, job)| {
+                .zip(local.par_iter())
+                .filter(|(_, local)| **local)
+                .for_each(|((slot, job), _)| {
                     let Outcome::Sent { wire_client } = slot.outcome else {
                         return;
                     };
@@ -271,6 +295,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                         Ok(()) => slot.validate(len, n, &job.cfg, rel, K),
                         Err(e) => Some((Reject::Malformed, format!("{e:#}"))),
                     };
+                    slot.norm = comm::l2_norm(&slot.rows, &slot.biases);
                 });
         });
     }
@@ -306,16 +331,16 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                 }
                 Outcome::NotRun => bail!("internal: round {round}, user {} was not run", job.user),
             }
-            s.bytes_up += slot.bytes.len() as u64;
-            s.payload_up += slot.bytes.len() as u64 - slot.framing_up;
+            s.bytes_up += slot.up_bytes();
+            s.payload_up += slot.up_bytes() - slot.framing_up;
             s.bytes_down += slot.down.total;
             s.payload_down += slot.down.payload();
             s.per_client.push(ClientTraffic {
                 bytes_down: slot.down.total,
-                bytes_up: slot.bytes.len() as u64,
+                bytes_up: slot.up_bytes(),
                 rows: slot.items.len() as u32,
                 padded_overflow: slot.padded_overflow,
-                norm: comm::l2_norm(&slot.rows, &slot.biases),
+                norm: slot.norm,
             });
             let client = self.part.train.client(job.index);
             s.examples +=

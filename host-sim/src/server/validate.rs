@@ -145,7 +145,9 @@ pub fn check(limits: &Limits, u: &Decoded<'_>) -> Result<(), (Reject, String)> {
 }
 
 /// Why the server refused a client's update (see [`check`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Reject {
     /// The bytes did not decode as an update of this client for this round (bad frame, CRC,
     /// sequence, width, non-finite or unordered rows as the wire decoder checks them).

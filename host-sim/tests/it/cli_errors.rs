@@ -182,3 +182,28 @@ fn checkpointing_a_dp_run_is_refused() {
     assert!(err.contains("accountant"), "{err}");
     assert!(!out.join("metrics.jsonl").exists());
 }
+
+/// A binary built without the `mpi` feature, started by an MPI launcher with several ranks,
+/// refuses instead of running N independent experiments into one directory.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn several_mpi_ranks_need_the_mpi_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("ratings.dat"), ratings(false)).unwrap();
+    let out = tmp.path().join("run");
+    let mut args = vec!["train", "--data", tmp.path().to_str().unwrap()];
+    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend(BASE);
+    let o = crate::common::bin()
+        .args(&args)
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "ran under a 2-rank launcher");
+    let e = stderr(&o);
+    assert!(
+        e.contains("built without MPI") && e.contains("--features mpi"),
+        "{e}"
+    );
+    assert!(!out.join("items.npy").exists(), "wrote outputs");
+}

@@ -12,6 +12,7 @@ mod board_reconnect;
 mod boards;
 mod cli;
 mod cli_errors;
+mod cluster;
 mod comm_privacy;
 mod data_fetch;
 mod engine;

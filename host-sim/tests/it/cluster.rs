@@ -1,0 +1,285 @@
+//! One experiment over several ranks (issue 15), with the ranks as threads joined by channels
+//! (`cluster::local`; the MPI transport is checked by `scripts/mpi-tests.sh`): rounds,
+//! evaluations and whole runs are bit-identical to one process for 2 and 3 ranks and any
+//! thread count, a checkpoint resumes with another number of ranks, and a rank that ends
+//! fails the round naming it.
+
+use std::thread;
+
+use crate::common::synthetic;
+
+use fedrecon_host_sim::cluster::{self, Link};
+use fedrecon_host_sim::comm::{Downlink, Uplink};
+use fedrecon_host_sim::config::{Config, Preset, ServerConfig};
+use fedrecon_host_sim::data::movielens::{self, Ratings};
+use fedrecon_host_sim::data::partition::{Partition, partition};
+use fedrecon_host_sim::output::Record;
+use fedrecon_host_sim::round::{RoundStats, Simulation, Split};
+use fedrecon_host_sim::{RunOptions, run};
+
+/// Dropout, over-selection and hostile (empty) uploads, so selection crosses windows and
+/// ranks.
+fn config(threads: usize) -> Config {
+    let mut cfg = Config::preset(Preset::Tutorial);
+    cfg.data.max_clients = None;
+    cfg.model.k = 8;
+    cfg.run.clients_per_round = 300;
+    cfg.run.threads = Some(threads);
+    cfg.run.seed = 11;
+    cfg.reliability.dropout = 0.1;
+    cfg.reliability.over_select = 0.2;
+    cfg
+}
+
+/// What a round reports, without its timings.
+fn figures(s: &RoundStats) -> String {
+    format!(
+        "{} {} {} {} {} {} {} {:?} {:?} {:?} {}",
+        s.loss.to_bits(),
+        s.rating_accuracy.to_bits(),
+        s.bytes_down,
+        s.bytes_up,
+        s.clients,
+        s.skipped,
+        s.applied,
+        s.faults,
+        s.traffic,
+        s.privacy,
+        s.examples
+    )
+}
+
+/// Runs `body` as rank 0 while ranks 1.. serve it on their own threads (each with its own
+/// simulation, as another process would have).
+fn with_ranks<T>(
+    cfg: &Config,
+    part: &Partition,
+    items: usize,
+    ranks: usize,
+    body: impl FnOnce(Simulation<'_, f32, 8>) -> T,
+) -> T {
+    let mut links = cluster::local::cluster(ranks);
+    let rank0 = links.remove(0);
+    thread::scope(|s| {
+        let workers: Vec<_> = links
+            .into_iter()
+            .map(|link: Link| {
+                s.spawn(move || {
+                    let mut sim = Simulation::<f32, 8>::new(cfg, part, items).unwrap();
+                    sim.serve(&link)
+                })
+            })
+            .collect();
+        let mut sim = Simulation::<f32, 8>::new(cfg, part, items).unwrap();
+        sim.join(rank0).unwrap();
+        let out = body(sim);
+        for w in workers {
+            w.join().unwrap().unwrap();
+        }
+        out
+    })
+}
+
+/// Three rounds and both evaluations: the model's bits, the round figures, the evaluations.
+/// With a tamper hook rank 0 decodes every upload from its bytes; without, each rank counts,
+/// decodes and validates its own clients' uploads.
+fn rounds(mut sim: Simulation<'_, f32, 8>, tamper: bool) -> (Vec<u32>, Vec<String>, String) {
+    if tamper {
+        // Every 13th user's upload arrives empty: rejected as malformed (on rank 0).
+        sim.set_tamper(Some(Box::new(|_, user, bytes: &mut Vec<u8>| {
+            if user % 13 == 0 {
+                bytes.clear();
+            }
+        })));
+    }
+    let stats = (0..3)
+        .map(|_| figures(&sim.train_round().unwrap()))
+        .collect();
+    let evals = format!(
+        "{:?} {:?}",
+        sim.evaluate(Split::Val).unwrap(),
+        sim.evaluate(Split::Test).unwrap()
+    );
+    (
+        sim.params().iter().map(|x| x.to_bits()).collect(),
+        stats,
+        evals,
+    )
+}
+
+fn load(dir: &std::path::Path) -> Ratings {
+    movielens::load(dir).unwrap()
+}
+
+#[test]
+fn rounds_and_evaluations_on_2_and_3_ranks_are_bit_identical_to_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), 700, 150, 20);
+    let ratings = load(dir.path());
+    for (dp, tamper) in [(false, true), (true, true), (false, false), (true, false)] {
+        let cfg = |threads| {
+            let mut cfg = config(threads);
+            cfg.privacy.enabled = dp;
+            cfg.privacy.noise_multiplier = 0.5;
+            cfg.privacy.clip = 0.5;
+            // Without DP (which clips), the server's norm check rejects some updates.
+            if !dp {
+                cfg.reliability.max_update_norm = 1.5;
+            }
+            cfg
+        };
+        let one = cfg(2);
+        let part = partition(&ratings, &one.data);
+        let sim = Simulation::<f32, 8>::new(&one, &part, ratings.items()).unwrap();
+        let single = rounds(sim, tamper);
+        if tamper {
+            assert!(
+                single.1.iter().all(|s| s.contains("malformed")),
+                "{:?}",
+                single.1
+            );
+        }
+        if !dp {
+            assert!(
+                single.1.iter().all(|s| s.contains("norm")),
+                "{:?}",
+                single.1
+            );
+        }
+        for (ranks, threads) in [(2, 1), (3, 2), (2, 3)] {
+            let c = cfg(threads);
+            let got = with_ranks(&c, &part, ratings.items(), ranks, |sim| rounds(sim, tamper));
+            let what = format!("dp {dp}, tamper {tamper}, {ranks} ranks x {threads} threads");
+            assert_eq!(got.1, single.1, "{what}: round figures");
+            assert_eq!(got.2, single.2, "{what}: evaluations");
+            assert!(got.0 == single.0, "{what}: model");
+        }
+    }
+}
+
+#[test]
+fn a_quantized_link_on_3_ranks_is_bit_identical_to_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), 300, 120, 20);
+    let ratings = load(dir.path());
+    let mut cfg = config(1);
+    cfg.comm.downlink = Downlink::FullI8;
+    cfg.comm.uplink = Uplink::I8;
+    cfg.validate().unwrap();
+    let part = partition(&ratings, &cfg.data);
+    let single = rounds(
+        Simulation::<f32, 8>::new(&cfg, &part, ratings.items()).unwrap(),
+        false,
+    );
+    let got = with_ranks(&cfg, &part, ratings.items(), 3, |sim| rounds(sim, false));
+    assert_eq!(got.1, single.1);
+    assert_eq!(got.2, single.2);
+    assert!(got.0 == single.0, "model differs");
+}
+
+#[test]
+fn a_run_on_3_ranks_writes_the_records_and_items_of_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), 300, 100, 20);
+    let ratings = load(dir.path());
+    let mut cfg = config(1);
+    cfg.run.rounds = 4;
+    cfg.run.eval_every = 2;
+    cfg.run.clients_per_round = 50;
+    let strip = |records: &[Record]| -> Vec<String> {
+        records
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap();
+                v.as_object_mut().unwrap().remove("seconds");
+                v.to_string()
+            })
+            .collect()
+    };
+    let single = run(&cfg, &ratings, &RunOptions::default()).unwrap();
+    let mut links = cluster::local::cluster(3);
+    let rank0 = links.remove(0);
+    let clustered = thread::scope(|s| {
+        for link in links {
+            let (cfg, ratings) = (&cfg, &ratings);
+            s.spawn(move || {
+                let boards = fedrecon_host_sim::BoardOptions::default();
+                fedrecon_host_sim::run::serve(cfg, ratings, &link, &boards).unwrap()
+            });
+        }
+        let opts = RunOptions {
+            cluster: Some(rank0),
+            ..RunOptions::default()
+        };
+        run(&cfg, &ratings, &opts).unwrap()
+    });
+    assert_eq!(strip(&clustered.records), strip(&single.records));
+    assert!(clustered.items == single.items, "items differ");
+}
+
+#[test]
+fn a_checkpoint_of_3_ranks_resumes_bit_identically_on_2() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), 400, 120, 20);
+    let ratings = load(dir.path());
+    let mut cfg = config(1);
+    cfg.server = ServerConfig::Adam {
+        lr: 0.01,
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-7,
+    };
+    let part = partition(&ratings, &cfg.data);
+    let items = ratings.items();
+    let mut whole = Simulation::<f32, 8>::new(&cfg, &part, items).unwrap();
+    for _ in 0..4 {
+        whole.train_round().unwrap();
+    }
+    let (round, params, opt) = with_ranks(&cfg, &part, items, 3, |mut sim| {
+        sim.train_round().unwrap();
+        sim.train_round().unwrap();
+        (
+            sim.rounds_done(),
+            sim.params().to_vec(),
+            sim.optimizer().clone(),
+        )
+    });
+    let resumed = with_ranks(&cfg, &part, items, 2, |mut sim| {
+        sim.restore(round, params, opt).unwrap();
+        sim.train_round().unwrap();
+        sim.train_round().unwrap();
+        sim.params().to_vec()
+    });
+    assert!(resumed == whole.params(), "resumed model differs");
+}
+
+#[test]
+fn a_rank_that_ends_fails_the_round_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), 200, 80, 20);
+    let ratings = load(dir.path());
+    let cfg = config(1);
+    let part = partition(&ratings, &cfg.data);
+    let mut links = cluster::local::cluster(3);
+    let rank0 = links.remove(0);
+    let err = thread::scope(|s| {
+        let mut links = links.into_iter();
+        let (one, two) = (links.next().unwrap(), links.next().unwrap());
+        let (cfg, part, items) = (&cfg, &part, ratings.items());
+        s.spawn(move || {
+            let mut sim = Simulation::<f32, 8>::new(cfg, part, items).unwrap();
+            sim.serve(&one).unwrap();
+        });
+        // Rank 2 takes its first order and ends (as a process that died would).
+        s.spawn(move || {
+            two.recv(0).unwrap();
+        });
+        let mut sim = Simulation::<f32, 8>::new(cfg, part, items).unwrap();
+        sim.join(rank0).unwrap();
+        let err = sim.train_round().unwrap_err();
+        drop(sim);
+        err
+    });
+    let msg = format!("{err:#}");
+    assert!(msg.contains("rank 2"), "{msg}");
+}
