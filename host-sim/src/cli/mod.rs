@@ -147,6 +147,12 @@ pub struct TrainArgs {
     #[allow(missing_docs)] // differential-privacy flags
     #[command(flatten)]
     pub dp: crate::server::privacy::DpArgs,
+    #[allow(missing_docs)] // robust aggregation flags
+    #[command(flatten)]
+    pub robust: crate::server::robust::RobustArgs,
+    #[allow(missing_docs)] // attack bench flags
+    #[command(flatten)]
+    pub attack: crate::attack::AttackArgs,
     /// Boot N QEMU boards (the firmware's `qemu` image) that train the first clients of each
     /// round that fit them, bit-identically (needs `cargo build-fw` and qemu-system-arm).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -261,8 +267,10 @@ fn train(a: TrainArgs) -> Result<()> {
     a.reliability.apply(&mut cfg)?;
     a.comm.apply(&mut cfg.comm);
     a.dp.apply(&mut cfg.privacy);
+    a.robust.apply(&mut cfg.robust);
+    a.attack.apply(&mut cfg.attack);
     cfg.validate()
-        .context("building the configuration (--downlink / --uplink / --dp-* flags)")?;
+        .context("building the configuration (--downlink / --uplink / --dp-* / --aggregator / --attack* flags)")?;
     if let Some(dir) = &a.out {
         output::prepare_out_dir(dir, a.force)?;
     }

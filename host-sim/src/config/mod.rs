@@ -356,6 +356,12 @@ pub struct Config {
     /// Differential privacy (issue 8; see `privacy::session`).
     #[serde(default)]
     pub privacy: crate::server::privacy::DpConfig,
+    /// Norm bounding and robust aggregation rules (issue 19; see `server::robust`).
+    #[serde(default)]
+    pub robust: crate::server::robust::RobustConfig,
+    /// The attack bench's malicious clients (issue 19; see `attack`).
+    #[serde(default)]
+    pub attack: crate::attack::AttackConfig,
 }
 
 /// Command-line overrides: `None` leaves a field alone; for optional fields `Some(None)` unsets.
@@ -508,6 +514,8 @@ impl Config {
                 reliability: Default::default(),
                 comm: Default::default(),
                 privacy: Default::default(),
+                robust: Default::default(),
+                attack: Default::default(),
             },
             Preset::Paper => {
                 let mut c = Config::preset(Preset::Tutorial);
@@ -804,6 +812,8 @@ impl Config {
                  accountant is not checkpointed)",
             )?;
         }
+        self.robust.validate(self.privacy.enabled)?;
+        self.attack.validate()?;
         for check in [self.comm.validate(), self.privacy.validate()] {
             check.map_err(|e| ConfigError::Section(format!("{e:#}")))?;
         }
@@ -872,7 +882,7 @@ fn describe(e: &toml::de::Error, text: &str) -> String {
 }
 
 /// serde helper: an optional integer written as the number or the string `"none"`.
-mod none_or {
+pub(crate) mod none_or {
     use std::fmt;
     use std::marker::PhantomData;
 

@@ -218,6 +218,8 @@ struct Slot {
     link_failed: bool,
     /// Why the server refused the update ([`crate::server::validate`]), if it did.
     reject: Option<(Reject, String)>,
+    /// The client is one of the attack bench's malicious users ([`crate::attack`]).
+    malicious: bool,
 }
 
 /// A hook that may rewrite a client's encoded update before the server receives it
@@ -337,6 +339,9 @@ pub struct RoundStats {
     /// Privacy spent so far (DP runs only).
     #[serde(skip_serializing_if = "Option::is_none", flatten)]
     pub privacy: Option<PrivacySpent>,
+    /// Attack bench and robust aggregation figures (when either is on).
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pub security: Option<crate::attack::RoundSecurity>,
     /// Rating-steps executed by the devices (examples visited in both phases).
     #[serde(skip)]
     pub examples: u64,
@@ -407,6 +412,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             cfg.model.k
         );
         ensure!(num_items > 0, "the dataset has no items");
+        cfg.attack.check_target(num_items)?;
         ensure!(!part.train.is_empty(), "the training split has no users");
         let global_mean = mean_rating(&part.train);
         let train_cfg = round_config(cfg, false, global_mean)?;
@@ -595,6 +601,8 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             let (cfg, workspaces, num_items) =
                 (&self.train_cfg, &self.workspaces, self.num_items as u32);
             let tamper = self.tamper.as_deref();
+            let attack = &self.cfg.attack;
+            let shape = (self.num_items, K, with_bias);
             let (params, down) = (&self.params, &self.down);
             let slots = &mut self.slots;
             self.pool.install(|| {
@@ -612,6 +620,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
                             client.user.into(),
                         );
                         slot.reject = None;
+                        slot.malicious = false;
                         slot.link_failed = false;
                         slot.dropped = rel.drops(seed, round, client.user);
                         if slot.dropped {
@@ -669,7 +678,21 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
                                     client.user,
                                     with_bias,
                                 ) {
-                                    Ok(()) => slot.validate(&job, cfg, rel, K),
+                                    Ok(()) => {
+                                        slot.malicious = attack.is_malicious(seed, client.user);
+                                        if slot.malicious {
+                                            // The attack bench: this client's update is
+                                            // rewritten, then validated like any other.
+                                            let u = crate::attack::Poisoned {
+                                                items: &mut slot.items,
+                                                rows: &mut slot.rows,
+                                                biases: &mut slot.biases,
+                                            };
+                                            crate::attack::poison(attack, params, shape, u);
+                                            slot.header.rows = slot.items.len() as u32;
+                                        }
+                                        slot.validate(&job, cfg, rel, K)
+                                    }
                                     Err(e) => Some((Reject::Malformed, format!("{e:#}"))),
                                 };
                                 Ok(true)
@@ -690,6 +713,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             };
             let slot = &mut self.slots[i];
             slot.reject = None;
+            slot.malicious = false;
             slot.dropped = false;
             slot.bytes_down = 0;
             slot.link_failed = false;
@@ -782,6 +806,17 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             take[i] = true;
         }
         let traffic = TrafficStats::from_clients(&per_client);
+        let mut security = (self.cfg.attack.kind != crate::attack::AttackKind::None
+            || self.cfg.robust.is_active())
+        .then(|| crate::attack::RoundSecurity {
+            attackers: self
+                .slots
+                .iter()
+                .zip(&take)
+                .filter(|&(slot, &t)| t && slot.malicious)
+                .count() as u32,
+            ..Default::default()
+        });
         let min = self.cfg.reliability.min_clients;
         let round_skipped = accepted < min;
         let updates: Vec<_> = self
@@ -817,7 +852,28 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             faults.reason = Some(why);
             false
         } else {
+            let robust = &self.cfg.robust;
             let applied = match self.dp.as_mut() {
+                None if robust.is_active() => {
+                    // A robust rule (issue 19) replaces the weighted mean; the aggregator
+                    // still sums the clients' weights and metrics.
+                    let rows: Vec<ClientRows<'_>> = updates.iter().map(|(c, _)| *c).collect();
+                    let shape = crate::server::robust::Shape {
+                        items: self.num_items,
+                        k: K,
+                        with_bias,
+                    };
+                    let mean = &mut self.mean;
+                    let (ok, stats) = self
+                        .pool
+                        .install(|| crate::server::robust::aggregate(robust, shape, &rows, mean))
+                        .with_context(|| format!("round {round}: robust aggregation"))?;
+                    for (c, m) in &updates {
+                        self.agg.add_client(c.weight, m);
+                    }
+                    security.get_or_insert_default().defense = stats;
+                    ok
+                }
                 None => {
                     let agg = &mut self.agg;
                     self.pool
@@ -877,6 +933,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             faults,
             traffic,
             privacy,
+            security,
             examples,
             device_seconds,
             server_seconds: t0.elapsed().as_secs_f64() - device_seconds,
@@ -985,6 +1042,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             (&self.eval_cfg, &self.workspaces, self.num_items as u32);
         let (seed, round) = (self.cfg.run.seed, u64::from(self.round));
         let reshuffle = self.cfg.client.reshuffle_each_round;
+        let target = self.cfg.attack.target;
         let results: Vec<Result<Option<UserEval>>> = self.pool.install(|| {
             users
                 .par_iter()
@@ -999,7 +1057,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
                         (u64::from(client.user) << 1) | (split == Split::Test) as u64,
                     );
                     let rc = client_round_config(cfg, reshuffle, round as u32, client.user);
-                    match evaluate_loaded(&mut **ws, &rows, &rc, s, relevant) {
+                    match evaluate_loaded(&mut **ws, &rows, &rc, s, relevant, target) {
                         Ok(u) => Ok(Some(u)),
                         Err(CoreError::EmptySplit { .. }) => Ok(None),
                         Err(e) => Err(anyhow!("evaluating user {}: {e}", client.user)),

@@ -6,6 +6,7 @@
 //! in `f64` per touched row, in client order, so it is independent of thread count.
 
 pub mod privacy;
+pub mod robust;
 pub mod schedule;
 pub mod validate;
 

@@ -1,0 +1,321 @@
+//! The attack bench (issue 19): a seeded fraction of the training users are malicious and
+//! rewrite the update they send, after their honest round, from what such a client holds (its
+//! own update and the item rows it received).
+//!
+//! * `promote`: a promotion attack on `target` in the manner of FedRecAttack / PipAttack. The
+//!   client approximates the users' taste direction by the mean `v̄` of the current rows of the
+//!   items it rated (those are mostly popular items) and sends, besides its honest rows as
+//!   camouflage, the target row's delta `scale · v̄` (and bias delta `scale · mean bias`), so
+//!   the target drifts toward where popular items score high.
+//! * `boost` / `sign_flip`: untargeted: every value of the honest update is multiplied by
+//!   `scale` or `−scale`.
+//!
+//! Who is malicious is fixed per user by the run seed (an attacker holds accounts), so a
+//! fraction `fraction` of the population, and in expectation of each round's sample, attacks.
+//! The poisoned update then goes through the server's usual validation. The target item's hit
+//! ratio@10 over test users is reported whenever `target` is set (also for clean runs).
+
+use anyhow::{Result, ensure};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+
+/// What a malicious client does to its update.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum AttackKind {
+    /// Nobody attacks.
+    #[default]
+    None,
+    /// Push `target` toward the popular items' direction.
+    Promote,
+    /// Multiply the update by `scale`.
+    Boost,
+    /// Multiply the update by `−scale`.
+    SignFlip,
+}
+
+/// The `[attack]` section of a configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttackConfig {
+    /// The attack.
+    pub kind: AttackKind,
+    /// Fraction of the training users that are malicious, `[0, 1]`.
+    pub fraction: f64,
+    /// Dense id of the promoted item; its hit ratio@10 is reported whenever set.
+    #[serde(with = "crate::config::none_or")]
+    pub target: Option<u32>,
+    /// Strength of the attack (see the module docs), finite and > 0.
+    pub scale: f32,
+}
+
+impl Default for AttackConfig {
+    fn default() -> Self {
+        Self {
+            kind: AttackKind::None,
+            fraction: 0.0,
+            target: None,
+            scale: 10.0,
+        }
+    }
+}
+
+impl AttackConfig {
+    /// Checks the values (the target against the catalogue is checked by [`Self::check_target`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, value: String, reason: &'static str| {
+            Err(ConfigError::Invalid {
+                field,
+                value,
+                reason,
+            })
+        };
+        if !(self.fraction.is_finite() && (0.0..=1.0).contains(&self.fraction)) {
+            return bad(
+                "attack.fraction",
+                format!("{:?}", self.fraction),
+                "must be in [0, 1]",
+            );
+        }
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return bad(
+                "attack.scale",
+                format!("{:?}", self.scale),
+                "must be a finite number > 0",
+            );
+        }
+        if self.kind == AttackKind::Promote && self.target.is_none() {
+            return bad(
+                "attack.target",
+                "none".into(),
+                "the promote attack needs a target item",
+            );
+        }
+        Ok(())
+    }
+
+    /// Refuses a target outside a catalogue of `num_items`.
+    pub fn check_target(&self, num_items: usize) -> Result<()> {
+        if let Some(t) = self.target {
+            ensure!(
+                (t as usize) < num_items,
+                "attack.target = {t} is not an item of the dataset ({num_items} items)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether `user` is one of the malicious users of a run with seed `seed`.
+    pub fn is_malicious(&self, seed: u64, user: u32) -> bool {
+        if self.kind == AttackKind::None || self.fraction <= 0.0 {
+            return false;
+        }
+        // Top 53 bits of a per-user hash as a uniform number in [0, 1).
+        let h = crate::seeds::derive(&[seed, 0xa77a_c4, u64::from(user)]);
+        ((h >> 11) as f64 / (1u64 << 53) as f64) < self.fraction
+    }
+}
+
+/// Command-line flags of `[attack]`.
+#[derive(Debug, Default, Args)]
+pub struct AttackArgs {
+    /// Attack run by malicious clients: none, promote, boost or sign_flip.
+    #[arg(long = "attack", value_name = "KIND")]
+    pub kind: Option<AttackKind>,
+    /// Fraction of the training users that are malicious.
+    #[arg(long = "attack-fraction", value_name = "FRACTION")]
+    pub fraction: Option<f64>,
+    /// Dense id of the promoted item (its hit ratio@10 is reported).
+    #[arg(long = "attack-target", value_name = "ITEM")]
+    pub target: Option<u32>,
+    /// Strength of the attack.
+    #[arg(long = "attack-scale", value_name = "SCALE")]
+    pub scale: Option<f32>,
+}
+
+impl AttackArgs {
+    /// Writes the given flags into `cfg`.
+    pub fn apply(&self, cfg: &mut AttackConfig) {
+        if let Some(v) = self.kind {
+            cfg.kind = v;
+        }
+        if let Some(v) = self.fraction {
+            cfg.fraction = v;
+        }
+        if let Some(v) = self.target {
+            cfg.target = Some(v);
+        }
+        if let Some(v) = self.scale {
+            cfg.scale = v;
+        }
+    }
+}
+
+/// What a round records about attackers and the defense (in `metrics.jsonl` when either is on).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoundSecurity {
+    /// Malicious clients among the aggregated ones.
+    pub attackers: u32,
+    /// What the robust rule did.
+    #[serde(flatten)]
+    pub defense: crate::server::robust::RobustStats,
+}
+
+/// A decoded update a malicious client rewrites in place.
+#[derive(Debug)]
+pub struct Poisoned<'a> {
+    /// Row ids, strictly ascending.
+    pub items: &'a mut Vec<u32>,
+    /// Row deltas, `items.len() × K`.
+    pub rows: &'a mut Vec<f32>,
+    /// Bias deltas parallel to `items`, or empty.
+    pub biases: &'a mut Vec<f32>,
+}
+
+/// Rewrites one malicious client's update. `params` are the server parameters the client
+/// received (`num_items × k` rows, then biases when `with_bias`).
+pub fn poison(
+    cfg: &AttackConfig,
+    params: &[f32],
+    (num_items, k, with_bias): (usize, usize, bool),
+    u: Poisoned<'_>,
+) {
+    match cfg.kind {
+        AttackKind::None => {}
+        AttackKind::Boost | AttackKind::SignFlip => {
+            let s = if cfg.kind == AttackKind::Boost {
+                cfg.scale
+            } else {
+                -cfg.scale
+            };
+            for x in u.rows.iter_mut().chain(u.biases.iter_mut()) {
+                *x *= s;
+            }
+        }
+        AttackKind::Promote => {
+            let Some(target) = cfg.target else { return };
+            let mut dir = vec![0f64; k];
+            let mut bias = 0f64;
+            let n = u.items.iter().filter(|&&i| i != target).count().max(1) as f64;
+            for &i in u.items.iter().filter(|&&i| i != target) {
+                let row = &params[i as usize * k..(i as usize + 1) * k];
+                for (d, &x) in dir.iter_mut().zip(row) {
+                    *d += f64::from(x) / n;
+                }
+                if with_bias {
+                    bias += f64::from(params[num_items * k + i as usize]) / n;
+                }
+            }
+            let delta: Vec<f32> = dir.iter().map(|&d| cfg.scale * d as f32).collect();
+            let bias_delta = cfg.scale * bias as f32;
+            let at = u.items.partition_point(|&i| i < target);
+            if u.items.get(at) == Some(&target) {
+                u.rows[at * k..(at + 1) * k].copy_from_slice(&delta);
+                if with_bias {
+                    u.biases[at] = bias_delta;
+                }
+            } else {
+                u.items.insert(at, target);
+                u.rows.splice(at * k..at * k, delta);
+                if with_bias {
+                    u.biases.insert(at, bias_delta);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promote_inserts_the_target_row_along_the_mean_of_the_clients_rows() {
+        // 4 items, K = 2; the client sent rows 0 and 3, whose current rows are [1, 0] and
+        // [0, 2]: v̄ = [0.5, 1], scale 4 → target 2 gets [2, 4], inserted in order.
+        let params = [1.0, 0.0, 9.0, 9.0, 7.0, 7.0, 0.0, 2.0];
+        let cfg = AttackConfig {
+            kind: AttackKind::Promote,
+            fraction: 1.0,
+            target: Some(2),
+            scale: 4.0,
+        };
+        let (mut items, mut rows, mut biases) = (vec![0, 3], vec![0.1, 0.2, 0.3, 0.4], vec![]);
+        let u = Poisoned {
+            items: &mut items,
+            rows: &mut rows,
+            biases: &mut biases,
+        };
+        poison(&cfg, &params, (4, 2, false), u);
+        assert_eq!(items, [0, 2, 3]);
+        assert_eq!(rows, [0.1, 0.2, 2.0, 4.0, 0.3, 0.4]);
+    }
+
+    #[test]
+    fn untargeted_attacks_scale_everything() {
+        let cfg = AttackConfig {
+            kind: AttackKind::SignFlip,
+            fraction: 1.0,
+            target: None,
+            scale: 3.0,
+        };
+        let (mut items, mut rows, mut biases) = (vec![1], vec![1.0, -2.0], vec![0.5]);
+        let u = Poisoned {
+            items: &mut items,
+            rows: &mut rows,
+            biases: &mut biases,
+        };
+        poison(&cfg, &[0.0; 6], (2, 2, true), u);
+        assert_eq!((rows, biases), (vec![-3.0, 6.0], vec![-1.5]));
+    }
+
+    #[test]
+    fn the_malicious_share_follows_the_fraction() {
+        let cfg = AttackConfig {
+            kind: AttackKind::Boost,
+            fraction: 0.05,
+            ..AttackConfig::default()
+        };
+        let n = (0..20_000).filter(|&u| cfg.is_malicious(7, u)).count();
+        assert!((900..1100).contains(&n), "{n} of 20000 malicious at 5 %");
+        let none = AttackConfig::default();
+        assert!(!(0..1000).any(|u| none.is_malicious(7, u)));
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let e = AttackConfig {
+            kind: AttackKind::Promote,
+            ..AttackConfig::default()
+        };
+        assert!(
+            e.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("attack.target")
+        );
+        let e = AttackConfig {
+            fraction: 1.5,
+            ..AttackConfig::default()
+        };
+        assert!(
+            e.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("attack.fraction")
+        );
+        let t = AttackConfig {
+            target: Some(10),
+            ..AttackConfig::default()
+        };
+        assert!(
+            t.check_target(10)
+                .unwrap_err()
+                .to_string()
+                .contains("attack.target = 10")
+        );
+    }
+}
