@@ -4,25 +4,32 @@
 # Usage: scripts/attack_bench.sh DATA_DIR OUT_DIR [extra flags]
 # e.g. scripts/attack_bench.sh ../shared/data/ml-1m out/issue19 --rounds 200
 # Environment: TARGET (dense item id, default 1289: ML-1M movie 125, the 1001st most rated),
-# DEFENSES, ATTACKS, FRACTIONS (space-separated) to run a subset.
+# DEFENSES, ATTACKS, FRACTIONS (space-separated) to run a subset; BIN to use a built binary.
 set -euo pipefail
 data=${1:?data dir}; out=${2:?out dir}; shift 2
-bin=target/release/fedrecon
-cargo build --release -p fedrecon-host-sim
+bin=${BIN:-target/release/fedrecon}
+[ -n "${BIN:-}" ] || cargo build --release -p fedrecon-host-sim
 target=${TARGET:-1289}
 common=(--preset paper --data "$data" --eval-clients none --eval-every 0 --no-progress
         --no-plots --force --attack-target "$target" "$@")
-defenses=${DEFENSES:-"mean norm_bound median trimmed_mean krum"}
-attacks=${ATTACKS:-"promote sign_flip"}
+defenses=${DEFENSES:-"mean norm_bound median trimmed_mean krum untrusted"}
+attacks=${ATTACKS:-"promote promote_aligned sign_flip"}
 fractions=${FRACTIONS:-"0.01 0.05 0.10"}
 
+attack_flags() { # promotions as strong as an honest update, sign flips boosted 4x
+  case $1 in
+    sign_flip|boost) echo "--attack $1 --attack-scale ${FLIP_SCALE:-4}" ;;
+    *) echo "--attack $1 --attack-scale 1" ;;
+  esac
+}
 defense_flags() {
   case $1 in
     mean) echo "--aggregator mean" ;;
-    norm_bound) echo "--aggregator mean --norm-bound ${NORM:-1.0}" ;;
+    norm_bound) echo "--aggregator mean --norm-bound ${NORM:-10}" ;;
     median) echo "--aggregator median" ;;
     trimmed_mean) echo "--aggregator trimmed_mean --trim 0.2" ;;
     krum) echo "--aggregator krum --krum-byzantine 10 --krum-select 80" ;;
+    untrusted) echo "--untrusted --row-alignment 0.99999 --norm-bound 10" ;;
     *) echo "unknown defense $1" >&2; exit 2 ;;
   esac
 }
@@ -38,7 +45,7 @@ for d in $defenses; do
   for a in $attacks; do
     for f in $fractions; do
       # shellcheck disable=SC2046
-      run "$d-$a-$f" $(defense_flags "$d") --attack "$a" --attack-fraction "$f"
+      run "$d-$a-$f" $(defense_flags "$d") $(attack_flags "$a") --attack-fraction "$f"
     done
   done
 done

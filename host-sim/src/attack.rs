@@ -7,6 +7,10 @@
 //!   items it rated (those are mostly popular items) and sends, besides its honest rows as
 //!   camouflage, the target row's delta `scale · v̄` (and bias delta `scale · mean bias`), so
 //!   the target drifts toward where popular items score high.
+//! * `promote_aligned`: the adaptive variant: the target's delta is the client's largest honest
+//!   row delta times `scale`, signed so that it raises the target's score for the client's
+//!   own user embedding (every honest row delta is a multiple of it), so the update passes a
+//!   row-alignment check and has an honest row's magnitude.
 //! * `boost` / `sign_flip`: untargeted: every value of the honest update is multiplied by
 //!   `scale` or `−scale`.
 //!
@@ -31,6 +35,10 @@ pub enum AttackKind {
     None,
     /// Push `target` toward the popular items' direction.
     Promote,
+    /// Push `target` along the client's own user embedding (recovered from its honest rows,
+    /// which are all multiples of it), as large as its largest honest row: an update that
+    /// looks like an honest reconstruction round.
+    PromoteAligned,
     /// Multiply the update by `scale`.
     Boost,
     /// Multiply the update by `−scale`.
@@ -87,7 +95,9 @@ impl AttackConfig {
                 "must be a finite number > 0",
             );
         }
-        if self.kind == AttackKind::Promote && self.target.is_none() {
+        if matches!(self.kind, AttackKind::Promote | AttackKind::PromoteAligned)
+            && self.target.is_none()
+        {
             return bad(
                 "attack.target",
                 "none".into(),
@@ -114,7 +124,7 @@ impl AttackConfig {
             return false;
         }
         // Top 53 bits of a per-user hash as a uniform number in [0, 1).
-        let h = crate::seeds::derive(&[seed, 0xa77a_c4, u64::from(user)]);
+        let h = crate::seeds::derive(&[seed, 0x00a7_7ac4, u64::from(user)]);
         ((h >> 11) as f64 / (1u64 << 53) as f64) < self.fraction
     }
 }
@@ -122,7 +132,7 @@ impl AttackConfig {
 /// Command-line flags of `[attack]`.
 #[derive(Debug, Default, Args)]
 pub struct AttackArgs {
-    /// Attack run by malicious clients: none, promote, boost or sign_flip.
+    /// Attack run by malicious clients: none, promote, promote_aligned, boost or sign_flip.
     #[arg(long = "attack", value_name = "KIND")]
     pub kind: Option<AttackKind>,
     /// Fraction of the training users that are malicious.
@@ -195,35 +205,78 @@ pub fn poison(
                 *x *= s;
             }
         }
+        AttackKind::PromoteAligned => {
+            let Some(target) = cfg.target else { return };
+            let (dir, bias) = mean_row(params, (num_items, k, with_bias), u.items, target);
+            let norm2 = |r: &[f32]| r.iter().map(|&x| x * x).sum::<f32>();
+            let Some(lead) = u
+                .rows
+                .chunks_exact(k)
+                .max_by(|a, b| norm2(a).total_cmp(&norm2(b)))
+            else {
+                return;
+            };
+            let len = norm2(lead).sqrt();
+            if len == 0.0 {
+                return;
+            }
+            // The embedding's sign: the one under which the client's items score positive.
+            let along: f64 = lead.iter().zip(&dir).map(|(&x, &d)| f64::from(x) * d).sum();
+            let s = cfg.scale * if along < 0.0 { -1.0 } else { 1.0 };
+            let delta: Vec<f32> = lead.iter().map(|&x| s * x).collect();
+            insert_row(u, k, with_bias, target, delta, cfg.scale * bias as f32);
+        }
         AttackKind::Promote => {
             let Some(target) = cfg.target else { return };
-            let mut dir = vec![0f64; k];
-            let mut bias = 0f64;
-            let n = u.items.iter().filter(|&&i| i != target).count().max(1) as f64;
-            for &i in u.items.iter().filter(|&&i| i != target) {
-                let row = &params[i as usize * k..(i as usize + 1) * k];
-                for (d, &x) in dir.iter_mut().zip(row) {
-                    *d += f64::from(x) / n;
-                }
-                if with_bias {
-                    bias += f64::from(params[num_items * k + i as usize]) / n;
-                }
-            }
+            let (dir, bias) = mean_row(params, (num_items, k, with_bias), u.items, target);
             let delta: Vec<f32> = dir.iter().map(|&d| cfg.scale * d as f32).collect();
-            let bias_delta = cfg.scale * bias as f32;
-            let at = u.items.partition_point(|&i| i < target);
-            if u.items.get(at) == Some(&target) {
-                u.rows[at * k..(at + 1) * k].copy_from_slice(&delta);
-                if with_bias {
-                    u.biases[at] = bias_delta;
-                }
-            } else {
-                u.items.insert(at, target);
-                u.rows.splice(at * k..at * k, delta);
-                if with_bias {
-                    u.biases.insert(at, bias_delta);
-                }
-            }
+            insert_row(u, k, with_bias, target, delta, cfg.scale * bias as f32);
+        }
+    }
+}
+
+/// The mean of the current rows (and biases) of the items of an update other than `target`.
+fn mean_row(
+    params: &[f32],
+    (num_items, k, with_bias): (usize, usize, bool),
+    items: &[u32],
+    target: u32,
+) -> (Vec<f64>, f64) {
+    let mut dir = vec![0f64; k];
+    let mut bias = 0f64;
+    let n = items.iter().filter(|&&i| i != target).count().max(1) as f64;
+    for &i in items.iter().filter(|&&i| i != target) {
+        let row = &params[i as usize * k..(i as usize + 1) * k];
+        for (d, &x) in dir.iter_mut().zip(row) {
+            *d += f64::from(x) / n;
+        }
+        if with_bias {
+            bias += f64::from(params[num_items * k + i as usize]) / n;
+        }
+    }
+    (dir, bias)
+}
+
+/// Sets (or inserts, in id order) the target's row and bias delta.
+fn insert_row(
+    u: Poisoned<'_>,
+    k: usize,
+    with_bias: bool,
+    target: u32,
+    delta: Vec<f32>,
+    bias_delta: f32,
+) {
+    let at = u.items.partition_point(|&i| i < target);
+    if u.items.get(at) == Some(&target) {
+        u.rows[at * k..(at + 1) * k].copy_from_slice(&delta);
+        if with_bias {
+            u.biases[at] = bias_delta;
+        }
+    } else {
+        u.items.insert(at, target);
+        u.rows.splice(at * k..at * k, delta);
+        if with_bias {
+            u.biases.insert(at, bias_delta);
         }
     }
 }
@@ -252,6 +305,29 @@ mod tests {
         poison(&cfg, &params, (4, 2, false), u);
         assert_eq!(items, [0, 2, 3]);
         assert_eq!(rows, [0.1, 0.2, 2.0, 4.0, 0.3, 0.4]);
+    }
+
+    #[test]
+    fn aligned_promotion_copies_the_largest_row_with_the_sign_of_the_users_taste() {
+        // Honest rows are multiples of u = [3, 4]: -[0.3, 0.4] and [0.6, 0.8] (largest).
+        // The items' rows [-1, -1] and [-1, -2] make v̄ · [0.6, 0.8] < 0, so the sign flips:
+        // target 1 gets -2 · [0.6, 0.8].
+        let params = [-1.0, -1.0, 5.0, 5.0, -1.0, -2.0];
+        let cfg = AttackConfig {
+            kind: AttackKind::PromoteAligned,
+            fraction: 1.0,
+            target: Some(1),
+            scale: 2.0,
+        };
+        let (mut items, mut rows, mut biases) = (vec![0, 2], vec![-0.3, -0.4, 0.6, 0.8], vec![]);
+        let u = Poisoned {
+            items: &mut items,
+            rows: &mut rows,
+            biases: &mut biases,
+        };
+        poison(&cfg, &params, (3, 2, false), u);
+        assert_eq!(items, [0, 1, 2]);
+        assert_eq!(rows, [-0.3, -0.4, -1.2, -1.6, 0.6, 0.8]);
     }
 
     #[test]

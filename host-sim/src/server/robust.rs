@@ -65,6 +65,11 @@ pub struct RobustConfig {
     pub krum_byzantine: usize,
     /// Clients multi-Krum keeps (1 = plain Krum); capped at the round's clients.
     pub krum_select: usize,
+    /// Least `|cos|` between every row delta of an update and its largest row (0 = no check).
+    /// In a reconstruction round the item rows train with the user embedding frozen, so every
+    /// honest row delta is a multiple of that embedding (cos = ±1 up to rounding); an update
+    /// failing the check is left out of the aggregate.
+    pub row_alignment: f64,
 }
 
 impl Default for RobustConfig {
@@ -75,14 +80,27 @@ impl Default for RobustConfig {
             trim: 0.1,
             krum_byzantine: 5,
             krum_select: 90,
+            row_alignment: 0.0,
         }
     }
 }
 
 impl RobustConfig {
+    /// The defense for deployments whose clients may be malicious (issue 19's attack bench:
+    /// host-sim/SECURITY.md): the weighted mean of the updates whose rows are all aligned
+    /// (|cos| >= 0.99999) with one direction, as a reconstruction round's are, each bounded
+    /// to norm 10 (ML-1M's honest updates have a median norm of 5 to 7).
+    pub fn untrusted() -> Self {
+        Self {
+            row_alignment: 0.99999,
+            norm_bound: 10.0,
+            ..Self::default()
+        }
+    }
+
     /// Whether the round must call [`aggregate`] instead of the plain weighted mean.
     pub fn is_active(&self) -> bool {
-        self.aggregator != Rule::Mean || self.norm_bound > 0.0
+        self.aggregator != Rule::Mean || self.norm_bound > 0.0 || self.row_alignment > 0.0
     }
 
     /// Checks the values; `dp` says whether differential privacy is on.
@@ -106,6 +124,13 @@ impl RobustConfig {
                 "robust.trim",
                 format!("{:?}", self.trim),
                 "must be in [0, 0.5)",
+            );
+        }
+        if !(self.row_alignment.is_finite() && (0.0..=1.0).contains(&self.row_alignment)) {
+            return bad(
+                "robust.row_alignment",
+                format!("{:?}", self.row_alignment),
+                "must be in [0, 1] (0 = no check)",
             );
         }
         if self.krum_select == 0 {
@@ -143,11 +168,24 @@ pub struct RobustArgs {
     /// Clients multi-Krum keeps.
     #[arg(long, value_name = "M")]
     pub krum_select: Option<usize>,
+    /// Leave out updates whose row deltas are not aligned (|cos| below this) with one
+    /// direction (0 = no check).
+    #[arg(long, value_name = "COS")]
+    pub row_alignment: Option<f64>,
+    /// The defense for untrusted deployments (RobustConfig::untrusted), before the other flags.
+    #[arg(long)]
+    pub untrusted: bool,
 }
 
 impl RobustArgs {
     /// Writes the given flags into `cfg`.
     pub fn apply(&self, cfg: &mut RobustConfig) {
+        if self.untrusted {
+            *cfg = RobustConfig::untrusted();
+        }
+        if let Some(v) = self.row_alignment {
+            cfg.row_alignment = v;
+        }
         if let Some(v) = self.aggregator {
             cfg.aggregator = v;
         }
@@ -184,6 +222,8 @@ pub struct RobustStats {
     pub norm_bounded: u32,
     /// Clients Krum left out.
     pub krum_dropped: u32,
+    /// Clients left out because their rows were not aligned (`row_alignment`).
+    pub misaligned: u32,
 }
 
 /// Combines `clients` by `cfg` into the dense delta `out` (layout of [`super`]). Returns
@@ -232,14 +272,21 @@ pub fn aggregate(
             s
         })
         .collect();
-    let mut keep = vec![true; clients.len()];
+    let mut keep: Vec<bool> = clients
+        .iter()
+        .map(|c| cfg.row_alignment <= 0.0 || aligned(c, k, cfg.row_alignment))
+        .collect();
+    stats.misaligned = keep.iter().filter(|&&kept| !kept).count() as u32;
     if cfg.aggregator == Rule::Krum {
-        let chosen = krum(clients, &scale, cfg.krum_byzantine, cfg.krum_select);
+        let idx: Vec<usize> = (0..clients.len()).filter(|&c| keep[c]).collect();
+        let sub: Vec<ClientRows<'_>> = idx.iter().map(|&c| clients[c]).collect();
+        let sub_scale: Vec<f64> = idx.iter().map(|&c| scale[c]).collect();
+        let chosen = krum(&sub, &sub_scale, cfg.krum_byzantine, cfg.krum_select);
         keep.fill(false);
         for &c in &chosen {
-            keep[c] = true;
+            keep[idx[c]] = true;
         }
-        stats.krum_dropped = (clients.len() - chosen.len()) as u32;
+        stats.krum_dropped = (idx.len() - chosen.len()) as u32;
     }
     let weight_sum: f64 = clients
         .iter()
@@ -279,9 +326,7 @@ pub fn aggregate(
                 .sum();
             let share = touch / weight_sum;
             // Coordinates 0..k are the row, k is the bias.
-            let coords = k + usize::from(with_bias);
-            let mut bias = 0.0f32;
-            for j in 0..coords {
+            let mut coordinate = |j: usize| {
                 values.clear();
                 for &(c, r) in send {
                     let cl = &clients[c as usize];
@@ -306,19 +351,41 @@ pub fn aggregate(
                         trimmed_mean(values, trim)
                     }
                 };
-                if j < k {
-                    row_out[j] = value as f32;
-                } else {
-                    bias = value as f32;
-                }
+                value as f32
+            };
+            for (j, o) in row_out.iter_mut().enumerate() {
+                *o = coordinate(j);
             }
-            bias
+            if with_bias { coordinate(k) } else { 0.0 }
         })
         .collect();
     if with_bias {
         bias_out.copy_from_slice(&bias_column);
     }
     Ok((out.iter().all(|x| x.is_finite()), stats))
+}
+
+/// Whether every row delta of `c` has `|cos| >= min` with its largest row (rows of zero norm
+/// pass: they carry nothing).
+fn aligned(c: &ClientRows<'_>, k: usize, min: f64) -> bool {
+    let rows = c.rows.chunks_exact(k);
+    let norm2 = |r: &[f32]| r.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
+    let Some(lead) = rows.clone().max_by(|a, b| norm2(a).total_cmp(&norm2(b))) else {
+        return true;
+    };
+    let lead_norm = norm2(lead).sqrt();
+    rows.into_iter().all(|r| {
+        let n = norm2(r).sqrt();
+        if n == 0.0 || lead_norm == 0.0 {
+            return true;
+        }
+        let dot: f64 = r
+            .iter()
+            .zip(lead)
+            .map(|(&x, &y)| f64::from(x) * f64::from(y))
+            .sum();
+        (dot / (n * lead_norm)).abs() >= min
+    })
 }
 
 /// L2 norm of one update's rows and biases, in `f64`, in order.
@@ -532,6 +599,28 @@ mod tests {
     }
 
     #[test]
+    fn misaligned_updates_are_left_out() {
+        // a's rows are ±multiples of [1, 2] (an honest reconstruction update); b's second row
+        // [2, -1] is orthogonal to its first: left out, so only a counts (weight 1 of 1).
+        let a = client(1, &[0, 1], &[1.0, 2.0, -0.5, -1.0]);
+        let b = client(1, &[0, 1], &[2.0, 4.0, 2.0, -1.0]);
+        let cfg = RobustConfig {
+            row_alignment: 0.99,
+            ..RobustConfig::default()
+        };
+        let mut out = vec![0.0; 4];
+        let shape = Shape {
+            items: 2,
+            k: 2,
+            with_bias: false,
+        };
+        let (ok, stats) = aggregate(&cfg, shape, &[a, b], &mut out).unwrap();
+        assert!(ok);
+        assert_eq!(stats.misaligned, 1);
+        assert_eq!(out, [1.0, 2.0, -0.5, -1.0]);
+    }
+
+    #[test]
     fn norm_bound_scales_large_updates_only() {
         // Norms 5 and 1 with bound 2: the first becomes [1.2, 1.6], the second stays.
         let a = client(1, &[0], &[3.0, 4.0]);
@@ -618,7 +707,7 @@ mod tests {
         let n = 40;
         let data: Vec<(Vec<u32>, Vec<f32>)> = (0..n)
             .map(|c: u32| {
-                let items: Vec<u32> = (0..200).filter(|i| (i * 7 + c) % 5 == 0).collect();
+                let items: Vec<u32> = (0..200).filter(|i| (i * 7 + c).is_multiple_of(5)).collect();
                 let rows = (0..items.len() * 2)
                     .map(|j| ((j as f32 + 1.3) * (c as f32 + 0.7)).sin())
                     .collect();
