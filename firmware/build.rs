@@ -1,6 +1,7 @@
-//! Puts the memory layout on the linker path as `memory.x` (QEMU mps2-an386 by default, the
-//! nRF52840's with feature `board-nrf52840`, so the linker checks the board's budget) and
-//! links with cortex-m-rt's script. Host builds (the library's tests) link nothing special.
+//! Puts the memory layout on the linker path as `memory.x` (QEMU mps2-an386 / an385 by
+//! default, the nRF52840's with feature `board-nrf52840`, so the linker checks the board's
+//! budget, QEMU riscv32 virt's for RISC-V) and links with cortex-m-rt's or riscv-rt's script
+//! (both `link.x`). Host builds (the library's tests) link nothing special.
 
 use std::{env, fs, path::PathBuf};
 
@@ -8,10 +9,16 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=memory-mps2-an386.x");
     println!("cargo::rerun-if-changed=memory-nrf52840.x");
-    if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("none") {
+    println!("cargo::rerun-if-changed=memory-riscv32-virt.x");
+    // Without `images` this is a library for a board crate, which links with its own layout.
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("none")
+        || env::var_os("CARGO_FEATURE_IMAGES").is_none()
+    {
         return;
     }
-    let layout = if env::var_os("CARGO_FEATURE_BOARD_NRF52840").is_some() {
+    let layout = if env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("riscv32") {
+        "memory-riscv32-virt.x"
+    } else if env::var_os("CARGO_FEATURE_BOARD_NRF52840").is_some() {
         "memory-nrf52840.x"
     } else {
         "memory-mps2-an386.x"

@@ -18,7 +18,7 @@ bash scripts/install-target-tools.sh
 
 step "format (cargo fmt --check)"
 cargo fmt --all -- --check
-for m in target-tests/Cargo.toml target-tests/runner/Cargo.toml; do
+for m in target-tests/Cargo.toml target-tests/runner/Cargo.toml firmware/boards/pico/Cargo.toml firmware/boards/esp32c3/Cargo.toml; do
     [ -f "$m" ] && cargo fmt --manifest-path "$m" -- --check
 done
 
@@ -38,8 +38,13 @@ done
 step "fuzz the wire frame decoder for a bounded time (no panic on any input)"
 cargo run --release --locked -p fedrecon-core --example fuzz_frames -- --seconds 15
 
-step "core's shared cases on an emulated Cortex-M4F (cargo test-target)"
-cargo test-target
+# One build and one QEMU boot per case per target: Cortex-M4F (mps2-an386), and the FPU-less
+# Cortex-M3 and Cortex-M0+ instruction sets on mps2-an385 and RV32IMC on riscv32 virt, where
+# every f32 operation is soft-float and must still give the host's bits.
+for target in thumbv7em-none-eabihf thumbv7m-none-eabi thumbv6m-none-eabi riscv32imc-unknown-none-elf; do
+    step "core's shared cases on QEMU for $target (cargo test-target --target $target)"
+    cargo test-target --target "$target" --locked
+done
 
 step "firmware: format, lint, host tests of the protocol loop (firmware/ and firmware/xtask)"
 # cargo runs inside each directory so its .cargo/config.toml (target) applies. The library's
@@ -49,6 +54,14 @@ step "firmware: format, lint, host tests of the protocol loop (firmware/ and fir
 (cd firmware && cargo clippy --release --features nrf52840-dk --bin nrf52840 --locked -- -D warnings)
 (cd firmware && cargo test --lib --target host-tuple --locked)
 (cd firmware/xtask && cargo fmt -- --check && cargo clippy --all-targets --locked -- -D warnings)
+
+step "board images without an FPU: Raspberry Pi Pico (thumbv6m) and ESP32-C3 (riscv32imc), Q3.12"
+# Each is its own workspace (its HAL's dependency versions stay out of firmware/'s); cargo runs
+# inside the directory so its .cargo/config.toml (target, linker script) applies.
+for board in pico esp32c3; do
+    (cd "firmware/boards/$board" && cargo clippy --release --locked -- -D warnings \
+        && cargo build --release --locked)
+done
 
 step "firmware images (cargo build-fw) and footprint report (cargo footprint)"
 cargo build-fw
@@ -61,11 +74,14 @@ step "fidelity: random rounds through the firmware on QEMU, byte-for-byte agains
 cargo fw-parity
 
 step "simulator rounds with 2 QEMU boards (clean, with link faults, with dropout; and their goldens), bit-identical to all-virtual rounds"
-FEDRECON_REQUIRE_QEMU=1 cargo test --locked -p fedrecon-host-sim --test boards --test link_faults
-FEDRECON_REQUIRE_QEMU=1 cargo test --locked -p fedrecon-host-sim --test goldens qemu_board_goldens
+FEDRECON_REQUIRE_QEMU=1 cargo test --locked -p fedrecon-host-sim --test it -- boards:: link_faults:: goldens::qemu_board_goldens
+
+step "Python package and the tutorial notebook (scripts/python-tests.sh: venv, maturin, pytest, nbclient)"
+bash scripts/python-tests.sh
 
 echo
 echo "all checks passed"
 # One closing line for the whole run: the sum over every "test result:" line above.
-awk '/test result: ok\./ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?/) p += $i; if ($(i+1) ~ /^failed;?/) f += $i } }
+# pytest's closing line ("== 25 passed, 1 skipped in 9.1s ==") counts too.
+awk '/test result: ok\./ || /^(=+ )?[0-9]+ (passed|failed).* in [0-9.]+s/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed[;,]?$/) p += $i; if ($(i+1) ~ /^failed[;,]?$/) f += $i } }
      END { printf "checks: %d passed, %d failed\n", p, f }' "$log"

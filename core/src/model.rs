@@ -38,6 +38,8 @@ pub struct ModelConfig {
     Deserialize,
     postcard::experimental::max_size::MaxSize,
 )]
+// Names only matter to text formats (the simulator's config files); postcard uses the index.
+#[serde(rename_all = "snake_case")]
 pub enum Weighting {
     /// Weight = post-reconstruction examples iterated, counting repeats (TFF's default).
     #[default]

@@ -21,16 +21,16 @@ const TX_FULL: u32 = 1 << 0;
 const RX_FULL: u32 = 1 << 1;
 const TX_EN: u32 = 1 << 0;
 const RX_EN: u32 = 1 << 1;
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", target_arch = "arm"))]
 const TX_INT_EN: u32 = 1 << 2;
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", target_arch = "arm"))]
 const RX_INT_EN: u32 = 1 << 3;
 const TX_INT: u32 = 1 << 0;
 const RX_INT: u32 = 1 << 1;
 /// NVIC set-enable and clear-pending registers (interrupts 0–31).
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", target_arch = "arm"))]
 const NVIC_ISER0: usize = 0xE000_E100;
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", target_arch = "arm"))]
 const NVIC_ICPR0: usize = 0xE000_E280;
 
 /// Base address of UART0 on mps2-an386 (UART1–4 at 0x4000_5000, 6000, 7000, 9000).
@@ -67,7 +67,7 @@ impl CmsdkUart {
     /// # Safety
     /// As [`new`](Self::new); in addition no other code may use those two interrupt lines
     /// or rely on interrupts being enabled.
-    #[cfg(target_os = "none")]
+    #[cfg(all(target_os = "none", target_arch = "arm"))]
     pub unsafe fn new_sleeping(base: usize, bauddiv: u32, rx_irq: u8, tx_irq: u8) -> Self {
         cortex_m::interrupt::disable();
         let irq_mask = (1u32 << rx_irq) | (1u32 << tx_irq);
@@ -89,7 +89,7 @@ impl CmsdkUart {
             // Clear the UART's and the NVIC's pending state, check again (an event after
             // this check leaves the interrupt pending, so WFI returns at once), then sleep.
             self.write_reg(INTCLEAR, TX_INT | RX_INT);
-            #[cfg(target_os = "none")]
+            #[cfg(all(target_os = "none", target_arch = "arm"))]
             {
                 // SAFETY: the NVIC's clear-pending register, for our own lines.
                 unsafe { write_volatile(NVIC_ICPR0 as *mut u32, self.irq_mask) };

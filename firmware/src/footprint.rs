@@ -3,16 +3,14 @@
 //! `R = 160` trained rows (a board's realistic budget: the round splits its ratings in halves,
 //! so it trains the rows of at most 150 distinct items).
 //!
-//! Instruction counting: under QEMU `-icount shift=0` every instruction takes 1 ns of virtual
-//! time and mps2-an386's SysTick runs on the 25 MHz processor clock, so one tick is 40
-//! instructions and the count is identical run to run (EMBEDDED-NOTES.md). Only the round is
-//! inside the two reads; filling the data and printing are not. On real silicon the same
-//! ticks are processor cycles.
+//! Instruction counting: [`crate::counter`] (SysTick on Cortex-M, `mcycle` on RISC-V, both
+//! counting instructions under QEMU `-icount shift=0`). Only the round is inside the two
+//! reads; filling the data and printing are not. The same source runs on every target: the
+//! Cortex-M4F (hardware f32), the FPU-less Cortex-M3 / M0+ and RV32IMC (soft-float f32).
 
+use crate::counter::{Counter, INSN_PER_TICK};
 use crate::rows::CachedRows;
 use crate::stack::{self, Painted};
-use cortex_m::peripheral::SYST;
-use cortex_m::peripheral::syst::SystClkSource;
 use fedrecon_core::rng::DeviceRng;
 use fedrecon_core::{Device, RoundConfig, Scalar, SplitConfig};
 
@@ -69,15 +67,6 @@ fn fill<S: Scalar>(device: &mut FootDevice<S>, rows: &mut FootRows<S>) -> Result
     Ok(())
 }
 
-/// Starts SysTick as a free-running 24-bit down-counter on the processor clock.
-fn start_systick(syst: &mut SYST) {
-    syst.disable_counter();
-    syst.set_clock_source(SystClkSource::Core);
-    syst.set_reload(0x00FF_FFFF);
-    syst.clear_current();
-    syst.enable_counter();
-}
-
 /// Runs the report for scalar `S` and exits QEMU through semihosting: 0 after printing one
 /// `footprint ...` line, 1 if the round failed. `painted` comes from [`stack::paint`], called
 /// first thing in `main`.
@@ -87,6 +76,7 @@ pub fn run<S: Scalar>(
     device: &mut FootDevice<S>,
     rows: &mut FootRows<S>,
 ) -> ! {
+    #[cfg(target_arch = "arm")]
     let Some(mut p) = cortex_m::Peripherals::take() else {
         fail("peripherals already taken")
     };
@@ -94,10 +84,12 @@ pub fn run<S: Scalar>(
         fail(e)
     }
     let cfg = config();
-    start_systick(&mut p.SYST);
-    let t0 = SYST::get_current();
+    #[cfg(target_arch = "arm")]
+    let counter = Counter::start(&mut p.SYST);
+    #[cfg(target_arch = "riscv32")]
+    let counter = Counter::start();
     let result = device.train(rows, &cfg, SEED);
-    let t1 = SYST::get_current();
+    let ticks = counter.ticks();
     let update = match result {
         Ok(u) => u,
         Err(fedrecon_core::Error::CapacityExceeded { .. }) => {
@@ -118,16 +110,16 @@ pub fn run<S: Scalar>(
             }
         }
     }
-    let ticks = t0.wrapping_sub(t1) & 0x00FF_FFFF;
     let peak = painted.peak();
     semihosting::println!(
-        "footprint scalar={} k={} ratings={} r={} ticks={} update_rows={} weight={} \
-         loss_micro={} update_fnv={:08x} stack_peak={} stack_available={}",
+        "footprint scalar={} k={} ratings={} r={} ticks={} insn_per_tick={} update_rows={} \
+         weight={} loss_micro={} update_fnv={:08x} stack_peak={} stack_available={}",
         label,
         K,
         N,
         R,
         ticks,
+        INSN_PER_TICK,
         update.items.len(),
         update.weight,
         (update.metrics.loss_sum * 1e6 / update.metrics.count.max(1) as f32) as u32,

@@ -1,17 +1,20 @@
 //! # fedrecon-firmware
 //!
-//! What a Cortex-M4F board needs around `fedrecon-core`'s round:
+//! What a board needs around `fedrecon-core`'s round, on the Cortex-M4F and on the FPU-less
+//! Cortex-M3 / M0+ and RV32IMC (the Pico and ESP32-C3 images in `boards/` use this library):
 //!
 //! - [`rows::CachedRows`]: the item rows of the client's rated items only, as an
 //!   [`fedrecon_core::ItemRows`] the round borrows;
 //! - [`proto::Board`]: the device side of the wire protocol over any `embedded-io` link;
 //! - [`cmsdk_uart::CmsdkUart`]: an `embedded-io` driver for QEMU mps2's UARTs;
-//! - [`footprint`] (target only): the measured round behind `cargo footprint`;
+//! - [`footprint`] (target only): the measured round behind `cargo footprint`, counted by
+//!   [`counter`] (SysTick on Cortex-M, `mcycle` on RISC-V);
 //! - [`parity`] (target only): the protocol loop over semihosting files, behind
 //!   `cargo fw-parity`.
 //!
 //! The hardware-independent parts build on the host too, so their tests run there; the parts
-//! that touch the Cortex-M core are compiled only for `target_os = "none"`.
+//! that touch the core are compiled only for `target_os = "none"` (and the mps2 UART's
+//! interrupt wait only for Arm).
 #![no_std]
 #![deny(missing_docs)]
 
@@ -22,6 +25,8 @@ pub mod rows;
 #[cfg(test)]
 mod proto_tests;
 
+#[cfg(target_os = "none")]
+pub mod counter;
 #[cfg(target_os = "none")]
 pub mod footprint;
 #[cfg(target_os = "none")]

@@ -15,10 +15,24 @@ const PAINT: u32 = 0x5AC3_A55C;
 const MARGIN: usize = 256;
 
 unsafe extern "C" {
-    /// End of `.bss`/`.uninit` (start of the unused RAM), from cortex-m-rt's `link.x`.
+    /// End of `.bss`/`.uninit` (start of the unused RAM), from cortex-m-rt's or riscv-rt's
+    /// `link.x` (both name it so; riscv-rt's heap is empty, so it is where the stack may end).
     static __sheap: u32;
-    /// Initial stack pointer (top of RAM), from cortex-m-rt's `link.x`.
+    /// Initial stack pointer (top of RAM), from the same `link.x`.
     static _stack_start: u32;
+}
+
+#[cfg(target_arch = "arm")]
+fn stack_pointer() -> usize {
+    cortex_m::register::msp::read() as usize
+}
+
+#[cfg(target_arch = "riscv32")]
+fn stack_pointer() -> usize {
+    let sp: usize;
+    // SAFETY: reads a register; no memory access.
+    unsafe { core::arch::asm!("mv {}, sp", out(reg) sp, options(nomem, nostack)) };
+    sp
 }
 
 /// The painted region of one measurement.
@@ -36,8 +50,8 @@ pub fn paint() -> Painted {
     let low = addr_of!(__sheap) as usize;
     let top = addr_of!(_stack_start) as usize;
     // The words more than MARGIN below the current stack pointer belong to no live frame
-    // (Arm has no red zone), so overwriting them cannot change program state.
-    let sp = cortex_m::register::msp::read() as usize;
+    // (neither Arm nor RISC-V has a red zone), so overwriting them cannot change program state.
+    let sp = stack_pointer();
     let end = sp.saturating_sub(MARGIN);
     let mut p = low;
     while p + 4 <= end {

@@ -190,7 +190,9 @@ fn run_k<S: SimScalar, const K: usize>(
     }
     let start = sim.rounds_done();
     if boards.any() {
-        sim.attach_boards(Boards::open(boards, K, S::KIND, cfg.run.seed)?)?;
+        let opened =
+            Boards::open(boards, K, S::KIND, cfg.run.seed).context("opening the boards")?;
+        sim.attach_boards(opened)?;
     }
     tracing::info!(
         threads = sim.threads(),

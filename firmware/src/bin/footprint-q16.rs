@@ -2,7 +2,6 @@
 #![no_std]
 #![no_main]
 
-use cortex_m_rt::entry;
 use fedrecon_core::Q16;
 use fedrecon_firmware::footprint::{self, FootDevice, FootRows};
 use static_cell::ConstStaticCell;
@@ -11,7 +10,8 @@ use static_cell::ConstStaticCell;
 static DEVICE: ConstStaticCell<FootDevice<Q16>> = ConstStaticCell::new(FootDevice::new());
 static ROWS: ConstStaticCell<FootRows<Q16>> = ConstStaticCell::new(FootRows::new());
 
-#[entry]
+#[cfg_attr(target_arch = "arm", cortex_m_rt::entry)]
+#[cfg_attr(target_arch = "riscv32", riscv_rt::entry)]
 fn main() -> ! {
     let painted = footprint::paint();
     footprint::run("q16", painted, DEVICE.take(), ROWS.take())

@@ -3,7 +3,6 @@
 #![no_std]
 #![no_main]
 
-use cortex_m_rt::entry;
 use fedrecon_core::Device;
 use fedrecon_firmware::CachedRows;
 use fedrecon_firmware::parity::{K, N, run};
@@ -14,7 +13,8 @@ static DEVICE: ConstStaticCell<Device<fedrecon_core::Q16, N, K>> =
 static ROWS: ConstStaticCell<CachedRows<fedrecon_core::Q16, N, K>> =
     ConstStaticCell::new(CachedRows::new());
 
-#[entry]
+#[cfg_attr(target_arch = "arm", cortex_m_rt::entry)]
+#[cfg_attr(target_arch = "riscv32", riscv_rt::entry)]
 fn main() -> ! {
     run(DEVICE.take(), ROWS.take())
 }

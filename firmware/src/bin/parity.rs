@@ -3,7 +3,6 @@
 #![no_std]
 #![no_main]
 
-use cortex_m_rt::entry;
 use fedrecon_core::Device;
 use fedrecon_firmware::CachedRows;
 use fedrecon_firmware::parity::{K, N, run};
@@ -12,7 +11,8 @@ use static_cell::ConstStaticCell;
 static DEVICE: ConstStaticCell<Device<f32, N, K>> = ConstStaticCell::new(Device::new());
 static ROWS: ConstStaticCell<CachedRows<f32, N, K>> = ConstStaticCell::new(CachedRows::new());
 
-#[entry]
+#[cfg_attr(target_arch = "arm", cortex_m_rt::entry)]
+#[cfg_attr(target_arch = "riscv32", riscv_rt::entry)]
 fn main() -> ! {
     run(DEVICE.take(), ROWS.take())
 }

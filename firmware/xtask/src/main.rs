@@ -1,18 +1,22 @@
 //! Host side of the firmware: builds the images and measures them.
 //!
 //! `fedrecon-firmware-xtask build`
-//!     Builds every firmware image in release mode twice: linked for QEMU mps2-an386 (4 MB
-//!     flash, 4 MB RAM) and for the nRF52840 (1 MB flash, 256 KB RAM, feature
-//!     `board-nrf52840`), so the linker proves the board's budget. Images are copied to
-//!     `firmware/target/images/<layout>/`. The root alias `cargo build-fw` runs this.
+//!     Builds the firmware images in release mode ([`BUILDS`]): every image for
+//!     `thumbv7em-none-eabihf` twice, linked for QEMU mps2-an386 (4 MB flash, 4 MB RAM) and
+//!     for the nRF52840 (1 MB flash, 256 KB RAM, feature `board-nrf52840`), so the linker
+//!     proves the board's budget; the footprint and parity images for the FPU-less
+//!     `thumbv7m-none-eabi` and `thumbv6m-none-eabi` (QEMU mps2-an385, Cortex-M3) and
+//!     `riscv32imc-unknown-none-elf` (QEMU riscv32 virt). Images are copied to
+//!     `firmware/target/images/<build>/`. The root alias `cargo build-fw` runs this.
 //!
 //! `fedrecon-firmware-xtask footprint`
-//!     `build`, then for the three footprint images (f32, Q16.16, Q3.12) and both layouts: section sizes
-//!     from the ELF, and one QEMU run each (`-icount shift=0`, twice, to check the figures are
-//!     deterministic) for the peak stack and the instructions of one training round. Prints one
-//!     table. Fails if an image does not run, is not deterministic, or does not fit the
-//!     nRF52840 (statics + peak stack over 256 KB, or flash over 1 MB). The root alias
-//!     `cargo footprint` runs this.
+//!     `build`, then for the three footprint images (f32, Q16.16, Q3.12) and every build:
+//!     section sizes from the ELF, and one QEMU run each (`-icount shift=0`, twice, to check
+//!     the figures are deterministic) for the peak stack and the instructions of one training
+//!     round. Prints one table. Fails if an image does not run, is not deterministic, gives an
+//!     update whose bits differ from another target's in the same scalar (soft-float f32 must
+//!     equal the FPU's), or does not fit its layout (the nRF52840: statics + peak stack over
+//!     256 KB, or flash over 1 MB). The root alias `cargo footprint` runs this.
 //!
 //! `fedrecon-firmware-xtask qemu-smoke`
 //!     `build`, then boots the `qemu` image with UART0 on a TCP socket (the recipe of
@@ -21,45 +25,95 @@
 //!
 //! `fedrecon-firmware-xtask parity`
 //!     `build`, then hundreds of random rounds (random clients and configurations, f32 and
-//!     Q16.16) through the `parity` images in one QEMU boot each; every answer must equal
-//!     fedrecon-core's bytes on the host (`parity.rs`). The root alias `cargo fw-parity`.
+//!     Q16.16) through the `parity` images in one QEMU boot each, on the Cortex-M4F and on the
+//!     FPU-less Cortex-M3 and RV32IMC; every answer must equal fedrecon-core's bytes on the
+//!     host (`parity.rs`). The root alias `cargo fw-parity`.
 
 mod parity;
 mod smoke;
 
+use fedrecon_qemu::{Machine, Qemu};
 use object::{Object, ObjectSection, SectionKind};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
-use std::{env, fs, thread};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+use std::{env, fs};
 
-const TARGET: &str = "thumbv7em-none-eabihf";
-/// Instructions per SysTick tick under `-icount shift=0` (1 ns per instruction) with SysTick on
-/// mps2-an386's 25 MHz processor clock; see EMBEDDED-NOTES.md.
-const INSN_PER_TICK: u64 = 40;
 const KIB: u64 = 1024;
-const RAM_BASE: u64 = 0x2000_0000;
 
-/// A memory layout the images are linked for.
-struct Layout {
+/// One build of the images: a target, a memory layout, and the QEMU machine that runs them.
+struct Build {
+    /// The directory under `target/images/` and the label in the tables.
     name: &'static str,
+    target: &'static str,
     features: &'static [&'static str],
+    /// The binaries to build; `None` for all of them.
+    bins: Option<&'static [&'static str]>,
+    machine: Machine,
+    /// The layout's flash and RAM, which every footprint image must fit.
     flash: u64,
     ram: u64,
 }
 
-const LAYOUTS: [Layout; 2] = [
-    Layout {
+/// The images that build for every target: they need nothing but the core and semihosting
+/// (the `qemu` image drives the mps2 UART, the nRF image its HAL).
+const PORTABLE_BINS: &[&str] = &[
+    "footprint",
+    "footprint-q16",
+    "footprint-q12",
+    "parity",
+    "parity-q16",
+];
+
+const BUILDS: [Build; 5] = [
+    Build {
         name: "mps2-an386",
+        target: "thumbv7em-none-eabihf",
         features: &[],
+        bins: None,
+        machine: Machine::Mps2An386,
         flash: 4096 * KIB,
         ram: 4096 * KIB,
     },
-    Layout {
+    // The nRF52840's memory map is a subset of mps2's (flash at 0, RAM at 0x2000_0000), so its
+    // images run on the an386 too.
+    Build {
         name: "nrf52840",
+        target: "thumbv7em-none-eabihf",
         features: &["board-nrf52840"],
+        bins: None,
+        machine: Machine::Mps2An386,
         flash: 1024 * KIB,
         ram: 256 * KIB,
+    },
+    Build {
+        name: "mps2-an385-thumbv7m",
+        target: "thumbv7m-none-eabi",
+        features: &[],
+        bins: Some(PORTABLE_BINS),
+        machine: Machine::Mps2An385,
+        flash: 4096 * KIB,
+        ram: 4096 * KIB,
+    },
+    // ARMv6-M code (the RP2040's Cortex-M0+) on the Cortex-M3: the instruction set the Pico
+    // runs, counted by the same SysTick.
+    Build {
+        name: "mps2-an385-thumbv6m",
+        target: "thumbv6m-none-eabi",
+        features: &[],
+        bins: Some(PORTABLE_BINS),
+        machine: Machine::Mps2An385,
+        flash: 4096 * KIB,
+        ram: 4096 * KIB,
+    },
+    Build {
+        name: "riscv32-virt",
+        target: "riscv32imc-unknown-none-elf",
+        features: &[],
+        bins: Some(PORTABLE_BINS),
+        machine: Machine::Riscv32Virt,
+        flash: 4096 * KIB,
+        ram: 4096 * KIB,
     },
 ];
 
@@ -84,8 +138,7 @@ fn main() -> ExitCode {
         Some("build") => build().map(|_| ()),
         Some("footprint") => footprint(),
         Some("qemu-smoke") => build().and_then(|dirs| smoke::run(&dirs[0].join("qemu"))),
-        Some("parity") => build()
-            .and_then(|dirs| parity::main(&dirs[0], &firmware_dir().join("target").join("parity"))),
+        Some("parity") => build().and_then(|dirs| parity_everywhere(&dirs)),
         _ => Err(
             "usage: fedrecon-firmware-xtask (build | footprint | qemu-smoke | parity)".to_string(),
         ),
@@ -103,33 +156,45 @@ fn firmware_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Builds all binaries for each layout; returns `images/<layout>` directories.
+/// Builds every [`BUILDS`] entry, then the nRF52840-DK image; returns the `images/<build>`
+/// directories in [`BUILDS`] order.
 fn build() -> Result<Vec<PathBuf>, String> {
     let fw = firmware_dir();
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut dirs = Vec::new();
-    for layout in &LAYOUTS {
-        eprintln!("building firmware images for {}", layout.name);
+    for b in &BUILDS {
+        eprintln!("building firmware images for {} ({})", b.name, b.target);
         let mut cmd = Command::new(&cargo);
-        // Run in firmware/ so its .cargo/config.toml (the thumbv7em target) applies.
+        // Run in firmware/ so its .cargo/config.toml applies.
         cmd.current_dir(&fw)
-            .args(["build", "--release", "--locked", "--bins"]);
-        if !layout.features.is_empty() {
-            cmd.args(["--features", &layout.features.join(",")]);
+            .args(["build", "--release", "--locked", "--target", b.target]);
+        match b.bins {
+            None => {
+                cmd.arg("--bins");
+            }
+            Some(bins) => {
+                for bin in bins {
+                    cmd.args(["--bin", bin]);
+                }
+            }
+        }
+        if !b.features.is_empty() {
+            cmd.args(["--features", &b.features.join(",")]);
         }
         let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
         if !status.success() {
-            return Err(format!("firmware build for {} failed", layout.name));
+            return Err(format!("firmware build for {} failed", b.name));
         }
-        // Both layouts share one target directory, where the last build's binaries are the
-        // ones at the top of release/; keep each layout's copy apart.
-        let release = fw.join("target").join(TARGET).join("release");
-        let out = fw.join("target").join("images").join(layout.name);
+        // Builds of one target share a target directory, where the last build's binaries are
+        // the ones at the top of release/; keep each build's copy apart.
+        let release = fw.join("target").join(b.target).join("release");
+        let out = fw.join("target").join("images").join(b.name);
         fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
         for entry in fs::read_dir(&release).map_err(|e| format!("{}: {e}", release.display()))? {
             let path = entry.map_err(|e| e.to_string())?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if path.is_file() && !name.contains('.') && !name.starts_with("lib") {
+            let wanted = b.bins.is_none_or(|bins| bins.contains(&name));
+            if wanted && path.is_file() && !name.contains('.') && !name.starts_with("lib") {
                 fs::copy(&path, out.join(name)).map_err(|e| format!("copy {name}: {e}"))?;
             }
         }
@@ -153,12 +218,32 @@ fn build() -> Result<Vec<PathBuf>, String> {
     if !status.success() {
         return Err("the nRF52840-DK image did not build".into());
     }
-    let release = fw.join("target").join(TARGET).join("release");
+    let release = fw.join("target").join(DK_TARGET).join("release");
     let out = fw.join("target").join("images").join("nrf52840-dk");
     fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     fs::copy(release.join(DK_IMAGE), out.join(DK_IMAGE))
         .map_err(|e| format!("copy {DK_IMAGE}: {e}"))?;
     Ok(dirs)
+}
+
+/// The nRF52840-DK image's target (firmware/.cargo/config.toml's default).
+const DK_TARGET: &str = "thumbv7em-none-eabihf";
+
+/// `parity` on the Cortex-M4F (600 f32 and 400 Q16.16 rounds), and on the FPU-less Cortex-M3
+/// (thumbv7m) and RV32IMC, where every f32 operation is soft-float and must still give the
+/// host's bytes (200 and 100 rounds each: the same seeds, so the first cases of the M4F's
+/// run, at a third of its QEMU time).
+fn parity_everywhere(dirs: &[PathBuf]) -> Result<(), String> {
+    let work = firmware_dir().join("target").join("parity");
+    for (b, dir) in BUILDS.iter().zip(dirs) {
+        let cases = match b.name {
+            "mps2-an386" => (600, 400),
+            "mps2-an385-thumbv7m" | "riscv32-virt" => (200, 100),
+            _ => continue,
+        };
+        parity::main(b.machine, dir, &work.join(b.name), cases)?;
+    }
+    Ok(())
 }
 
 /// The nRF52840-DK image (`src/bin/nrf52840.rs`), in `images/nrf52840-dk/`.
@@ -195,7 +280,8 @@ fn protocol_images(dirs: &[PathBuf]) -> Result<(), String> {
 
 /// Section sums of an image.
 struct Sizes {
-    /// `.vector_table + .text + .rodata` plus the `.data` initialisers (stored in flash).
+    /// Code and constants (`.vector_table`, `.text`, `.rodata`, riscv-rt's `.init` and `.trap`)
+    /// plus the `.data` initialisers (stored in flash).
     flash: u64,
     /// `.text + .rodata` alone.
     text_rodata: u64,
@@ -203,6 +289,8 @@ struct Sizes {
     static_ram: u64,
 }
 
+/// Sums by section kind, not address: on QEMU riscv32 virt the image is linked into RAM (there
+/// is no flash to run from), and on a real RISC-V board the same sections go to flash.
 fn sizes(elf: &Path) -> Result<Sizes, String> {
     let bytes = fs::read(elf).map_err(|e| format!("{}: {e}", elf.display()))?;
     let file = object::File::parse(&*bytes).map_err(|e| format!("{}: {e}", elf.display()))?;
@@ -210,30 +298,28 @@ fn sizes(elf: &Path) -> Result<Sizes, String> {
     for s in file.sections() {
         let name = s.name().unwrap_or("");
         let size = s.size();
-        // Debug info and other non-allocated sections have address 0 and kind Debug/Other.
-        let alloc = matches!(
-            s.kind(),
-            SectionKind::Text
-                | SectionKind::Data
-                | SectionKind::ReadOnlyData
-                | SectionKind::ReadOnlyString
-                | SectionKind::UninitializedData
-                | SectionKind::ReadOnlyDataWithRel
-        );
-        if !alloc || size == 0 {
+        // riscv-rt's `.heap` and `.stack` are placeholders spanning the free RAM, not statics.
+        if size == 0 || name == ".heap" || name == ".stack" {
             continue;
         }
-        if s.address() >= RAM_BASE {
-            static_ram += size;
-            // Initialised RAM is copied from flash at reset.
-            if s.kind() == SectionKind::Data {
+        // Debug info and other non-allocated sections have kind Debug/Other/Metadata.
+        match s.kind() {
+            SectionKind::Text
+            | SectionKind::ReadOnlyData
+            | SectionKind::ReadOnlyString
+            | SectionKind::ReadOnlyDataWithRel => {
                 flash += size;
+                if name == ".text" || name == ".rodata" {
+                    text_rodata += size;
+                }
             }
-        } else {
-            flash += size;
-            if name == ".text" || name == ".rodata" {
-                text_rodata += size;
+            // Initialised RAM is copied from flash at reset.
+            SectionKind::Data => {
+                flash += size;
+                static_ram += size;
             }
+            SectionKind::UninitializedData => static_ram += size,
+            _ => {}
         }
     }
     Ok(Sizes {
@@ -247,9 +333,16 @@ fn sizes(elf: &Path) -> Result<Sizes, String> {
 #[derive(PartialEq, Eq, Debug)]
 struct Run {
     ticks: u64,
+    insn_per_tick: u64,
     stack_peak: u64,
     update_rows: u64,
     fnv: String,
+}
+
+impl Run {
+    fn instructions(&self) -> u64 {
+        self.ticks * self.insn_per_tick
+    }
 }
 
 fn field<'a>(line: &'a str, key: &str) -> Result<&'a str, String> {
@@ -264,49 +357,31 @@ fn num(line: &str, key: &str) -> Result<u64, String> {
         .map_err(|e| format!("`{key}` in `{line}`: {e}"))
 }
 
-/// Boots `elf` on QEMU mps2-an386 with deterministic instruction counting.
-fn run_qemu(elf: &Path) -> Result<Run, String> {
-    let mut child = Command::new("qemu-system-arm")
-        .args(["-machine", "mps2-an386", "-cpu", "cortex-m4"])
-        .args(["-display", "none", "-monitor", "none", "-serial", "none"])
-        .args(["-semihosting-config", "enable=on,target=native"])
-        .args(["-icount", "shift=0", "-kernel"])
-        .arg(elf)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            format!("cannot run qemu-system-arm (scripts/install-target-tools.sh): {e}")
-        })?;
-    let start = Instant::now();
-    loop {
-        if child.try_wait().map_err(|e| e.to_string())?.is_some() {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("{}: QEMU timed out", elf.display()));
-        }
-        thread::sleep(Duration::from_millis(10));
+/// Boots `elf` on `machine` with deterministic instruction counting.
+fn run_qemu(machine: Machine, elf: &Path) -> Result<Run, String> {
+    let done = Qemu::new(machine, elf)
+        .icount(0)
+        .run(Duration::from_secs(120))
+        .map_err(|e| e.to_string())?;
+    if done.timed_out {
+        return Err(format!("{} on {machine}: QEMU timed out", elf.display()));
     }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
+    if !done.success() {
         return Err(format!(
-            "{} exited with {}: {stdout}{stderr}",
+            "{} on {machine} exited with {:?}: {}",
             elf.display(),
-            out.status
+            done.code,
+            done.output()
         ));
     }
-    let line = stdout
+    let out = done.output();
+    let line = out
         .lines()
-        .chain(stderr.lines())
         .find(|l| l.starts_with("footprint "))
-        .ok_or_else(|| format!("{}: no footprint line in: {stdout}{stderr}", elf.display()))?;
+        .ok_or_else(|| format!("{}: no footprint line in: {out}", elf.display()))?;
     Ok(Run {
         ticks: num(line, "ticks")?,
+        insn_per_tick: num(line, "insn_per_tick")?,
         stack_peak: num(line, "stack_peak")?,
         update_rows: num(line, "update_rows")?,
         fnv: field(line, "update_fnv")?.to_string(),
@@ -331,46 +406,64 @@ fn footprint() -> Result<(), String> {
          rows (firmware/src/footprint.rs)"
     );
     println!(
-        "| scalar | layout | flash (text+rodata) | static RAM (data+bss) | peak stack | RAM total | instructions / round | update fnv |"
+        "| scalar | build (target on QEMU machine) | flash (text+rodata) | static RAM (data+bss) | peak stack | RAM total | instructions / round | update fnv |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     let mut goals = Vec::new();
     for (bin, label, ram_goal) in FOOTPRINTS {
-        let mut first: Option<Run> = None;
-        for (layout, dir) in LAYOUTS.iter().zip(&dirs) {
+        // The first run of this scalar, and the first per target.
+        let mut first: Option<(&str, Run)> = None;
+        let mut per_target: Vec<(&str, Run)> = Vec::new();
+        for (b, dir) in BUILDS.iter().zip(&dirs) {
             let elf = dir.join(bin);
             let s = sizes(&elf)?;
-            let a = run_qemu(&elf)?;
-            let b = run_qemu(&elf)?;
-            if a != b {
+            let a = run_qemu(b.machine, &elf)?;
+            let again = run_qemu(b.machine, &elf)?;
+            if a != again {
                 failures.push(format!(
-                    "{label} on {}: two runs differ: {a:?} vs {b:?}",
-                    layout.name
+                    "{label} on {}: two runs differ: {a:?} vs {again:?}",
+                    b.name
                 ));
             }
-            // The round's code and data are the same in both layouts: so must be its count.
-            if let Some(f) = &first
-                && (f.ticks != a.ticks || f.fnv != a.fnv)
+            // The same scalar's round must give the same bits on every target: the FPU's f32
+            // and soft-float f32 are both IEEE, fixed point is integer arithmetic.
+            if let Some((name, f)) = &first
+                && f.fnv != a.fnv
             {
-                failures.push(format!("{label}: layouts differ: {f:?} vs {a:?}"));
+                failures.push(format!(
+                    "{label}: the update differs between {name} and {}: {f:?} vs {a:?}",
+                    b.name
+                ));
+            }
+            // One target's code is the same in every layout: so must be its count.
+            if let Some((_, t)) = per_target.iter().find(|(t, _)| *t == b.target)
+                && t.instructions() != a.instructions()
+            {
+                failures.push(format!(
+                    "{label} for {}: layouts differ: {t:?} vs {a:?}",
+                    b.target
+                ));
             }
             if a.update_rows == 0 || a.update_rows > FOOT_R {
                 failures.push(format!(
                     "{label} on {}: the update has {} rows, not 1..={FOOT_R}",
-                    layout.name, a.update_rows
+                    b.name, a.update_rows
                 ));
             }
-            let insn = a.ticks * INSN_PER_TICK;
+            let insn = a.instructions();
             let ram_total = s.static_ram + a.stack_peak;
             println!(
-                "| {label} | {} | {} B ({} B) | {} B | {} B | {} | {} (±{INSN_PER_TICK}) | {} ({} rows) |",
-                layout.name,
+                "| {label} | {} ({} on {}) | {} B ({} B) | {} B | {} B | {} | {} (±{}) | {} ({} rows) |",
+                b.name,
+                b.target,
+                b.machine.name(),
                 s.flash,
                 s.text_rodata,
                 s.static_ram,
                 a.stack_peak,
                 kib(ram_total),
                 insn,
+                a.insn_per_tick,
                 a.fnv,
                 a.update_rows
             );
@@ -378,22 +471,22 @@ fn footprint() -> Result<(), String> {
                 failures.push(format!(
                     "{label} on {}: {} B of flash outside .text + .rodata (limit {} B): a large \
                      static is no longer zero-initialised (.bss) and costs flash for its initialiser",
-                    layout.name,
+                    b.name,
                     s.flash - s.text_rodata,
                     MAX_NON_CODE_FLASH
                 ));
             }
-            if ram_total > layout.ram || s.flash > layout.flash {
+            if ram_total > b.ram || s.flash > b.flash {
                 failures.push(format!(
                     "{label} does not fit {}: RAM {} of {}, flash {} of {}",
-                    layout.name,
+                    b.name,
                     kib(ram_total),
-                    kib(layout.ram),
+                    kib(b.ram),
                     kib(s.flash),
-                    kib(layout.flash)
+                    kib(b.flash)
                 ));
             }
-            if layout.name == "nrf52840" {
+            if b.name == "nrf52840" {
                 goals.push(format!(
                     "{label}: instructions {insn} < 2,000,000: {}; RAM {} < {}: {}; flash {} < 64 KiB: {}; \
                      fits nRF52840 (256 KiB RAM, 1 MiB flash; linked with its memory.x): {} ({} RAM free)",
@@ -403,11 +496,14 @@ fn footprint() -> Result<(), String> {
                     mark(ram_total < ram_goal),
                     kib(s.flash),
                     mark(s.flash < FLASH_GOAL),
-                    mark(ram_total <= layout.ram && s.flash <= layout.flash),
-                    kib(layout.ram.saturating_sub(ram_total)),
+                    mark(ram_total <= b.ram && s.flash <= b.flash),
+                    kib(b.ram.saturating_sub(ram_total)),
                 ));
             }
-            first.get_or_insert(a);
+            if !per_target.iter().any(|(t, _)| *t == b.target) {
+                per_target.push((b.target, again));
+            }
+            first.get_or_insert((b.name, a));
         }
     }
     println!();
@@ -416,8 +512,10 @@ fn footprint() -> Result<(), String> {
         println!("- {g}");
     }
     println!(
-        "Instructions are QEMU -icount shift=0 counts (SysTick ticks x {INSN_PER_TICK}), identical run to run; \
-         not Cortex-M4 cycles. Flash includes the vector table and semihosting printing."
+        "Instructions are QEMU -icount shift=0 counts (Cortex-M: SysTick ticks x 40; RISC-V: \
+         mcycle, 1 per instruction), identical run to run; not cycles of any core. thumbv7em \
+         has the FPU (hardware f32); thumbv7m, thumbv6m and riscv32imc compute f32 in software. \
+         Flash includes the vector table / start-up code and semihosting printing."
     );
     if failures.is_empty() {
         Ok(())

@@ -19,9 +19,9 @@ use fedrecon_core::wire::{
 use fedrecon_core::{
     DenseRows, Device, ModelConfig, Q16, RoundConfig, Scalar, ScalarKind, SplitConfig, Weighting,
 };
+use fedrecon_qemu::{Machine, Qemu};
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The parity images' K and N (src/parity.rs).
@@ -245,8 +245,14 @@ pub struct Outcome {
 }
 
 /// Runs `cases` random rounds (seeded by `seed`) through the parity image `elf` computing in
-/// `S`, in a scratch directory `work`.
-pub fn run<S: Scalar>(elf: &Path, work: &Path, cases: usize, seed: u64) -> Result<Outcome, String> {
+/// `S` on `machine`, in a scratch directory `work`.
+pub fn run<S: Scalar>(
+    machine: Machine,
+    elf: &Path,
+    work: &Path,
+    cases: usize,
+    seed: u64,
+) -> Result<Outcome, String> {
     let t0 = Instant::now();
     let mut rng = DeviceRng::new(seed);
     let mut buf = vec![0u8; update_buf_len(K)];
@@ -283,29 +289,20 @@ pub fn run<S: Scalar>(elf: &Path, work: &Path, cases: usize, seed: u64) -> Resul
     fs::write(work.join("parity.in"), &input).map_err(|e| format!("parity.in: {e}"))?;
     let _ = fs::remove_file(work.join("parity.out"));
 
-    let mut child = Command::new("qemu-system-arm")
+    let elf = fs::canonicalize(elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+    let done = Qemu::new(machine, elf)
         .current_dir(work)
-        .args(["-machine", "mps2-an386", "-cpu", "cortex-m4"])
-        .args(["-display", "none", "-monitor", "none", "-serial", "none"])
-        .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
-        .arg(fs::canonicalize(elf).map_err(|e| format!("{}: {e}", elf.display()))?)
-        .stdin(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run qemu-system-arm: {e}"))?;
-    let boot = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
-            break s;
-        }
-        if boot.elapsed() > Duration::from_secs(300) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("the parity image timed out".into());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    if !status.success() {
-        return Err(format!("the parity image exited with {status}"));
+        .run(Duration::from_secs(300))
+        .map_err(|e| e.to_string())?;
+    if done.timed_out {
+        return Err("the parity image timed out".into());
+    }
+    if !done.success() {
+        return Err(format!(
+            "the parity image exited with {:?}: {}",
+            done.code,
+            done.output()
+        ));
     }
     let out = fs::read(work.join("parity.out")).map_err(|e| format!("parity.out: {e}"))?;
     let got = frames(&out);
@@ -378,10 +375,14 @@ pub fn run<S: Scalar>(elf: &Path, work: &Path, cases: usize, seed: u64) -> Resul
     })
 }
 
-/// `fw-parity`: f32 and Q16.16 over their images in `images` (a `build` output directory).
-pub fn main(images: &Path, work: &Path) -> Result<(), String> {
-    let cases_f32 = 600;
-    let cases_q16 = 400;
+/// `fw-parity`: `cases_f32` f32 and `cases_q16` Q16.16 rounds over their images in `images`
+/// (a `build` output directory), on `machine`.
+pub fn main(
+    machine: Machine,
+    images: &Path,
+    work: &Path,
+    (cases_f32, cases_q16): (usize, usize),
+) -> Result<(), String> {
     let mut total = 0;
     for (kind, bin, cases, seed) in [
         (ScalarKind::F32, "parity", cases_f32, 0x0f32_u64),
@@ -389,12 +390,12 @@ pub fn main(images: &Path, work: &Path) -> Result<(), String> {
     ] {
         let elf = images.join(bin);
         let o = match kind {
-            ScalarKind::F32 => run::<f32>(&elf, work, cases, seed)?,
-            _ => run::<Q16>(&elf, work, cases, seed)?,
+            ScalarKind::F32 => run::<f32>(machine, &elf, work, cases, seed)?,
+            _ => run::<Q16>(machine, &elf, work, cases, seed)?,
         };
         println!(
-            "fw-parity {kind:?}: {} random rounds ({} updates, {} refusals) through QEMU, \
-             all byte-identical to fedrecon-core on the host ({:.1} s)",
+            "fw-parity {kind:?} on {machine}: {} random rounds ({} updates, {} refusals) \
+             through QEMU, all byte-identical to fedrecon-core on the host ({:.1} s)",
             o.cases, o.updates, o.refusals, o.seconds
         );
         total += o.cases;

@@ -7,10 +7,11 @@ use fedrecon_core::wire::{
     max_frame_buf_len, next_frame, update_buf_len,
 };
 use fedrecon_core::{DenseRows, Device, RoundConfig, ScalarKind, SplitConfig};
+use fedrecon_qemu::{Machine, Qemu, Running};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// The qemu image's K and N (src/bin/qemu.rs).
@@ -19,47 +20,19 @@ const N: usize = 300;
 const FB: usize = max_frame_buf_len(K);
 const ITEMS: u32 = 3706;
 
-struct Qemu(Child);
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
-
-/// Boots `elf` with UART0 as a socket server that waits for us, and connects.
-fn boot(elf: &Path) -> Result<(Qemu, TcpStream), String> {
-    let port = free_port()?;
-    let chardev = format!("socket,id=u0,host=127.0.0.1,port={port},server=on,wait=on");
-    let child = Command::new("qemu-system-arm")
-        .args(["-machine", "mps2-an386", "-cpu", "cortex-m4"])
-        .args(["-display", "none", "-monitor", "none"])
-        .args(["-semihosting-config", "enable=on,target=native"])
-        .args(["-chardev", &chardev, "-serial", "chardev:u0"])
-        // With the image's WFI-based UART waits, -icount makes the link faster.
-        .args(["-icount", "shift=0"])
-        .arg("-kernel")
-        .arg(elf)
-        .stdin(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run qemu-system-arm: {e}"))?;
-    let qemu = Qemu(child);
-    let t0 = Instant::now();
-    loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => return Ok((qemu, s)),
-            Err(_) if t0.elapsed() < Duration::from_secs(10) => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => return Err(format!("cannot connect to QEMU's UART0 socket: {e}")),
-        }
-    }
+/// Boots `elf` on mps2-an386 with UART0 as a socket server that waits for us, and connects.
+/// With the image's WFI-based UART waits, `-icount` makes the link faster.
+fn boot(elf: &Path) -> Result<(Running, TcpStream), String> {
+    let port = Qemu::free_port().map_err(|e| e.to_string())?;
+    let mut qemu = Qemu::new(Machine::Mps2An386, elf)
+        .serial_socket(port)
+        .icount(0)
+        .spawn(Stdio::inherit(), Stdio::inherit())
+        .map_err(|e| e.to_string())?;
+    let link = qemu
+        .connect_serial(Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    Ok((qemu, link))
 }
 
 /// Reads frames until `n` have arrived; returns their concatenated bytes.

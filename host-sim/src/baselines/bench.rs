@@ -1,39 +1,22 @@
-//! `fedrecon bench`: one round over the whole paper training population (4,832 users, all
-//! their ratings uncapped, batch 5, one epoch per phase, no step caps) including encoding,
-//! decoding and aggregation, plus an evaluation of all validation users; compared with a plain
-//! single-thread loop doing the same SGD work per rating without any federated machinery.
+//! `fedrecon bench`: rounds of any data and configuration, timed per phase (device training,
+//! encode, decode + validate, aggregate, server step, evaluation), with the peak RSS, compared
+//! with a plain single-thread SGD loop over the same clients without any federated machinery.
+//! Without --preset / --config: one round over the whole paper training population (all
+//! ratings uncapped, batch 5, one epoch per phase, no step caps).
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, ensure};
-use clap::Args;
 
-use crate::cli::{MaybeNum, load_data};
 use crate::comm::transport;
 use crate::config::{Config, Preset};
-use crate::data::partition::{ClientSet, Partition, partition};
+use crate::data::partition::{Client, Partition};
 use crate::dispatch;
+use crate::on_device;
 use crate::round::{SimScalar, Simulation, Split, load_client, new_workspace, thread_pool};
+use crate::seeds::{Purpose, sample_without_replacement, seed_for};
 use rayon::prelude::*;
-
-/// `fedrecon bench` arguments.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// MovieLens folder (ml-1m).
-    #[arg(long, value_name = "DIR")]
-    pub data: PathBuf,
-    /// Worker threads (`none` = one per core).
-    #[arg(long)]
-    pub threads: Option<MaybeNum>,
-    /// Timed rounds (after one warm-up round); the median is reported.
-    #[arg(long, default_value_t = 5)]
-    pub rounds: u32,
-    /// Device arithmetic: f32, q16 or q12.
-    #[arg(long, default_value = "f32")]
-    pub scalar: crate::config::Scalar,
-}
 
 /// Figures of one benchmark.
 #[derive(Clone, Debug)]
@@ -46,22 +29,30 @@ pub struct BenchReport {
     pub steps: u64,
     /// Median round seconds.
     pub round_seconds: f64,
-    /// Median seconds of the parallel device section.
+    /// Median seconds of the parallel device section (train, encode, decode, validate).
     pub device_seconds: f64,
-    /// Median seconds of decoding + aggregation + server step.
+    /// Median seconds of selection + aggregation + server step.
     pub server_seconds: f64,
+    /// Median seconds of the aggregation.
+    pub aggregate_seconds: f64,
+    /// Median seconds of the server optimizer's step.
+    pub step_seconds: f64,
     /// Bytes of encoded updates per round.
     pub bytes_up: u64,
-    /// Seconds of the evaluation of all validation users.
+    /// Seconds of the evaluation of the validation users.
     pub eval_seconds: f64,
     /// Validation users evaluated.
     pub eval_users: u32,
-    /// Median seconds of the single-thread baseline over the same ratings.
+    /// Median seconds of the single-thread baseline over the same clients.
     pub baseline_seconds: f64,
+    /// Rating-steps of the baseline (one epoch per phase, whatever the configuration).
+    pub baseline_steps: u64,
     /// Median seconds of the same clients' `Device::train` alone (no encoding), same threads.
     pub train_only_seconds: f64,
     /// Median seconds of `Device::train` plus encoding (no decoding), same threads.
     pub train_encode_seconds: f64,
+    /// Peak resident memory of the process so far (bytes; `None` off Linux).
+    pub peak_rss: Option<u64>,
 }
 
 impl BenchReport {
@@ -71,7 +62,7 @@ impl BenchReport {
     }
     /// Baseline rating-steps per second (one thread).
     pub fn baseline_steps_per_second(&self) -> f64 {
-        self.steps as f64 / self.baseline_seconds
+        self.baseline_steps as f64 / self.baseline_seconds
     }
     /// Simulator per-core speed over baseline speed.
     pub fn ratio_per_core(&self) -> f64 {
@@ -79,8 +70,8 @@ impl BenchReport {
     }
 }
 
-/// The benchmark's configuration: the paper preset, uncapped, one epoch per phase, every
-/// training client in the round, every validation user in the evaluation.
+/// The benchmark's default configuration: the paper preset, uncapped, one epoch per phase,
+/// every training client in the round, every validation user in the evaluation.
 pub fn bench_config(threads: Option<usize>) -> Config {
     let mut cfg = Config::preset(Preset::Paper);
     cfg.data.max_ratings_per_user = None;
@@ -94,57 +85,12 @@ pub fn bench_config(threads: Option<usize>) -> Config {
     cfg
 }
 
-/// Runs the benchmark and prints its report.
-pub fn bench(a: &BenchArgs) -> Result<()> {
-    let ratings = load_data(&a.data)?;
-    let mut cfg = bench_config(a.threads.and_then(|m| m.0));
-    cfg.run.scalar = a.scalar;
-    let part = partition(&ratings, &cfg.data);
-    cfg.run.clients_per_round = part.train.len();
-    let r = run_bench(&cfg, &part, ratings.items(), a.rounds.max(1))?;
-    println!(
-        "bench: {} train clients, {} rating-steps per round, K = {}, {} threads",
-        r.clients, r.steps, cfg.model.k, r.threads
-    );
-    println!(
-        "round (median of {}): {:.1} ms = devices+encode {:.1} ms + decode/aggregate/server {:.1} ms; {:.2} MB up",
-        a.rounds.max(1),
-        r.round_seconds * 1e3,
-        r.device_seconds * 1e3,
-        r.server_seconds * 1e3,
-        r.bytes_up as f64 / 1e6
-    );
-    println!(
-        "device section alone: Device::train {:.1} ms, + encode {:.1} ms, + decode {:.1} ms (round's)",
-        r.train_only_seconds * 1e3,
-        r.train_encode_seconds * 1e3,
-        r.device_seconds * 1e3
-    );
-    println!(
-        "simulator: {:.2} M rating-steps/s ({:.2} M per core)",
-        r.steps_per_second() / 1e6,
-        r.steps_per_second() / r.threads as f64 / 1e6
-    );
-    println!(
-        "baseline (plain SGD loop, 1 thread): {:.1} ms, {:.2} M rating-steps/s",
-        r.baseline_seconds * 1e3,
-        r.baseline_steps_per_second() / 1e6
-    );
-    println!(
-        "per-core speed vs baseline: {:.2} (goal >= 0.7); round {:.1} ms (goal < 50 ms on 2 cores)",
-        r.ratio_per_core(),
-        r.round_seconds * 1e3
-    );
-    println!(
-        "per-core speed of Device::train alone (no wire) vs baseline: {:.2}",
-        r.baseline_seconds / (r.train_only_seconds * r.threads as f64)
-    );
-    println!(
-        "evaluation of {} val users (incl. ranking of all items): {:.1} ms",
-        r.eval_users,
-        r.eval_seconds * 1e3
-    );
-    Ok(())
+/// Peak resident set size of this process (`VmHWM`), where the system reports it.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Times `rounds` rounds (after a warm-up), an evaluation and the baseline.
@@ -175,18 +121,23 @@ fn bench_k<S: SimScalar, const K: usize>(
     let mut sim = Simulation::<S, K>::new(cfg, part, num_items)?;
     let warm = sim.train_round()?;
     ensure!(warm.skipped == 0, "{} clients were skipped", warm.skipped);
-    let (mut total, mut dev, mut srv) = (Vec::new(), Vec::new(), Vec::new());
+    let mut stats = Vec::new();
     let mut last = warm;
     for _ in 0..rounds {
         last = sim.train_round()?;
-        total.push(last.seconds);
-        dev.push(last.device_seconds);
-        srv.push(last.server_seconds);
+        stats.push(last.clone());
     }
+    let of = |f: fn(&crate::round::RoundStats) -> f64| median(stats.iter().map(f).collect());
     let t = Instant::now();
     let eval = sim.evaluate(Split::Val)?;
     let eval_seconds = t.elapsed().as_secs_f64();
 
+    // The last round's clients, for the baseline and the device-section breakdown.
+    let sample = sample_without_replacement(
+        part.train.len(),
+        cfg.run.clients_per_round,
+        seed_for(cfg.run.seed, Purpose::SampleTrain, u64::from(rounds + 1), 0),
+    );
     // The baseline runs on one thread of a pool like the simulator's (same stack, same CPU).
     let pool = thread_pool(1)?;
     let init = sim.items().to_vec();
@@ -194,17 +145,18 @@ fn bench_k<S: SimScalar, const K: usize>(
     let batch = cfg.client.batch_size;
     let (lr_u, lr_v) = (cfg.client.recon_lr, cfg.client.client_lr);
     let mut base = Vec::new();
-    let mut steps = 0;
-    for _ in 0..rounds {
+    let mut baseline_steps = 0;
+    for _ in 0..rounds.min(3) {
         let mut items = init.clone();
         let (s, n) = pool.install(|| {
             let t = Instant::now();
-            let n = baseline::<K>(&part.train, &mut items, batch, split, lr_u, lr_v);
+            let clients = sample.iter().map(|&c| part.train.client(c));
+            let n = baseline::<K>(clients, &mut items, batch, split, lr_u, lr_v);
             (t.elapsed().as_secs_f64(), n)
         });
         black_box(&items);
         base.push(s);
-        steps = n;
+        baseline_steps = n;
     }
     // The device section broken down: train only, then train + encode, on the same pool size.
     let pool = thread_pool(sim.threads())?;
@@ -217,13 +169,12 @@ fn bench_k<S: SimScalar, const K: usize>(
         for _ in 0..rounds {
             let t = Instant::now();
             let r: Result<()> = pool.install(|| {
-                (0..part.train.len()).into_par_iter().try_for_each_init(
+                sample.par_iter().try_for_each_init(
                     || (new_workspace::<S, K>(), Vec::new(), Vec::new()),
-                    |(dev, buf, out), c| {
+                    |(dev, buf, out), &c| {
                         let client = part.train.client(c);
-                        load_client(dev, &client, num_items as u32)?;
-                        let u = dev
-                            .train(&rows, &rc, c as u64)
+                        let loaded = load_client(dev, &client, num_items as u32)?;
+                        let u = on_device!(loaded, |dev| dev.train(&rows, &rc, c as u64))
                             .map_err(|e| anyhow::anyhow!("{e}"))?;
                         if encode {
                             transport::encode_update(1, client.user, &u, buf, out)?;
@@ -241,24 +192,23 @@ fn bench_k<S: SimScalar, const K: usize>(
             }
         }
     }
-    ensure!(
-        steps == last.examples,
-        "baseline visited {steps} ratings, the simulator {}",
-        last.examples
-    );
     Ok(BenchReport {
         threads: sim.threads(),
         clients: last.clients as usize,
         steps: last.examples,
-        round_seconds: median(total),
-        device_seconds: median(dev),
-        server_seconds: median(srv),
+        round_seconds: of(|s| s.seconds),
+        device_seconds: of(|s| s.device_seconds),
+        server_seconds: of(|s| s.server_seconds),
+        aggregate_seconds: of(|s| s.aggregate_seconds),
+        step_seconds: of(|s| s.step_seconds),
         bytes_up: last.bytes_up,
         eval_seconds,
         eval_users: eval.users,
         baseline_seconds: median(base),
+        baseline_steps,
         train_only_seconds: median(train_only),
         train_encode_seconds: median(train_encode),
+        peak_rss: peak_rss(),
     })
 }
 
@@ -266,8 +216,8 @@ fn bench_k<S: SimScalar, const K: usize>(
 /// batches, then minibatch SGD directly on the global item rows over the odd batches (all
 /// batches for both phases without `split`). No copies, no deltas, no encoding. Returns the
 /// rating-steps done.
-pub fn baseline<const K: usize>(
-    train: &ClientSet,
+pub fn baseline<'a, const K: usize>(
+    clients: impl IntoIterator<Item = Client<'a>>,
     items: &mut [[f32; K]],
     batch: usize,
     split: bool,
@@ -277,7 +227,7 @@ pub fn baseline<const K: usize>(
     let mut steps = 0u64;
     let mut err = vec![0f32; batch];
     let mut rng = fedrecon_core::rng::DeviceRng::new(1);
-    for c in train.iter() {
+    for c in clients {
         let mut u = [0f32; K];
         for x in &mut u {
             *x = -0.05 + 0.1 * rng.unit_f32();

@@ -16,31 +16,38 @@
 //! `∂L/∂b_i = (2/|B|) Σ e` over that user's / item's ratings. `mu` is the training mean rating
 //! (as the federated model uses) and is not trained.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, ensure};
-use clap::{Args, ValueEnum};
+use anyhow::{Result, ensure};
 use fedrecon_core::rng::DeviceRng;
 use serde::Serialize;
 
-use crate::cli::{ConfigSource, MaybeNum, load_data};
-use crate::config::{Config, Overrides, Scalar};
-use crate::data::partition::{ClientSet, Partition, partition};
+use crate::config::{Config, Scalar};
+use crate::data::partition::{ClientSet, Partition};
 use crate::dispatch_k;
-use crate::output;
 use crate::round::evaluate::EvalReport;
 use crate::round::{Simulation, Split, mean_rating};
 use crate::seeds::derive;
 
 /// The optimizer of the centralized baseline.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CentralOptimizer {
     /// Minibatch SGD: `θ ← θ − lr · ∇L`.
     Sgd,
     /// Adam (β1 0.9, β2 0.999, ε 1e-8, bias-corrected), dense over all parameters.
     Adam,
+}
+
+impl std::str::FromStr for CentralOptimizer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sgd" => Ok(Self::Sgd),
+            "adam" => Ok(Self::Adam),
+            _ => Err(format!("unknown optimizer '{s}' (expected sgd or adam)")),
+        }
+    }
 }
 
 /// Hyperparameters of the centralized training (the model comes from the [`Config`]).
@@ -365,117 +372,6 @@ fn run_k<const K: usize>(
         test,
         seconds: t0.elapsed().as_secs_f64(),
     })
-}
-
-/// `fedrecon centralized` arguments.
-#[derive(Debug, Args)]
-pub struct CentralizedArgs {
-    /// MovieLens folder (ml-1m).
-    #[arg(long, value_name = "DIR")]
-    pub data: PathBuf,
-    #[allow(missing_docs)] // preset and config file
-    #[command(flatten)]
-    pub source: ConfigSource,
-    /// Passes over the training ratings.
-    #[arg(long, default_value_t = CentralConfig::default().epochs)]
-    pub epochs: u32,
-    /// Ratings per minibatch.
-    #[arg(long, default_value_t = CentralConfig::default().batch_size)]
-    pub batch_size: usize,
-    /// Optimizer.
-    #[arg(long, value_enum, default_value_t = CentralOptimizer::Adam)]
-    pub optimizer: CentralOptimizer,
-    /// Learning rate.
-    #[arg(long, default_value_t = CentralConfig::default().lr)]
-    pub lr: f32,
-    /// L2 on the user embeddings (per rating).
-    #[arg(long, default_value_t = CentralConfig::default().user_l2)]
-    pub user_l2: f32,
-    /// L2 on the item rows (per rating).
-    #[arg(long, default_value_t = CentralConfig::default().item_l2)]
-    pub item_l2: f32,
-    /// Seed of the initialisation, shuffles and evaluation (default: the config's run.seed).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Validate every N epochs (0 = only at the end).
-    #[arg(long, default_value_t = 0)]
-    pub eval_every: u32,
-    /// Users per evaluation (`none` = all of the split; default: the config's).
-    #[arg(long)]
-    pub eval_clients: Option<MaybeNum>,
-    /// Evaluation reconstruction learning rate (default: the config's).
-    #[arg(long)]
-    pub eval_recon_lr: Option<f32>,
-    /// Write the figures as JSON lines into this file.
-    #[arg(long, value_name = "FILE")]
-    pub out: Option<PathBuf>,
-}
-
-/// Runs `fedrecon centralized`.
-pub fn centralized(a: &CentralizedArgs) -> Result<()> {
-    let o = Overrides {
-        seed: a.seed,
-        eval_clients: a.eval_clients.map(|m| m.0),
-        eval_recon_lr: a.eval_recon_lr,
-        ..Overrides::default()
-    };
-    let cfg = Config::resolve(a.source.preset, a.source.config.as_deref(), &o)
-        .context("building the configuration (--preset / --config / flags)")?;
-    let central = CentralConfig {
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        optimizer: a.optimizer,
-        lr: a.lr,
-        user_l2: a.user_l2,
-        item_l2: a.item_l2,
-        seed: cfg.run.seed,
-    };
-    ensure!(
-        central.lr.is_finite() && central.lr > 0.0,
-        "--lr must be > 0"
-    );
-    ensure!(
-        central.user_l2 >= 0.0 && central.item_l2 >= 0.0,
-        "--user-l2 and --item-l2 must be >= 0"
-    );
-    let ratings = load_data(&a.data)?;
-    let part = partition(&ratings, &cfg.data);
-    let res = run_partition(&cfg, &central, &part, ratings.items(), a.eval_every)?;
-    let val = res.val.last().expect("a final validation");
-    println!(
-        "centralized MF ({:?}, {} epochs, lr {}, L2 user {} item {}), model K = {} \
-         user_bias {} item_bias {} global_mean {}",
-        central.optimizer,
-        central.epochs,
-        central.lr,
-        central.user_l2,
-        central.item_l2,
-        cfg.model.k,
-        cfg.model.user_bias,
-        cfg.model.item_bias,
-        cfg.model.global_mean
-    );
-    println!("               loss  accuracy     rmse      mae  recall@10   ndcg@10");
-    println!(
-        "train (last)      -         - {:>8.4}        -          -         -",
-        res.train_rmse.last().copied().unwrap_or(f64::NAN)
-    );
-    for (name, e) in [("val (final) ", val), ("test (final)", &res.test)] {
-        println!(
-            "{name} {:>8.4} {:>9.4} {:>8.4} {:>8.4} {:>10.4} {:>9.4}",
-            e.loss, e.rating_accuracy, e.rmse, e.mae, e.recall_at_10, e.ndcg_at_10
-        );
-    }
-    println!("{:.2} s", res.seconds);
-    if let Some(path) = &a.out {
-        let mut text = String::new();
-        for e in res.val.iter().chain([&res.test]) {
-            text += &serde_json::to_string(e)?;
-            text.push('\n');
-        }
-        output::write_atomic(path, text.as_bytes())?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

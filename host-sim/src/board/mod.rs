@@ -8,7 +8,7 @@
 //! rated items (exact `f32`), then reads the `UpdateBegin` + `UpdateRows` frames back. The
 //! engine decodes those bytes with the same decoder as a virtual device's and aggregates them
 //! in the same fixed client order, so a run with boards is bit-identical to the all-virtual
-//! run (the board computes with the same `fedrecon-core`; `tests/boards.rs` asserts it).
+//! run (the board computes with the same `fedrecon-core`; `tests/it/boards.rs` asserts it).
 //!
 //! Which clients: in each round the first sampled clients (in sample order) that fit a board
 //! go to the boards, one per board; a client with more ratings than the board's capacity (its
@@ -19,9 +19,9 @@
 pub mod link_faults;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ use crate::board::link_faults::{FaultCounts, FaultyLink, Reconnect};
 
 /// The client id a board puts in its updates (`BoardInfo.client` of the firmware images); the
 /// engine decodes board updates expecting it.
-pub const BOARD_CLIENT: u32 = 0;
+pub(crate) const BOARD_CLIENT: u32 = 0;
 
 /// How long to wait for a board's answer before giving up on it.
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
@@ -45,7 +45,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// The default read timeout of a link with injected faults (a lost delimiter or a lost reply
 /// can stall it): above a QEMU board's silence while it trains a client of its full capacity
 /// (over 3 s for 300 ratings at K = 50, measured).
-pub const FAULTY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const FAULTY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `Hello` exchanges tried when (re)synchronising a board before it counts as lost.
 const RESYNC_ATTEMPTS: usize = 8;
@@ -81,7 +81,7 @@ pub fn find_firmware(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         ensure!(
             p.is_file(),
-            "--firmware {}: no such file (build the images with `cargo build-fw`)",
+            "firmware image {}: no such file (build the images with `cargo build-fw`)",
             p.display()
         );
         return Ok(p.to_path_buf());
@@ -95,7 +95,7 @@ pub fn find_firmware(explicit: Option<&Path>) -> Result<PathBuf> {
     }
     bail!(
         "the QEMU firmware image {} is missing: run `cargo build-fw` in the repository \
-         (or pass --firmware PATH)",
+         (or give the image's path)",
         rel.display()
     )
 }
@@ -104,15 +104,8 @@ pub fn find_firmware(explicit: Option<&Path>) -> Result<PathBuf> {
 pub trait Link: Read + Write + Send {}
 impl<T: Read + Write + Send> Link for T {}
 
-/// A QEMU process, killed when dropped.
-struct Qemu(Child);
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// A QEMU board process (fedrecon-qemu's `Running`), killed when dropped.
+type Qemu = fedrecon_qemu::Running;
 
 /// What a board did so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -209,11 +202,6 @@ fn host_hello(k: usize) -> Hello {
     }
 }
 
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("finding a free TCP port")?;
-    Ok(l.local_addr()?.port())
-}
-
 fn connect_retry(addr: &str, patience: Duration) -> Result<TcpStream> {
     let t0 = Instant::now();
     loop {
@@ -225,24 +213,17 @@ fn connect_retry(addr: &str, patience: Duration) -> Result<TcpStream> {
     }
 }
 
-/// Starts QEMU `mps2-an386` with `elf`, UART0 on a socket server on `port` that waits for the
-/// host (firmware/README.md, "Talking to the QEMU board"). `-icount shift=0` with the image's
-/// WFI-based UART waits makes the link fastest. QEMU's stderr goes to the debug log.
-fn spawn_qemu(elf: &Path, port: u16, name: &str) -> Result<Qemu> {
-    let chardev = format!("socket,id=u0,host=127.0.0.1,port={port},server=on,wait=on");
-    let mut child = Command::new("qemu-system-arm")
-        .args(["-machine", "mps2-an386", "-cpu", "cortex-m4"])
-        .args(["-display", "none", "-monitor", "none"])
-        .args(["-semihosting-config", "enable=on,target=native"])
-        .args(["-icount", "shift=0"])
-        .args(["-chardev", &chardev, "-serial", "chardev:u0", "-kernel"])
-        .arg(elf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot run qemu-system-arm (scripts/install-target-tools.sh installs it)")?;
-    if let Some(err) = child.stderr.take() {
+/// Starts QEMU `mps2-an386` with `elf` and connects to its UART0, a socket server that waits
+/// for the host (firmware/README.md, "Talking to the QEMU board"). `-icount shift=0` with the
+/// image's WFI-based UART waits makes the link fastest. QEMU's stderr goes to the debug log.
+fn spawn_qemu(elf: &Path, name: &str) -> Result<(Qemu, TcpStream)> {
+    let port = fedrecon_qemu::Qemu::free_port().context("finding a free TCP port")?;
+    let mut qemu = fedrecon_qemu::Qemu::new(fedrecon_qemu::Machine::Mps2An386, elf)
+        .icount(0)
+        .serial_socket(port)
+        .spawn(Stdio::null(), Stdio::piped())
+        .context("scripts/install-target-tools.sh installs QEMU")?;
+    if let Some(err) = qemu.child_mut().stderr.take() {
         let name = name.to_string();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -250,7 +231,10 @@ fn spawn_qemu(elf: &Path, port: u16, name: &str) -> Result<Qemu> {
             }
         });
     }
-    Ok(Qemu(child))
+    let link = qemu
+        .connect_serial(Duration::from_secs(20))
+        .with_context(|| format!("board {name}: QEMU's UART0 socket"))?;
+    Ok((qemu, link))
 }
 
 impl Board {
@@ -270,17 +254,10 @@ impl Board {
         seed: u64,
         timeout: Duration,
     ) -> Result<Vec<Board>> {
-        let mut started = Vec::with_capacity(n);
+        let mut boards = Vec::with_capacity(n);
         for i in 0..n {
             let name = format!("qemu{i}");
-            let port = free_port()?;
-            let qemu = spawn_qemu(elf, port, &name)?;
-            started.push((name, port, qemu));
-        }
-        let mut boards = Vec::with_capacity(n);
-        for (i, (name, port, qemu)) in started.into_iter().enumerate() {
-            let s = connect_retry(&format!("127.0.0.1:{port}"), Duration::from_secs(20))
-                .with_context(|| format!("board {name}: QEMU's UART0 socket"))?;
+            let (qemu, s) = spawn_qemu(elf, &name)?;
             let mut b = if rate > 0.0 {
                 s.set_read_timeout(Some(timeout))?;
                 s.set_nodelay(true)?;
@@ -310,16 +287,16 @@ impl Board {
     pub fn open(spec: &str, k: usize) -> Result<Board> {
         let mut b = if let Some(addr) = spec.strip_prefix("tcp:") {
             let s = connect_retry(addr, Duration::from_secs(5))
-                .with_context(|| format!("--device {spec}"))?;
+                .with_context(|| format!("board {spec}"))?;
             Board::over_tcp(spec.to_string(), s)?
         } else {
             let port = serialport::new(spec, 115_200)
                 .timeout(READ_TIMEOUT)
                 .open()
-                .with_context(|| format!("--device {spec}: cannot open the serial port"))?;
+                .with_context(|| format!("board {spec}: cannot open the serial port"))?;
             Board::over_link(spec.to_string(), Box::new(port))
         };
-        b.greet(k).with_context(|| format!("--device {spec}"))?;
+        b.greet(k).with_context(|| format!("board {spec}"))?;
         Ok(b)
     }
 
@@ -410,7 +387,7 @@ impl Board {
         );
         ensure!(
             hello.k as usize == k,
-            "board {} has K = {}, the model K = {k} (build an image with that K or pass --k {})",
+            "board {} has K = {}, the model K = {k} (build an image with that K or set model.k = {})",
             self.name,
             hello.k,
             hello.k
@@ -675,7 +652,7 @@ impl Boards {
     pub fn open(opts: &BoardOptions, k: usize, scalar: ScalarKind, seed: u64) -> Result<Boards> {
         ensure!(
             (0.0..1.0).contains(&opts.link_faults),
-            "--link-faults {}: must be in [0, 1)",
+            "link fault rate {}: must be in [0, 1)",
             opts.link_faults
         );
         let mut boards = Vec::new();
@@ -694,7 +671,7 @@ impl Boards {
         for spec in &opts.devices {
             ensure!(
                 opts.link_faults == 0.0,
-                "--link-faults applies to QEMU boards only (--qemu-devices)"
+                "link faults apply to QEMU boards only (BoardOptions::qemu_devices)"
             );
             boards.push(Board::open(spec, k)?);
         }
@@ -845,9 +822,7 @@ fn qemu_reconnect(elf: PathBuf, name: String, qemu: Qemu, timeout: Duration) -> 
     let io = |e: anyhow::Error| std::io::Error::other(format!("{e:#}"));
     Box::new(move || {
         drop(qemu.take());
-        let port = free_port().map_err(io)?;
-        let q = spawn_qemu(&elf, port, &name).map_err(io)?;
-        let s = connect_retry(&format!("127.0.0.1:{port}"), Duration::from_secs(20)).map_err(io)?;
+        let (q, s) = spawn_qemu(&elf, &name).map_err(io)?;
         s.set_read_timeout(Some(timeout))?;
         s.set_nodelay(true)?;
         qemu = Some(q);

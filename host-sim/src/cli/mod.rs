@@ -1,21 +1,23 @@
 //! The `fedrecon` command line: `train`, `config`, `stats`, `recommend`, `bench`,
-//! `centralized`.
+//! `centralized`, `synth`, `data fetch`.
 
-pub mod resume;
+mod bench;
+mod centralized;
+mod flags;
+mod resume;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, anyhow, ensure};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, Overrides, Preset};
-use crate::data::movielens::{self, Ratings};
-use crate::data::partition::{Client, partition};
-use crate::dispatch_k;
-use crate::output;
-use crate::round::{self, WORKER_STACK, load_client, new_workspace};
-use crate::run::RunOptions;
+use fedrecon_host_sim::config::{Config, Overrides, Preset};
+use fedrecon_host_sim::data::movielens::{self, Ratings};
+use fedrecon_host_sim::data::partition::{Client, partition};
+use fedrecon_host_sim::output;
+use fedrecon_host_sim::round;
+use fedrecon_host_sim::run::RunOptions;
 
 /// Federated Reconstruction (Singhal et al. 2021) for matrix factorization: a simulator of
 /// thousands of virtual fedrecon devices on MovieLens.
@@ -40,10 +42,50 @@ pub enum Command {
     /// Reconstruct one user's embedding from all their ratings and print their top titles.
     Recommend(RecommendArgs),
     /// Time one round over the whole paper training population against a plain SGD loop.
-    Bench(crate::baselines::bench::BenchArgs),
+    Bench(bench::BenchArgs),
     /// Train the same model centrally on the training users (the upper bound) and evaluate it
     /// on the held-out users exactly as `train` does.
-    Centralized(crate::baselines::centralized::CentralizedArgs),
+    Centralized(centralized::CentralizedArgs),
+    /// Write a MovieLens-shaped synthetic dataset (ratings.csv, movies.csv) from a planted
+    /// low-rank model, streamed, deterministic by seed.
+    Synth(SynthArgs),
+    /// Download MovieLens: `fedrecon data fetch ml-1m`.
+    Data(DataArgs),
+}
+
+/// `fedrecon data`.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// What to do with data.
+    #[command(subcommand)]
+    pub command: DataCommand,
+}
+
+/// Subcommands of `fedrecon data`.
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Download a MovieLens release from GroupLens (ml-100k, ml-1m, ml-10m, ml-25m, ml-32m),
+    /// verify its published MD5, unzip it, and print the folder to pass as --data.
+    Fetch(FetchArgs),
+}
+
+/// `fedrecon data fetch`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Release: ml-100k, ml-1m, ml-10m, ml-25m or ml-32m.
+    pub name: String,
+    /// Folder to unzip into.
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    pub dest: PathBuf,
+    /// Server folder holding the zips (default GroupLens's, or FEDRECON_DATA_URL).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Expected MD5 of the zip (default: the published one).
+    #[arg(long, value_name = "HEX")]
+    pub md5: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 /// A number or `none` (unset / all / automatic).
@@ -110,7 +152,7 @@ pub struct TrainArgs {
     pub k: Option<usize>,
     /// Device arithmetic: f32, q16 (Q16.16 fixed point; `fixed` also works) or q12 (Q3.12).
     #[arg(long)]
-    pub scalar: Option<crate::config::Scalar>,
+    pub scalar: Option<fedrecon_host_sim::config::Scalar>,
     /// Server learning rate.
     #[arg(long)]
     pub server_lr: Option<f32>,
@@ -143,16 +185,16 @@ pub struct TrainArgs {
     pub no_plots: bool,
     #[allow(missing_docs)] // downlink / uplink flags
     #[command(flatten)]
-    pub comm: crate::comm::CommArgs,
+    pub comm: flags::CommArgs,
     #[allow(missing_docs)] // differential-privacy flags
     #[command(flatten)]
-    pub dp: crate::server::privacy::DpArgs,
+    pub dp: flags::DpArgs,
     #[allow(missing_docs)] // robust aggregation flags
     #[command(flatten)]
-    pub robust: crate::server::robust::RobustArgs,
+    pub robust: flags::RobustArgs,
     #[allow(missing_docs)] // attack bench flags
     #[command(flatten)]
-    pub attack: crate::attack::AttackArgs,
+    pub attack: flags::AttackArgs,
     /// Boot N QEMU boards (the firmware's `qemu` image) that train the first clients of each
     /// round that fit them, bit-identically (needs `cargo build-fw` and qemu-system-arm).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -177,6 +219,89 @@ pub struct ConfigArgs {
     #[allow(missing_docs)] // preset and config file
     #[command(flatten)]
     pub source: ConfigSource,
+}
+
+/// `fedrecon synth`: the shape's counts, then any flag overrides them.
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Output folder (gets ratings.csv and movies.csv; must be empty unless --force).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Release whose counts and spread to imitate.
+    #[arg(long, default_value = "ml-25m")]
+    pub shape: fedrecon_host_sim::data::synth::Shape,
+    /// Users.
+    #[arg(long)]
+    pub users: Option<u32>,
+    /// Movies.
+    #[arg(long)]
+    pub items: Option<u32>,
+    /// About this many ratings in all (sets the mean per user; conflicts with
+    /// --ratings-per-user).
+    #[arg(long, conflicts_with = "ratings_per_user")]
+    pub ratings: Option<u64>,
+    /// Mean ratings per user.
+    #[arg(long)]
+    pub ratings_per_user: Option<f64>,
+    /// Fewest ratings of a user.
+    #[arg(long)]
+    pub min_ratings_per_user: Option<u32>,
+    /// Most ratings of a user (default: the shape's, at most --items).
+    #[arg(long)]
+    pub max_ratings_per_user: Option<u32>,
+    /// Log-normal sigma of ratings per user (heavier tail when larger).
+    #[arg(long)]
+    pub spread: Option<f64>,
+    /// Zipf exponent of movie popularity.
+    #[arg(long)]
+    pub popularity: Option<f64>,
+    /// Rank of the planted model.
+    #[arg(long)]
+    pub rank: Option<usize>,
+    /// Standard deviation of the planted interaction term.
+    #[arg(long)]
+    pub signal: Option<f64>,
+    /// Standard deviation of the rating noise.
+    #[arg(long)]
+    pub noise: Option<f64>,
+    /// Whole stars (1 to 5) instead of the shape's scale.
+    #[arg(long)]
+    pub whole_stars: bool,
+    /// Seed (the output is a function of the options and the seed only).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Worker threads (`none` = one per core); the output does not depend on it.
+    #[arg(long)]
+    pub threads: Option<MaybeNum>,
+    /// Allow writing into a non-empty --out directory (overwrites ratings.csv and movies.csv).
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl SynthArgs {
+    /// The generator options: the shape's, overridden by the flags.
+    pub fn options(&self) -> fedrecon_host_sim::data::synth::SynthOptions {
+        let mut o = fedrecon_host_sim::data::synth::SynthOptions::shaped(self.shape);
+        o.users = self.users.unwrap_or(o.users);
+        o.items = self.items.unwrap_or(o.items);
+        o.max_ratings_per_user = self
+            .max_ratings_per_user
+            .unwrap_or(o.max_ratings_per_user.min(o.items));
+        if let Some(total) = self.ratings {
+            o.mean_ratings_per_user = total as f64 / f64::from(o.users.max(1));
+        }
+        let set = |v: &mut f64, flag: Option<f64>| *v = flag.unwrap_or(*v);
+        set(&mut o.mean_ratings_per_user, self.ratings_per_user);
+        set(&mut o.per_user_spread, self.spread);
+        set(&mut o.popularity_exponent, self.popularity);
+        set(&mut o.signal, self.signal);
+        set(&mut o.noise, self.noise);
+        o.min_ratings_per_user = self.min_ratings_per_user.unwrap_or(o.min_ratings_per_user);
+        o.rank = self.rank.unwrap_or(o.rank);
+        o.half_stars &= !self.whole_stars;
+        o.seed = self.seed;
+        o
+    }
 }
 
 /// `fedrecon stats`.
@@ -226,8 +351,21 @@ pub fn main() -> Result<()> {
         }
         Command::Stats(a) => stats(&a.data),
         Command::Recommend(a) => recommend(a),
-        Command::Bench(a) => crate::baselines::bench::bench(&a),
-        Command::Centralized(a) => crate::baselines::centralized::centralized(&a),
+        Command::Bench(a) => bench::bench(&a),
+        Command::Centralized(a) => centralized::centralized(&a),
+        Command::Synth(a) => synth(&a),
+        Command::Data(DataArgs {
+            command: DataCommand::Fetch(a),
+        }) => {
+            let opts = fedrecon_host_sim::data::fetch::FetchOptions {
+                base_url: a.base_url,
+                md5: a.md5,
+                progress: !a.no_progress,
+            };
+            let dir = fedrecon_host_sim::data::fetch::fetch(&a.name, &a.dest, &opts)?;
+            println!("{}", dir.display());
+            Ok(())
+        }
     }
 }
 
@@ -272,7 +410,12 @@ fn train(a: TrainArgs) -> Result<()> {
     cfg.validate()
         .context("building the configuration (--downlink / --uplink / --dp-* / --aggregator / --attack* flags)")?;
     if let Some(dir) = &a.out {
-        output::prepare_out_dir(dir, a.force)?;
+        output::prepare_out_dir(dir, a.force).with_context(|| {
+            format!(
+                "--out {} (--force overwrites fedrecon's files in it)",
+                dir.display()
+            )
+        })?;
     }
     let data = a.data.clone().context("--data is required")?;
     let ratings = load_data(&data)?;
@@ -281,18 +424,18 @@ fn train(a: TrainArgs) -> Result<()> {
         progress: !a.no_progress,
         plots: !a.no_plots,
     };
-    let ck = crate::run::Checkpointing {
+    let ck = fedrecon_host_sim::run::Checkpointing {
         data_dir: std::path::absolute(&data).unwrap_or(data),
         resume: None,
     };
-    let boards = crate::board::BoardOptions {
+    let boards = fedrecon_host_sim::board::BoardOptions {
         qemu_devices: a.qemu_devices,
         firmware: a.firmware.clone(),
         devices: a.devices.clone(),
         link_faults: a.link_faults,
         link_timeout: None,
     };
-    let res = crate::run::run_checkpointed(&cfg, &ratings, &opts, &ck, &boards)?;
+    let res = fedrecon_host_sim::run::run_checkpointed(&cfg, &ratings, &opts, &ck, &boards)?;
     println!("{}", output::summary_table(&res.records, res.seconds));
     if let Some(dir) = &a.out {
         println!("outputs in {}", dir.display());
@@ -319,6 +462,34 @@ pub fn overrides(a: &TrainArgs) -> Overrides {
         max_ratings_per_user: a.max_ratings_per_user.map(|m| m.0),
         ..Overrides::default()
     }
+}
+
+fn synth(a: &SynthArgs) -> Result<()> {
+    let o = a.options();
+    o.validate().context("fedrecon synth")?;
+    output::prepare_out_dir(&a.out, a.force)?;
+    let threads = a
+        .threads
+        .and_then(|m| m.0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("cannot start the worker threads")?;
+    let t = std::time::Instant::now();
+    let s = pool.install(|| fedrecon_host_sim::data::synth::generate(&o, &a.out))?;
+    println!(
+        "wrote {} users, {} movies, {} ratings ({} to {} per user, {:.1} MB) to {} in {:.1} s",
+        s.users,
+        s.items,
+        s.ratings,
+        s.min_per_user,
+        s.max_per_user,
+        s.ratings_bytes as f64 / 1e6,
+        a.out.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn stats(dir: &Path) -> Result<()> {
@@ -370,17 +541,7 @@ fn recommend(a: RecommendArgs) -> Result<()> {
         items: mine.items,
         ratings: mine.values,
     };
-    let k = a.k;
-    let top: Vec<(u32, f32)> = std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .stack_size(WORKER_STACK)
-            .spawn_scoped(scope, || -> Result<Vec<(u32, f32)>> {
-                dispatch_k!(cols, recommend_k(&cfg, &data, &client, k))
-            })
-            .context("cannot start a worker thread")?
-            .join()
-            .map_err(|_| anyhow!("the recommendation thread panicked"))?
-    })?;
+    let top = round::recommend::recommend(&cfg, &data, cols, &client, a.k)?;
     println!(
         "user {} ({} ratings): top {} unrated titles",
         a.user,
@@ -395,32 +556,4 @@ fn recommend(a: RecommendArgs) -> Result<()> {
         println!("{:>3}. {score:>6.3}  {title}", rank + 1);
     }
     Ok(())
-}
-
-fn recommend_k<const K: usize>(
-    cfg: &Config,
-    data: &[f32],
-    client: &Client<'_>,
-    k: usize,
-) -> Result<Vec<(u32, f32)>> {
-    let rows = fedrecon_core::DenseRows::new(data.as_chunks::<K>().0);
-    let mut rc = round::round_config(cfg, true, 0.0)?;
-    if cfg.model.item_bias || cfg.model.global_mean {
-        bail!("recommend supports models without biases only (items.npy holds no biases)");
-    }
-    // Learn from every rating: no split, no cap.
-    rc.split.split_dataset = false;
-    let mut dev = new_workspace::<f32, K>();
-    load_client(&mut dev, client, (data.len() / K) as u32)?;
-    dev.reconstruct(
-        &rows,
-        &rc,
-        crate::seeds::derive(&[cfg.run.seed, 6, client.user.into()]),
-    )
-    .map_err(|e| anyhow!("reconstructing the user: {e}"))?;
-    let mut top =
-        fedrecon_core::rank::TopK::<f32, 100>::new(k).map_err(|e| anyhow!("-k {k}: {e}"))?;
-    dev.rank(&rows, &rc, &mut top)
-        .map_err(|e| anyhow!("ranking: {e}"))?;
-    Ok(top.into_sorted().to_vec())
 }

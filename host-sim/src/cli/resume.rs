@@ -12,10 +12,10 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
 use crate::cli::{TrainArgs, load_data, overrides};
-use crate::config::{Config, Overrides};
-use crate::output;
-use crate::output::checkpoint;
-use crate::run::{Checkpointing, RunOptions, run_checkpointed};
+use fedrecon_host_sim::config::{Config, Overrides};
+use fedrecon_host_sim::output;
+use fedrecon_host_sim::output::checkpoint;
+use fedrecon_host_sim::run::{Checkpointing, RunOptions, run_checkpointed};
 
 /// Checkpoint, dropout and update-validation flags of `train`.
 #[derive(Debug, Args, Default)]
@@ -120,7 +120,7 @@ pub fn differences(a: &Config, b: &Config, b_name: &str) -> Vec<String> {
 /// `fedrecon train --resume DIR [flags]`.
 pub fn resume(a: TrainArgs) -> Result<()> {
     let dir = a.reliability.resume.clone().expect("called with --resume");
-    let ck = checkpoint::load(&dir)?;
+    let ck = checkpoint::load(&dir).with_context(|| format!("--resume {}", dir.display()))?;
     let ck_name = format!("the checkpoint {}", dir.join(checkpoint::FILE).display());
     let stored = Config::from_toml_str(&ck.config_toml, &ck_name, None)
         .map_err(anyhow::Error::from)

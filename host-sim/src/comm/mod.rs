@@ -249,49 +249,6 @@ impl CommConfig {
     }
 }
 
-/// Command-line flags of the `[comm]` section (each overrides the config when given).
-#[derive(Clone, Debug, Default, clap::Args)]
-pub struct CommArgs {
-    /// Downlink: full (f32 matrix, TFF), needed (only the client's rows; reveals its items),
-    /// full-i16, full-i8 (quantized matrix, per-row scale), needed-i16, needed-i8.
-    #[arg(long)]
-    pub downlink: Option<Downlink>,
-    /// Update rows: dense (every row, TFF), sparse (touched rows) or padded (touched rows plus
-    /// zero-delta decoys up to --pad-rows).
-    #[arg(long)]
-    pub update_mode: Option<UpdateMode>,
-    /// Rows of a padded update.
-    #[arg(long)]
-    pub pad_rows: Option<usize>,
-    /// Uplink values: f32, i16 or i8 (per-row scale).
-    #[arg(long)]
-    pub uplink: Option<Uplink>,
-    /// Unbiased stochastic rounding of quantized uplink values.
-    #[arg(long)]
-    pub stochastic_rounding: bool,
-}
-
-impl CommArgs {
-    /// Applies the given flags to `c`.
-    pub fn apply(&self, c: &mut CommConfig) {
-        if let Some(d) = self.downlink {
-            c.downlink = d;
-        }
-        if let Some(m) = self.update_mode {
-            c.update_mode = m;
-        }
-        if let Some(r) = self.pad_rows {
-            c.pad_rows = r;
-        }
-        if let Some(u) = self.uplink {
-            c.uplink = u;
-        }
-        if self.stochastic_rounding {
-            c.stochastic_rounding = true;
-        }
-    }
-}
-
 /// Seed tag of the uplink randomness (decoys, stochastic rounding); distinct from
 /// [`crate::seeds::Purpose`]'s values.
 const UPLINK_TAG: u64 = 0xC0_4D_17;
@@ -664,19 +621,34 @@ pub struct TrafficStats {
     pub update_norm_median: f64,
 }
 
+/// One participating client's traffic in a round.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ClientTraffic {
+    /// Bytes it downloaded.
+    pub bytes_down: u64,
+    /// Bytes of its encoded update.
+    pub bytes_up: u64,
+    /// Rows its update carried.
+    pub rows: u32,
+    /// Padded mode: it touched more rows than `pad_rows` (and sent them all).
+    pub padded_overflow: bool,
+    /// L2 norm of its decoded update.
+    pub norm: f64,
+}
+
 impl TrafficStats {
-    /// Summarises per-client `(down, up, rows, overflowed, norm)` tuples.
-    pub fn from_clients(clients: &[(u64, u64, u32, bool, f64)]) -> Self {
+    /// Summarises the participating clients' traffic.
+    pub fn from_clients(clients: &[ClientTraffic]) -> Self {
         let n = clients.len().max(1) as f64;
-        let mut norms: Vec<f64> = clients.iter().map(|c| c.4).collect();
+        let mut norms: Vec<f64> = clients.iter().map(|c| c.norm).collect();
         norms.sort_by(f64::total_cmp);
         Self {
-            bytes_down_mean: clients.iter().map(|c| c.0 as f64).sum::<f64>() / n,
-            bytes_down_max: clients.iter().map(|c| c.0).max().unwrap_or(0),
-            bytes_up_mean: clients.iter().map(|c| c.1 as f64).sum::<f64>() / n,
-            bytes_up_max: clients.iter().map(|c| c.1).max().unwrap_or(0),
-            rows_up_mean: clients.iter().map(|c| f64::from(c.2)).sum::<f64>() / n,
-            padded_overflow: clients.iter().filter(|c| c.3).count() as u32,
+            bytes_down_mean: clients.iter().map(|c| c.bytes_down as f64).sum::<f64>() / n,
+            bytes_down_max: clients.iter().map(|c| c.bytes_down).max().unwrap_or(0),
+            bytes_up_mean: clients.iter().map(|c| c.bytes_up as f64).sum::<f64>() / n,
+            bytes_up_max: clients.iter().map(|c| c.bytes_up).max().unwrap_or(0),
+            rows_up_mean: clients.iter().map(|c| f64::from(c.rows)).sum::<f64>() / n,
+            padded_overflow: clients.iter().filter(|c| c.padded_overflow).count() as u32,
             update_norm_median: if norms.is_empty() {
                 0.0
             } else {

@@ -7,7 +7,11 @@
 //! because TOML has no null and a user editing a printed config must be able to see and clear
 //! every knob.
 
+pub mod attack;
+pub mod privacy;
 pub mod reliability;
+pub mod robust;
+pub mod schedule;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -61,15 +65,9 @@ pub enum ExampleOrder {
     ShuffleThenCap,
 }
 
-/// How client updates are weighted in the server's mean.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Weighting {
-    /// By the number of post-reconstruction examples iterated (TFF's default).
-    Examples,
-    /// Every client counts 1 (the paper's DP runs).
-    Uniform,
-}
+/// How client updates are weighted in the server's mean: the device's own type, written
+/// `examples` (TFF's default) or `uniform` (the paper's DP runs) in a config file.
+pub use fedrecon_core::Weighting;
 
 /// Arithmetic type of the virtual devices (the server always keeps f32 rows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -321,7 +319,7 @@ pub struct RunConfig {
     pub scalar: Scalar,
     /// Server learning-rate schedule over the rounds (`constant` in both presets).
     #[serde(default)]
-    pub server_lr_decay: crate::server::schedule::LrDecay,
+    pub server_lr_decay: crate::config::schedule::LrDecay,
     /// Fraction of `server.lr` the decay reaches at the last round.
     #[serde(default = "default_lr_final")]
     pub server_lr_final: f32,
@@ -355,13 +353,13 @@ pub struct Config {
     pub comm: crate::comm::CommConfig,
     /// Differential privacy (issue 8; see `privacy::session`).
     #[serde(default)]
-    pub privacy: crate::server::privacy::DpConfig,
+    pub privacy: crate::config::privacy::DpConfig,
     /// Norm bounding and robust aggregation rules (issue 19; see `server::robust`).
     #[serde(default)]
-    pub robust: crate::server::robust::RobustConfig,
+    pub robust: crate::config::robust::RobustConfig,
     /// The attack bench's malicious clients (issue 19; see `attack`).
     #[serde(default)]
-    pub attack: crate::attack::AttackConfig,
+    pub attack: crate::config::attack::AttackConfig,
 }
 
 /// Command-line overrides: `None` leaves a field alone; for optional fields `Some(None)` unsets.
@@ -508,7 +506,7 @@ impl Config {
                     seed: 42,
                     threads: None,
                     scalar: Scalar::F32,
-                    server_lr_decay: crate::server::schedule::LrDecay::Constant,
+                    server_lr_decay: crate::config::schedule::LrDecay::Constant,
                     server_lr_final: 1.0,
                 },
                 reliability: Default::default(),
@@ -542,7 +540,7 @@ impl Config {
                 c.model.global_mean = true;
                 c.server = ServerConfig::Sgd { lr: 4.0 };
                 c.run.rounds = 1000;
-                c.run.server_lr_decay = crate::server::schedule::LrDecay::Cosine;
+                c.run.server_lr_decay = crate::config::schedule::LrDecay::Cosine;
                 c.run.server_lr_final = 0.05;
                 // Every held-out user: 100 sampled users move the RMSE by ±0.02.
                 c.run.eval_every = 50;

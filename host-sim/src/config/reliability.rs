@@ -6,14 +6,12 @@
 //! probability `dropout`, decided by a seed derived from `(seed, round, user)`, so the same run
 //! drops the same clients on any machine and after a resume. The server aggregates the first
 //! `clients_per_round` clients, in sample order, whose update arrives and passes validation
-//! ([`crate::server::validate`]); later reports are surplus and ignored. When fewer than `min_clients`
+//! (the server's update validation); later reports are surplus and ignored. When fewer than `min_clients`
 //! are accepted the round is skipped as a whole: nothing is aggregated, the optimizer does not
 //! step, and the metrics row says `skipped: true` with the reason.
 //!
 //! With the defaults (`dropout = 0`, `over_select = 0`, `min_clients = 1`) a round samples and
 //! aggregates exactly the clients it did before these knobs existed.
-
-use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -117,101 +115,6 @@ impl ReliabilityConfig {
     }
 }
 
-/// Why the server refused a client's update (see [`crate::server::validate`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Reject {
-    /// The bytes did not decode as an update of this client for this round (bad frame, CRC,
-    /// sequence, width, non-finite or unordered rows as the wire decoder checks them).
-    Malformed,
-    /// A row id outside the catalogue.
-    RowOutOfRange,
-    /// The same row twice (or rows out of order).
-    DuplicateRow,
-    /// A weight larger than the client's data allows, or than `max_weight`.
-    Weight,
-    /// A non-finite delta or bias.
-    NonFinite,
-    /// An L2 norm above `max_update_norm`.
-    Norm,
-    /// Metric sums that do not fit the weight (more examples counted than iterated).
-    Metrics,
-}
-
-impl Reject {
-    /// The key in `metrics.jsonl`'s `rejected` map.
-    pub fn name(self) -> &'static str {
-        match self {
-            Reject::Malformed => "malformed",
-            Reject::RowOutOfRange => "row_out_of_range",
-            Reject::DuplicateRow => "duplicate_row",
-            Reject::Weight => "weight",
-            Reject::NonFinite => "non_finite",
-            Reject::Norm => "norm",
-            Reject::Metrics => "metrics",
-        }
-    }
-}
-
-/// What happened to a round's clients besides normal aggregation; serialised flat into the
-/// round's `metrics.jsonl` row, each field only when it is not empty.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RoundFaults {
-    /// Sampled clients that dropped out.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub dropped: u32,
-    /// Updates rejected, by reason ([`Reject::name`]).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub rejected: BTreeMap<String, u32>,
-    /// Valid reports beyond `clients_per_round` (over-selection surplus), not aggregated.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub surplus: u32,
-    /// Updates aggregated (written only when the run uses dropout, over-selection or saw a
-    /// rejection, or the round was skipped).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub aggregated: Option<u32>,
-    /// The round was skipped: nothing aggregated, no server step.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub skipped: bool,
-    /// Why the round was skipped.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Faults injected on the boards' links this round (`--link-faults`).
-    #[serde(skip_serializing_if = "is_zero64")]
-    pub link_faults: u64,
-    /// Board exchanges that failed on the link (corruption detected by CRC, COBS, chunk
-    /// sequence, the board's `Error`, a timeout or a reset); each is followed by a resync.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub link_errors: u32,
-    /// Board clients retried after a failed exchange.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub link_retries: u32,
-    /// Users of board clients dropped for the round after a failed retry (link failures;
-    /// nothing of theirs is aggregated).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub link_failed: Vec<u32>,
-}
-
-fn is_zero(x: &u32) -> bool {
-    *x == 0
-}
-
-fn is_zero64(x: &u64) -> bool {
-    *x == 0
-}
-
-impl RoundFaults {
-    /// Counts one rejection.
-    pub fn reject(&mut self, why: Reject) {
-        *self.rejected.entry(why.name().to_owned()).or_default() += 1;
-    }
-
-    /// Total rejections.
-    pub fn rejected_total(&self) -> u32 {
-        self.rejected.values().sum()
-    }
-}
-
 /// serde helper: an optional `u32` written as the number or `"none"`.
 mod none_or_u32 {
     use serde::de::Error;
@@ -288,20 +191,6 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("reliability.min_clients")
-        );
-    }
-
-    #[test]
-    fn faults_serialise_only_when_present() {
-        let mut f = RoundFaults::default();
-        assert_eq!(serde_json::to_string(&f).unwrap(), "{}");
-        f.reject(Reject::Norm);
-        f.reject(Reject::Norm);
-        f.skipped = true;
-        f.reason = Some("x".into());
-        assert_eq!(
-            serde_json::to_string(&f).unwrap(),
-            r#"{"rejected":{"norm":2},"skipped":true,"reason":"x"}"#
         );
     }
 }

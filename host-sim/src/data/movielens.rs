@@ -9,8 +9,10 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
 
 /// Which MovieLens release layout a directory holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -353,11 +355,18 @@ impl IdMap {
     }
 }
 
-/// Accumulates records in file order, then groups them per user.
+/// Accumulates records in file order, then groups them per user. While the file is grouped by
+/// user (every release but ML-100k), ratings go straight into CSR order and no per-rating user
+/// id is kept: the whole build then holds 12 bytes a rating.
 struct Builder {
     users: IdMap,
     items: IdMap,
-    user_of: Vec<u32>,
+    /// Raw and dense id of the user of the last record, to skip the lookup within a user's run.
+    last: Option<(u32, u32)>,
+    /// While grouped: where each user's ratings start. Once not: unused.
+    starts: Vec<u32>,
+    /// Dense user of every rating, kept only once a user reappears after another one.
+    user_of: Option<Vec<u32>>,
     items_of: Vec<u32>,
     values: Vec<f32>,
     timestamps: Vec<u32>,
@@ -368,7 +377,9 @@ impl Builder {
         Self {
             users: IdMap::default(),
             items: IdMap::default(),
-            user_of: Vec::with_capacity(n),
+            last: None,
+            starts: Vec::new(),
+            user_of: None,
             items_of: Vec::with_capacity(n),
             values: Vec::with_capacity(n),
             timestamps: Vec::with_capacity(n),
@@ -376,54 +387,91 @@ impl Builder {
     }
 
     fn push(&mut self, user: u32, item: u32, value: f32, timestamp: u32) {
-        let u = self.users.get_or_insert(user);
-        let i = self.items.get_or_insert(item);
-        self.user_of.push(u);
-        self.items_of.push(i);
+        let u = match self.last {
+            Some((raw, dense)) if raw == user => dense,
+            _ => {
+                let u = self.users.get_or_insert(user);
+                if self.user_of.is_none() {
+                    if u as usize == self.starts.len() {
+                        self.starts.push(self.values.len() as u32);
+                    } else {
+                        self.ungroup();
+                    }
+                }
+                self.last = Some((user, u));
+                u
+            }
+        };
+        if let Some(user_of) = &mut self.user_of {
+            user_of.push(u);
+        }
+        self.items_of.push(self.items.get_or_insert(item));
         self.values.push(value);
         self.timestamps.push(timestamp);
     }
 
+    /// A user came back after another: from here on keep every rating's user.
+    fn ungroup(&mut self) {
+        let mut user_of = Vec::with_capacity(self.values.capacity());
+        let ends = self.starts[1..]
+            .iter()
+            .copied()
+            .chain([self.values.len() as u32]);
+        for (u, (&start, end)) in self.starts.iter().zip(ends).enumerate() {
+            user_of.extend(std::iter::repeat_n(u as u32, (end - start) as usize));
+        }
+        self.user_of = Some(user_of);
+    }
+
     /// Groups per user (stable, so each user keeps file order) into CSR.
-    fn finish(self, format: Option<Format>) -> Ratings {
+    fn finish(mut self, format: Option<Format>) -> Ratings {
         let users = self.users.raw.len();
-        let mut offsets = vec![0u32; users + 1];
-        for &u in &self.user_of {
-            offsets[u as usize + 1] += 1;
-        }
-        for u in 0..users {
-            offsets[u + 1] += offsets[u];
-        }
-        // Files grouped by user (ML-1M, ML-100k is not) are already CSR: skip the scatter.
-        let grouped = self.user_of.windows(2).all(|w| w[0] <= w[1]);
-        let (items_of, values, timestamps) = if grouped {
-            (self.items_of, self.values, self.timestamps)
-        } else {
-            let n = self.user_of.len();
-            let mut next: Vec<u32> = offsets[..users].to_vec();
-            let mut items_of = vec![0u32; n];
-            let mut values = vec![0f32; n];
-            let mut timestamps = vec![0u32; n];
-            for (k, &u) in self.user_of.iter().enumerate() {
-                let slot = next[u as usize] as usize;
-                next[u as usize] += 1;
-                items_of[slot] = self.items_of[k];
-                values[slot] = self.values[k];
-                timestamps[slot] = self.timestamps[k];
+        let (offsets, items_of, values, timestamps) = match self.user_of.take() {
+            None => {
+                let mut offsets = std::mem::take(&mut self.starts);
+                offsets.push(self.values.len() as u32);
+                (offsets, self.items_of, self.values, self.timestamps)
             }
-            (items_of, values, timestamps)
+            Some(user_of) => {
+                let mut offsets = vec![0u32; users + 1];
+                for &u in &user_of {
+                    offsets[u as usize + 1] += 1;
+                }
+                for u in 0..users {
+                    offsets[u + 1] += offsets[u];
+                }
+                let n = user_of.len();
+                let mut next: Vec<u32> = offsets[..users].to_vec();
+                let mut items_of = vec![0u32; n];
+                let mut values = vec![0f32; n];
+                let mut timestamps = vec![0u32; n];
+                for (k, &u) in user_of.iter().enumerate() {
+                    let slot = next[u as usize] as usize;
+                    next[u as usize] += 1;
+                    items_of[slot] = self.items_of[k];
+                    values[slot] = self.values[k];
+                    timestamps[slot] = self.timestamps[k];
+                }
+                (offsets, items_of, values, timestamps)
+            }
         };
         let titles = vec![None; self.items.raw.len()];
-        Ratings {
+        let mut users_raw = self.users.raw;
+        users_raw.shrink_to_fit();
+        let mut r = Ratings {
             format,
-            user_raw_ids: self.users.raw,
+            user_raw_ids: users_raw,
             item_raw_ids: self.items.raw,
             offsets,
             items_of,
             values,
             timestamps,
             titles,
-        }
+        };
+        r.items_of.shrink_to_fit();
+        r.values.shrink_to_fit();
+        r.timestamps.shrink_to_fit();
+        r
     }
 }
 
@@ -483,8 +531,7 @@ pub fn detect_format(dir: &Path) -> Result<Format, LoadError> {
 pub fn load(dir: &Path) -> Result<Ratings, LoadError> {
     let format = detect_format(dir)?;
     let path = dir.join(format.ratings_file());
-    let bytes = read(&path)?;
-    let mut ratings = parse_ratings(&bytes, format, &path)?;
+    let mut ratings = read_ratings(&path, format)?;
     let movies = dir.join(format.movies_file());
     if movies.is_file() {
         let bytes = read(&movies)?;
@@ -618,62 +665,227 @@ fn parse_rating(text: &[u8]) -> Result<f32, LineError> {
     Ok(tenths as f32 / 10.0)
 }
 
-fn parse_ratings(bytes: &[u8], format: Format, path: &Path) -> Result<Ratings, LoadError> {
-    let malformed = |line, problem| LoadError::Malformed {
+/// Bytes read per chunk of a ratings file; chunks are parsed in parallel and merged in order,
+/// so memory holds the compact ratings plus a few chunks, never the file.
+const CHUNK_BYTES: u64 = 4 << 20;
+
+/// One chunk's records, or the first bad line in it (1-based within the chunk).
+#[derive(Default)]
+struct Parsed {
+    users: Vec<u32>,
+    items: Vec<u32>,
+    values: Vec<f32>,
+    timestamps: Vec<u32>,
+    /// Line breaks in the chunk (the next chunk's first line is this many lines further).
+    breaks: usize,
+    error: Option<(usize, LineError)>,
+}
+
+/// Reads, parses (in parallel on the rayon pool) and merges a ratings file chunk by chunk.
+fn read_ratings(path: &Path, format: Format) -> Result<Ratings, LoadError> {
+    let io_err = |source| LoadError::Io {
         path: path.to_path_buf(),
-        line,
-        problem,
+        source,
     };
+    let mut file = fs::File::open(path).map_err(io_err)?;
+    let size = file.metadata().map_err(io_err)?.len();
+    // About 27 bytes a line in ML-25M; a slight over-reservation costs address space only.
+    let mut builder = Builder::with_capacity((size / 24) as usize + 1);
+    let batch = rayon::current_num_threads().max(1) * 2;
+    let mut carry = Vec::new();
+    let mut eof = false;
+    let mut read_batch = |first: bool| -> io::Result<Vec<(bool, Vec<u8>)>> {
+        let mut chunks = Vec::with_capacity(batch);
+        while chunks.len() < batch && !eof {
+            let mut chunk = std::mem::take(&mut carry);
+            // Read until the chunk holds a line break (or the file ends).
+            loop {
+                let before = chunk.len();
+                Read::by_ref(&mut file)
+                    .take(CHUNK_BYTES)
+                    .read_to_end(&mut chunk)?;
+                if chunk.len() == before {
+                    eof = true;
+                    break;
+                }
+                // The first chunk reaches past any leading blank lines to the header.
+                let seen_text =
+                    !(first && chunks.is_empty()) || chunk.iter().any(|b| !b.is_ascii_whitespace());
+                if chunk[before..].contains(&b'\n') && seen_text {
+                    break;
+                }
+            }
+            if !eof {
+                let cut = chunk.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+                carry = chunk.split_off(cut);
+            }
+            if !chunk.is_empty() {
+                chunks.push((first && chunks.is_empty(), chunk));
+            }
+        }
+        Ok(chunks)
+    };
+    let parse = |chunks: Vec<(bool, Vec<u8>)>| -> Vec<Parsed> {
+        chunks
+            .into_par_iter()
+            .map(|(header, bytes)| parse_chunk(&bytes, format, header))
+            .collect()
+    };
+    let mut line_base = 0usize;
+    let mut merge = |parsed: Vec<Parsed>, builder: &mut Builder| -> Result<(), LoadError> {
+        for p in parsed {
+            if let Some((line, problem)) = p.error {
+                return Err(LoadError::Malformed {
+                    path: path.to_path_buf(),
+                    line: line_base + line,
+                    problem,
+                });
+            }
+            if builder.values.len() + p.values.len() > u32::MAX as usize {
+                return Err(LoadError::TooManyRatings(path.to_path_buf()));
+            }
+            for k in 0..p.values.len() {
+                builder.push(p.users[k], p.items[k], p.values[k], p.timestamps[k]);
+            }
+            line_base += p.breaks;
+        }
+        Ok(())
+    };
+    // Parse one batch while the previous one is merged and the next one read.
+    let mut parsed = parse(read_batch(true).map_err(io_err)?);
+    let mut chunks = read_batch(false).map_err(io_err)?;
+    while !parsed.is_empty() {
+        let ((merged, read), next) = rayon::join(
+            || (merge(parsed, &mut builder), read_batch(false)),
+            || parse(chunks),
+        );
+        merged?;
+        parsed = next;
+        chunks = read.map_err(io_err)?;
+    }
+    if builder.values.is_empty() {
+        return Err(LoadError::EmptyFile(path.to_path_buf()));
+    }
+    Ok(builder.finish(Some(format)))
+}
+
+/// Parses one chunk of whole lines (`header`: it starts the file, whose first non-blank line is
+/// the CSV header). Stops at the first bad line.
+fn parse_chunk(bytes: &[u8], format: Format, header: bool) -> Parsed {
+    let mut out = Parsed::default();
+    let guess = bytes.len() / 24 + 1;
+    out.users.reserve(guess);
+    out.items.reserve(guess);
+    out.values.reserve(guess);
+    out.timestamps.reserve(guess);
     let sep = format.separator();
-    let separator = match format {
-        Format::Dat => "::",
-        Format::Tab100k => "\\t",
-        Format::Csv => ",",
-    };
-    // ML-1M averages ~24.6 bytes per line; over-reserving a little saves regrowth copies.
-    let mut builder = Builder::with_capacity(bytes.len() / 20 + 1);
-    let mut lines = lines(bytes);
-    if format == Format::Csv {
-        match lines.next() {
-            None => return Err(LoadError::EmptyFile(path.to_path_buf())),
-            Some((no, line)) if line.trim_ascii() != CSV_RATINGS_HEADER => {
-                return Err(malformed(
+    let mut expect_header = header && format == Format::Csv;
+    let mut no = 0;
+    for line in bytes.split(|&b| b == b'\n') {
+        no += 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        if expect_header {
+            expect_header = false;
+            if line.trim_ascii() != CSV_RATINGS_HEADER {
+                out.error = Some((
                     no,
                     LineError::BadHeader {
                         expected: "userId,movieId,rating,timestamp",
                         found: excerpt(line),
                     },
                 ));
+                return out;
             }
-            Some(_) => {}
+            continue;
+        }
+        let record = match fast_record(line, sep) {
+            Some(r) => Ok(r),
+            None => slow_record(line, format),
+        };
+        match record {
+            Ok((u, i, v, t)) => {
+                out.users.push(u);
+                out.items.push(i);
+                out.values.push(v);
+                out.timestamps.push(t);
+            }
+            Err(e) => {
+                out.error = Some((no, e));
+                return out;
+            }
         }
     }
+    // `split` yields one more piece than there are line breaks.
+    out.breaks = no - 1;
+    out
+}
+
+/// The common case of a rating line, `digits SEP digits SEP d[.d] SEP digits`, or `None` for
+/// anything else (then [`slow_record`] parses it or says what is wrong).
+#[inline]
+fn fast_record(line: &[u8], sep: &[u8]) -> Option<(u32, u32, f32, u32)> {
+    let mut at = 0;
+    let number = |at: &mut usize, last: bool| -> Option<u32> {
+        let start = *at;
+        let mut v = 0u64;
+        while *at < line.len() && line[*at].is_ascii_digit() && *at - start < 10 {
+            v = v * 10 + u64::from(line[*at] - b'0');
+            *at += 1;
+        }
+        if *at == start || v > u64::from(u32::MAX) {
+            return None;
+        }
+        if last {
+            (*at == line.len()).then_some(v as u32)
+        } else {
+            line[*at..].starts_with(sep).then(|| {
+                *at += sep.len();
+                v as u32
+            })
+        }
+    };
+    let user = number(&mut at, false)?;
+    let item = number(&mut at, false)?;
+    let rest = &line[at..];
+    let (tenths, len) = match rest {
+        [d, s, ..] if d.is_ascii_digit() && *s == sep[0] => (u32::from(d - b'0') * 10, 1),
+        [d, b'.', f, s, ..] if d.is_ascii_digit() && f.is_ascii_digit() && *s == sep[0] => {
+            (u32::from(d - b'0') * 10 + u32::from(f - b'0'), 3)
+        }
+        _ => return None,
+    };
+    if !(5..=50).contains(&tenths) || tenths % 5 != 0 || !rest[len..].starts_with(sep) {
+        return None;
+    }
+    at += len + sep.len();
+    let timestamp = number(&mut at, true)?;
+    Some((user, item, tenths as f32 / 10.0, timestamp))
+}
+
+/// Any rating line: the record, or what is wrong with it.
+fn slow_record(line: &[u8], format: Format) -> Result<(u32, u32, f32, u32), LineError> {
     let mut fields: [&[u8]; 4] = [&[]; 4];
-    for (no, line) in lines {
-        let found = split_fields(line, sep, &mut fields);
-        if found != 4 {
-            return Err(malformed(
-                no,
-                LineError::FieldCount {
-                    expected: 4,
-                    found,
-                    separator,
-                },
-            ));
-        }
-        let user = parse_u32(fields[0], 1).map_err(|e| malformed(no, e))?;
-        let item = parse_u32(fields[1], 2).map_err(|e| malformed(no, e))?;
-        let value = parse_rating(fields[2]).map_err(|e| malformed(no, e))?;
-        let timestamp = parse_u32(fields[3], 4).map_err(|e| malformed(no, e))?;
-        if builder.values.len() == u32::MAX as usize {
-            return Err(LoadError::TooManyRatings(path.to_path_buf()));
-        }
-        builder.push(user, item, value, timestamp);
+    let found = split_fields(line, format.separator(), &mut fields);
+    if found != 4 {
+        return Err(LineError::FieldCount {
+            expected: 4,
+            found,
+            separator: match format {
+                Format::Dat => "::",
+                Format::Tab100k => "\\t",
+                Format::Csv => ",",
+            },
+        });
     }
-    if builder.values.is_empty() {
-        return Err(LoadError::EmptyFile(path.to_path_buf()));
-    }
-    Ok(builder.finish(Some(format)))
+    Ok((
+        parse_u32(fields[0], 1)?,
+        parse_u32(fields[1], 2)?,
+        parse_rating(fields[2])?,
+        parse_u32(fields[3], 4)?,
+    ))
 }
 
 /// Parses a movie file, calling `sink(raw movie id, title)` for every movie.

@@ -110,7 +110,7 @@ pub struct Partition {
 
 /// Split points as the tutorial's `split_tf_datasets` computes them: `int(n * train)` and
 /// `int(n * (train + val))`, in f64 like Python (so 0.8 + 0.1 is 0.9000000000000001).
-pub fn split_points(n: usize, train_fraction: f64, val_fraction: f64) -> (usize, usize) {
+pub(crate) fn split_points(n: usize, train_fraction: f64, val_fraction: f64) -> (usize, usize) {
     let clamp = |x: f64| (x.max(0.0) as usize).min(n);
     let train_end = clamp(n as f64 * train_fraction);
     let val_end = clamp(n as f64 * (train_fraction + val_fraction)).max(train_end);

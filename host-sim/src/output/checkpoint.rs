@@ -31,8 +31,7 @@
 //! over `checkpoint.bin`, and the directory is fsynced, so a crash leaves either the previous
 //! checkpoint or the new one, never a torn file; a corrupted one fails its checksum.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -45,9 +44,9 @@ use crate::server::ServerOptimizer;
 /// File name of the checkpoint inside the output directory.
 pub const FILE: &str = "checkpoint.bin";
 /// Magic bytes at the start of a checkpoint.
-pub const MAGIC: [u8; 8] = *b"FRCKPT\r\n";
+pub(crate) const MAGIC: [u8; 8] = *b"FRCKPT\r\n";
 /// Format version written (and the only one read).
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 const HEADER: usize = 8 + 4 + 8 + 4;
 
 /// One checkpoint (see the module docs).
@@ -76,7 +75,7 @@ pub struct Checkpoint {
 }
 
 /// The fingerprint of a partition: users and examples per split, and items.
-pub fn fingerprint(part: &Partition, num_items: usize) -> [u64; 7] {
+pub(crate) fn fingerprint(part: &Partition, num_items: usize) -> [u64; 7] {
     [
         part.train.len() as u64,
         part.train.examples() as u64,
@@ -89,7 +88,7 @@ pub fn fingerprint(part: &Partition, num_items: usize) -> [u64; 7] {
 }
 
 /// The optimizer's state as `(tag, t, vectors)`.
-pub fn optimizer_state(opt: &ServerOptimizer) -> (u8, u32, Vec<Vec<f32>>) {
+pub(crate) fn optimizer_state(opt: &ServerOptimizer) -> (u8, u32, Vec<Vec<f32>>) {
     match opt {
         ServerOptimizer::Sgd { .. } => (0, 0, Vec::new()),
         ServerOptimizer::Adam { t, m, v, .. } => (1, *t, vec![m.clone(), v.clone()]),
@@ -286,39 +285,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Writes `bytes` to `path` crash-safely: a temporary file in the same directory, fsynced,
-/// renamed over `path`, then the directory fsynced.
-pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    drop(f);
-    fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))?;
-    // Persist the rename itself (directories can be opened and fsynced on Unix).
-    if let Ok(d) = File::open(if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    }) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 /// Saves a checkpoint into `dir`, with the metric files as they are now on disk.
-pub fn save(dir: &Path, mut ck: Checkpoint) -> Result<()> {
+pub(crate) fn save(dir: &Path, mut ck: Checkpoint) -> Result<()> {
     let read = |name: &str| {
         let p = dir.join(name);
         fs::read_to_string(&p).with_context(|| format!("checkpoint: cannot read {}", p.display()))
     };
     ck.metrics_jsonl = read("metrics.jsonl")?;
     ck.metrics_csv = read("metrics.csv")?;
-    write_durable(&dir.join(FILE), &ck.encode())
+    crate::output::write_atomic(&dir.join(FILE), &ck.encode())
         .with_context(|| format!("writing the checkpoint of round {}", ck.round))
 }
 
@@ -326,26 +301,26 @@ pub fn save(dir: &Path, mut ck: Checkpoint) -> Result<()> {
 pub fn load(dir: &Path) -> Result<Checkpoint> {
     let path = dir.join(FILE);
     if !dir.is_dir() {
-        bail!("--resume {}: not a directory", dir.display());
+        bail!("{}: not a directory", dir.display());
     }
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "--resume {}: no checkpoint ({} does not exist; the run was started without \
+            "{}: no checkpoint ({} does not exist; the run was started without \
              --checkpoint-every or stopped before its first checkpoint)",
             dir.display(),
             path.display()
         ),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    Checkpoint::decode(&bytes).with_context(|| format!("--resume: {}", path.display()))
+    Checkpoint::decode(&bytes).with_context(|| format!("{}", path.display()))
 }
 
 /// Rewrites `metrics.jsonl` and `metrics.csv` in `dir` to what they were at the checkpoint
 /// (dropping rows of rounds after it), each atomically.
-pub fn rewind_metrics(dir: &Path, ck: &Checkpoint) -> Result<()> {
-    write_durable(&dir.join("metrics.jsonl"), ck.metrics_jsonl.as_bytes())?;
-    write_durable(&dir.join("metrics.csv"), ck.metrics_csv.as_bytes())
+pub(crate) fn rewind_metrics(dir: &Path, ck: &Checkpoint) -> Result<()> {
+    crate::output::write_atomic(&dir.join("metrics.jsonl"), ck.metrics_jsonl.as_bytes())?;
+    crate::output::write_atomic(&dir.join("metrics.csv"), ck.metrics_csv.as_bytes())
 }
 
 #[cfg(test)]
@@ -391,8 +366,8 @@ mod tests {
     fn durable_write_replaces_and_leaves_no_temp() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join(FILE);
-        write_durable(&p, b"one").unwrap();
-        write_durable(&p, b"two").unwrap();
+        crate::output::write_atomic(&p, b"one").unwrap();
+        crate::output::write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
     }

@@ -53,7 +53,7 @@ pub enum Record {
         bytes_up: u64,
         /// Dropouts, rejected updates, a skipped round (fields present only when non-empty).
         #[serde(flatten)]
-        faults: crate::config::reliability::RoundFaults,
+        faults: crate::round::faults::RoundFaults,
         /// Per-client bytes (mean, max) down and up, rows per update, update norms.
         #[serde(flatten)]
         traffic: TrafficStats,
@@ -86,7 +86,7 @@ impl From<&RoundStats> for Record {
 }
 
 /// CSV header of `metrics.csv` (empty cells where a record has no such field).
-pub const CSV_HEADER: &str = "kind,round,split,loss,rating_accuracy,rmse,mae,recall_at_10,\
+pub(crate) const CSV_HEADER: &str = "kind,round,split,loss,rating_accuracy,rmse,mae,recall_at_10,\
                               ndcg_at_10,seconds,bytes_down,bytes_up,bytes_down_mean,\
                               bytes_down_max,bytes_up_mean,bytes_up_max,rows_up_mean,\
                               update_norm_median,epsilon,delta";
@@ -142,29 +142,45 @@ impl Record {
 /// Creates `dir` or checks it may be written (see the module docs for the policy).
 pub fn prepare_out_dir(dir: &Path, force: bool) -> Result<()> {
     match fs::metadata(dir) {
-        Ok(m) if !m.is_dir() => bail!("--out {}: exists and is not a directory", dir.display()),
+        Ok(m) if !m.is_dir() => bail!("{}: exists and is not a directory", dir.display()),
         Ok(_) => {
             let mut entries = fs::read_dir(dir)
-                .with_context(|| format!("--out {}: cannot list the directory", dir.display()))?;
+                .with_context(|| format!("{}: cannot list the directory", dir.display()))?;
             if entries.next().is_some() && !force {
                 bail!(
-                    "--out {}: directory is not empty; refusing to overwrite a previous run \
-                     (choose a new directory, or pass --force to overwrite fedrecon's files in it)",
+                    "{}: directory is not empty; refusing to overwrite a previous run \
+                     (choose a new directory, or allow overwriting fedrecon's files in it)",
                     dir.display()
                 );
             }
             Ok(())
         }
         Err(_) => fs::create_dir_all(dir)
-            .with_context(|| format!("--out {}: cannot create the directory", dir.display())),
+            .with_context(|| format!("{}: cannot create the directory", dir.display())),
     }
 }
 
-/// Writes `bytes` to `path` atomically (a temporary file beside it, then a rename).
+/// The one way fedrecon replaces a file: writes `bytes` to `path` crash-safely (a reader sees
+/// the old or the new file, never a mix): a temporary file in the same directory, fsynced,
+/// renamed over `path`, then the directory fsynced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = tmp_path(path);
-    fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))
+    let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    drop(f);
+    fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))?;
+    // Persist the rename itself (directories can be opened and fsynced on Unix).
+    if let Ok(d) = File::open(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
@@ -239,7 +255,7 @@ impl MetricsLog {
 }
 
 /// The NPY v1.0 header for a C-order little-endian `f32` array of `shape`.
-pub fn npy_header(shape: &[usize]) -> Vec<u8> {
+pub(crate) fn npy_header(shape: &[usize]) -> Vec<u8> {
     let dims = match shape {
         [n] => format!("({n},)"),
         _ => format!(
@@ -284,7 +300,7 @@ pub fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
 }
 
 /// Parses the bytes of a 2-D `<f4` C-order NPY file: `(data, rows, cols)`.
-pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<f32>, usize, usize)> {
+pub(crate) fn parse_npy(bytes: &[u8]) -> Result<(Vec<f32>, usize, usize)> {
     ensure!(
         bytes.len() >= 10 && &bytes[..6] == b"\x93NUMPY",
         "bad magic"

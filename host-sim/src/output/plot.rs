@@ -16,7 +16,7 @@ use plotters::style::FontStyle;
 use crate::output::Record;
 
 /// Fonts tried, in order, when `FEDRECON_FONT` is not set.
-pub const FONT_PATHS: [&str; 4] = [
+pub(crate) const FONT_PATHS: [&str; 4] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
     "/usr/share/fonts/TTF/DejaVuSans.ttf",
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
@@ -131,7 +131,7 @@ fn two_panels(path: &Path, loss: &[Series<'_>], acc: &[Series<'_>], what: &str) 
 }
 
 /// Writes `train.png` and (when there are evaluations) `eval.png` into `dir`.
-pub fn write_plots(dir: &Path, records: &[Record]) -> Result<()> {
+pub(crate) fn write_plots(dir: &Path, records: &[Record]) -> Result<()> {
     let mut tl = Vec::new();
     let mut ta = Vec::new();
     let (mut vl, mut va, mut sl, mut sa) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -17,10 +17,10 @@ use fedrecon_core::{Device, ItemRows, Metrics, Phase, RoundConfig, Scalar};
 use serde::Serialize;
 
 /// Cut-off of the ranking metrics.
-pub const TOP_K: usize = 10;
+pub(crate) const TOP_K: usize = 10;
 
 /// Ratings at or above this make a held-out item relevant.
-pub const RELEVANT_RATING: f32 = 4.0;
+pub(crate) const RELEVANT_RATING: f32 = 4.0;
 
 /// One user's evaluation result.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -133,7 +133,7 @@ pub struct EvalReport {
 
 /// Evaluates the user whose data is already loaded into `dev` (see [`Device::data_mut`]).
 /// `relevant` is scratch space; `target` is the item whose hit ratio is measured, if any.
-pub fn evaluate_loaded<S: Scalar, R: ItemRows<S, K>, const N: usize, const K: usize>(
+pub(crate) fn evaluate_loaded<S: Scalar, R: ItemRows<S, K>, const N: usize, const K: usize>(
     dev: &mut Device<S, N, K>,
     rows: &R,
     cfg: &RoundConfig,
@@ -175,7 +175,7 @@ pub fn evaluate_loaded<S: Scalar, R: ItemRows<S, K>, const N: usize, const K: us
 }
 
 /// `(recall@k, NDCG@k)` of a ranked list (best first, length `k`) against sorted `relevant`.
-pub fn ranking_metrics(ranked: impl Iterator<Item = u32>, relevant: &[u32]) -> (f64, f64) {
+pub(crate) fn ranking_metrics(ranked: impl Iterator<Item = u32>, relevant: &[u32]) -> (f64, f64) {
     let mut hits = 0usize;
     let mut dcg = 0.0f64;
     for (pos, item) in ranked.take(TOP_K).enumerate() {

@@ -7,7 +7,6 @@
 
 pub mod privacy;
 pub mod robust;
-pub mod schedule;
 pub mod validate;
 
 use anyhow::{Result, ensure};

@@ -9,7 +9,7 @@
 
 use fedrecon_core::Metrics;
 
-use crate::config::reliability::{Reject, ReliabilityConfig};
+use crate::config::reliability::ReliabilityConfig;
 
 /// What the server knows when it checks one update.
 #[derive(Clone, Copy, Debug)]
@@ -142,6 +142,41 @@ pub fn check(limits: &Limits, u: &Decoded<'_>) -> Result<(), (Reject, String)> {
         ));
     }
     Ok(())
+}
+
+/// Why the server refused a client's update (see [`check`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reject {
+    /// The bytes did not decode as an update of this client for this round (bad frame, CRC,
+    /// sequence, width, non-finite or unordered rows as the wire decoder checks them).
+    Malformed,
+    /// A row id outside the catalogue.
+    RowOutOfRange,
+    /// The same row twice (or rows out of order).
+    DuplicateRow,
+    /// A weight larger than the client's data allows, or than `max_weight`.
+    Weight,
+    /// A non-finite delta or bias.
+    NonFinite,
+    /// An L2 norm above `max_update_norm`.
+    Norm,
+    /// Metric sums that do not fit the weight (more examples counted than iterated).
+    Metrics,
+}
+
+impl Reject {
+    /// The key in `metrics.jsonl`'s `rejected` map.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reject::Malformed => "malformed",
+            Reject::RowOutOfRange => "row_out_of_range",
+            Reject::DuplicateRow => "duplicate_row",
+            Reject::Weight => "weight",
+            Reject::NonFinite => "non_finite",
+            Reject::Norm => "norm",
+            Reject::Metrics => "metrics",
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,28 +1,31 @@
 //! Host side of the target tests.
 //!
-//! `fedrecon-target-runner test-target [CARGO TEST ARGS] [-- TEST ARGS]`
-//!     Runs `cargo test` in `target-tests/` (so its `.cargo/config.toml` with the thumbv7em
-//!     target applies), with this program as the cargo runner. This is what the `cargo
-//!     test-target` alias of the repository root calls.
+//! `fedrecon-target-runner test-target [--target TRIPLE] [CARGO TEST ARGS] [-- TEST ARGS]`
+//!     Runs `cargo test --target TRIPLE` in `target-tests/` (so its `.cargo/config.toml`
+//!     applies), with this program as the cargo runner. TRIPLE defaults to
+//!     `thumbv7em-none-eabihf` (the Cortex-M4F); `thumbv7m-none-eabi`, `thumbv6m-none-eabi`
+//!     and `riscv32imc-unknown-none-elf` run on the FPU-less machines ([`Machine::for_target`]).
+//!     This is what the `cargo test-target` alias of the repository root calls.
 //!
-//! `fedrecon-target-runner run-elf ELF [FILTER...] [--exact] [--list] [--nocapture]
-//!     [--ignored | --include-ignored] [--test-threads N]`
+//! `fedrecon-target-runner run-elf [--target TRIPLE] ELF [FILTER...] [--exact] [--list]
+//!     [--nocapture] [--ignored | --include-ignored] [--test-threads N]`
 //!     The cargo runner: reads the embedded-test test list from the ELF's `.embedded_test`
-//!     section and boots `qemu-system-arm -machine mps2-an386` once per test, passing
+//!     section and boots the target's QEMU machine (fedrecon-qemu) once per test, passing
 //!     `run_addr <address>` through semihosting. A test passes when QEMU exits with 0
 //!     (non-zero for `#[should_panic]`) within its timeout (embedded-test's `#[timeout(s)]`,
 //!     60 s by default). Prints libtest-style results; exits 101 if any test failed.
 
+use fedrecon_qemu::{Machine, Qemu};
 use object::{Object, ObjectSection, ObjectSymbol};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use std::{env, fs, thread};
 
-const TARGET: &str = "thumbv7em-none-eabihf";
+/// The target when none is given: the Cortex-M4F the project started on.
+const DEFAULT_TARGET: &str = "thumbv7em-none-eabihf";
 const DEFAULT_TIMEOUT_S: u64 = 60;
 /// embedded-test's protocol version (`EMBEDDED_TEST_VERSION`) this runner understands.
 const PROTOCOL_VERSION: u32 = 1;
@@ -46,17 +49,46 @@ fn main() -> ExitCode {
     }
 }
 
-/// `cargo test` in target-tests/ with this executable as the runner.
+/// Splits a leading `--target TRIPLE` (or `--target=TRIPLE`) off `args`; the target defaults
+/// to [`DEFAULT_TARGET`]. Returns the target, its machine and the remaining arguments.
+fn take_target(args: &[String]) -> Result<(String, Machine, &[String]), String> {
+    let (target, rest) = match args {
+        [flag, t, rest @ ..] if flag == "--target" => (t.clone(), rest),
+        [flag, rest @ ..] if flag.starts_with("--target=") => {
+            (flag["--target=".len()..].to_string(), rest)
+        }
+        _ => (DEFAULT_TARGET.to_string(), args),
+    };
+    let machine = Machine::for_target(&target).ok_or_else(|| {
+        let known: Vec<&str> = Machine::ALL
+            .iter()
+            .flat_map(|m| m.targets())
+            .copied()
+            .collect();
+        format!(
+            "--target {target}: no QEMU machine runs it; known targets: {}",
+            known.join(", ")
+        )
+    })?;
+    Ok((target, machine, rest))
+}
+
+/// `cargo test --target T` in target-tests/ with this executable as the runner.
 fn test_target(args: &[String]) -> Result<ExitCode, String> {
+    let (target, _, args) = take_target(args)?;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let exe = env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let exe = exe.to_str().ok_or("non-UTF-8 runner path")?;
     let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-    let runner = format!("target.{TARGET}.runner=[{}, \"run-elf\"]", quote(exe));
+    let runner = format!(
+        "target.{target}.runner=[{}, \"run-elf\", \"--target\", {}]",
+        quote(exe),
+        quote(&target)
+    );
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&dir)
-        .args(["test", "--config", &runner])
+        .args(["test", "--target", &target, "--config", &runner])
         .args(args)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
@@ -219,74 +251,46 @@ enum Outcome {
 }
 
 /// Boots QEMU for one test and waits for it (up to its timeout).
-fn run_one(elf: &Path, test: &Test, nocapture: bool) -> Outcome {
-    let semihosting = format!("enable=on,target=native,arg=run_addr,arg={}", test.addr);
-    let mut cmd = Command::new("qemu-system-arm");
-    cmd.args(["-machine", "mps2-an386", "-cpu", "cortex-m4"])
-        .args(["-display", "none", "-monitor", "none", "-serial", "none"])
-        .args(["-semihosting-config", &semihosting, "-kernel"])
-        .arg(elf)
-        .stdin(Stdio::null());
-    if !nocapture {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+fn run_one(machine: Machine, elf: &Path, test: &Test, nocapture: bool) -> Outcome {
+    let qemu = Qemu::new(machine, elf)
+        .semihosting_arg("run_addr")
+        .semihosting_arg(test.addr.to_string());
+    let done = match qemu.run(test.timeout) {
+        Ok(done) => done,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    if nocapture {
+        print!("{}", done.stdout);
+        eprint!("{}", done.stderr);
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return Outcome::Failed(format!(
-                "cannot start qemu-system-arm: {e} (run scripts/install-target-tools.sh)"
-            ));
-        }
-    };
-    // Drain both pipes on threads so a chatty test cannot block on a full pipe.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if start.elapsed() >= test.timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(5)),
-            Err(e) => return Outcome::Failed(format!("waiting for QEMU: {e}")),
-        }
-    };
-    let mut output = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
-    output.push_str(&String::from_utf8_lossy(&err.join().unwrap_or_default()));
-    let verdict = match status.map(|s| s.code()) {
-        None => Some(format!("timed out after {} s", test.timeout.as_secs())),
-        Some(None) => Some("QEMU was killed by a signal".to_string()),
-        Some(Some(0)) if test.should_panic => Some("exited 0 but should panic".to_string()),
-        Some(Some(0)) => None,
-        Some(Some(_)) if test.should_panic => None,
-        Some(Some(c)) => Some(format!("exit code {c}")),
+    let verdict = match done.code {
+        _ if done.timed_out => Some(format!("timed out after {} s", test.timeout.as_secs())),
+        None => Some("QEMU was killed by a signal".to_string()),
+        Some(0) if test.should_panic => Some("exited 0 but should panic".to_string()),
+        Some(0) => None,
+        Some(_) if test.should_panic => None,
+        Some(c) => Some(format!("exit code {c}")),
     };
     match verdict {
         None => Outcome::Ok,
-        Some(v) => Outcome::Failed(format!(
-            "{output}{}{v}",
-            if output.ends_with('\n') || output.is_empty() {
+        Some(v) => {
+            let output = if nocapture {
+                String::new()
+            } else {
+                done.output()
+            };
+            let sep = if output.ends_with('\n') || output.is_empty() {
                 ""
             } else {
                 "\n"
-            }
-        )),
+            };
+            Outcome::Failed(format!("{output}{sep}{v}"))
+        }
     }
 }
 
 fn run_elf(args: &[String]) -> Result<ExitCode, String> {
+    let (_, machine, args) = take_target(args)?;
     let (elf, args) = args.split_first().ok_or("run-elf needs the ELF path")?;
     let elf = PathBuf::from(elf);
     let opts = parse_options(args)?;
@@ -322,7 +326,7 @@ fn run_elf(args: &[String]) -> Result<ExitCode, String> {
         .min(to_run.len().max(1));
     println!();
     println!(
-        "running {} tests on qemu-system-arm mps2-an386, one boot each ({threads} at a time)",
+        "running {} tests on {machine}, one boot each ({threads} at a time)",
         to_run.len()
     );
     for t in &skipped {
@@ -335,7 +339,7 @@ fn run_elf(args: &[String]) -> Result<ExitCode, String> {
         for _ in 0..threads {
             s.spawn(|| {
                 while let Some(t) = to_run.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let outcome = run_one(&elf, t, opts.nocapture);
+                    let outcome = run_one(machine, &elf, t, opts.nocapture);
                     let mut failures = failures.lock().expect("no poisoning");
                     match outcome {
                         Outcome::Ok => println!("test {} ... ok", t.name),

@@ -34,6 +34,7 @@ pub mod clip;
 pub mod noise;
 pub mod session;
 
+pub use crate::config::privacy::DpConfig;
 pub use accountant::{
     RdpAccountant, compute_rdp, default_delta, default_orders, eps_from_rdp, eps_from_rdp_classic,
 };
@@ -42,7 +43,7 @@ pub use clip::{
     clip_in_place, clip_scale,
 };
 pub use noise::GaussianNoise;
-pub use session::{DpArgs, DpConfig, DpSession, PrivacySpent};
+pub use session::{DpSession, PrivacySpent};
 
 /// Errors from invalid privacy parameters or malformed client updates.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -15,10 +15,10 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
 /// ChaCha20 stream for the per-coordinate value noise.
-pub const VALUE_STREAM: u64 = 0;
+pub(crate) const VALUE_STREAM: u64 = 0;
 /// ChaCha20 stream for the clipped-count noise of adaptive clipping (kept apart so that turning
 /// adaptive clipping on does not shift the value noise of a seed).
-pub const COUNT_STREAM: u64 = 1;
+pub(crate) const COUNT_STREAM: u64 = 1;
 
 /// A reproducible stream of N(0, 1) draws.
 #[derive(Debug, Clone)]

@@ -16,120 +16,11 @@
 //! aggregates it (see `comm` for what the row set of an update reveals).
 
 use anyhow::{Result, anyhow};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{AdaptiveClipParams, DpAggregator, DpParams, RdpAccountant, default_delta};
+use crate::config::privacy::DpConfig;
 use crate::seeds::derive;
-
-/// The `[privacy]` section of the configuration.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DpConfig {
-    /// Differentially private aggregation on (clipping, uniform weights, noise).
-    pub enabled: bool,
-    /// Noise stddev / clip norm (z); 0 clips without noise (ε = ∞).
-    pub noise_multiplier: f64,
-    /// L2 clip norm of a client's whole update (the initial norm with adaptive clipping).
-    pub clip: f64,
-    /// Track the `target_quantile` of the update norms privately (Andrew et al. 2021).
-    pub adaptive_clip: bool,
-    /// Fraction of clients that should not be clipped, with adaptive clipping.
-    pub target_quantile: f64,
-    /// δ of the reported (ε, δ); absent = 1 / training users.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub delta: Option<f64>,
-}
-
-impl Default for DpConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            noise_multiplier: 0.0,
-            clip: 0.1,
-            adaptive_clip: false,
-            target_quantile: 0.5,
-            delta: None,
-        }
-    }
-}
-
-impl DpConfig {
-    /// Checks the values (an error names the field).
-    pub fn validate(&self) -> Result<()> {
-        if !self.enabled {
-            return Ok(());
-        }
-        let z = self.noise_multiplier;
-        anyhow::ensure!(
-            z.is_finite() && z >= 0.0,
-            "privacy.noise_multiplier = {z}: must be a finite number >= 0"
-        );
-        anyhow::ensure!(
-            self.clip.is_finite() && self.clip > 0.0,
-            "privacy.clip = {}: must be a finite number > 0",
-            self.clip
-        );
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&self.target_quantile),
-            "privacy.target_quantile = {}: must be in [0, 1]",
-            self.target_quantile
-        );
-        if let Some(d) = self.delta {
-            anyhow::ensure!(d > 0.0 && d < 1.0, "privacy.delta = {d}: must be in (0, 1)");
-        }
-        Ok(())
-    }
-}
-
-/// Command-line flags of the `[privacy]` section; any of them turns DP on.
-#[derive(Clone, Debug, Default, clap::Args)]
-pub struct DpArgs {
-    /// Central DP: Gaussian noise multiplier z (noise stddev = z × clip on the sum of clipped
-    /// updates, uniform client weights). 0 clips without noise.
-    #[arg(long)]
-    pub dp_noise_multiplier: Option<f64>,
-    /// Central DP: L2 clip norm of a client's update (initial norm with --dp-adaptive-clip;
-    /// default 0.1).
-    #[arg(long)]
-    pub dp_clip: Option<f64>,
-    /// Central DP: adapt the clip norm to a quantile of the update norms.
-    #[arg(long)]
-    pub dp_adaptive_clip: bool,
-    /// Central DP: target quantile of adaptive clipping (default 0.5).
-    #[arg(long)]
-    pub dp_target_quantile: Option<f64>,
-    /// δ of the reported ε (default 1 / training users).
-    #[arg(long)]
-    pub dp_delta: Option<f64>,
-}
-
-impl DpArgs {
-    /// Applies the given flags to `c` (any DP flag enables DP).
-    pub fn apply(&self, c: &mut DpConfig) {
-        let mut on = false;
-        if let Some(z) = self.dp_noise_multiplier {
-            c.noise_multiplier = z;
-            on = true;
-        }
-        if let Some(clip) = self.dp_clip {
-            c.clip = clip;
-            on = true;
-        }
-        if self.dp_adaptive_clip {
-            c.adaptive_clip = true;
-            on = true;
-        }
-        if let Some(q) = self.dp_target_quantile {
-            c.target_quantile = q;
-            on = true;
-        }
-        if let Some(d) = self.dp_delta {
-            c.delta = Some(d);
-            on = true;
-        }
-        c.enabled |= on;
-    }
-}
 
 /// Privacy spent so far and this round's clipping, as written to `metrics.jsonl`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, serde::Deserialize)]
@@ -191,7 +82,7 @@ impl DpSession {
             expected_clients: clients_per_round.min(train_users) as f64,
         };
         let agg = DpAggregator::new(&params, num_items, k, with_bias)
-            .map_err(|e| anyhow!("--dp-*: {e}"))?;
+            .map_err(|e| anyhow!("privacy: {e}"))?;
         Ok(Self {
             agg,
             accountant: RdpAccountant::default(),

@@ -7,7 +7,7 @@
 //! Needs the firmware image (`cargo build-fw`) and qemu-system-arm; skips with a printed
 //! reason when either is missing, unless `FEDRECON_REQUIRE_QEMU=1`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;

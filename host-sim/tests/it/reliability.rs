@@ -2,8 +2,7 @@
 //! bit-identical model and each metrics row once; broken resumes fail cleanly leaving outputs
 //! intact; dropouts skip rounds whole; hostile update bytes are rejected and change nothing.
 
-mod common;
-use common::{bin, fedrecon, snapshot, stderr};
+use crate::common::{bin, fedrecon, snapshot, stderr};
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -2,8 +2,7 @@
 //! test users' top 10, the default defense for untrusted deployments contains it, and a robust
 //! run is bit-identical across thread counts.
 
-mod common;
-use common::synthetic;
+use crate::common::synthetic;
 
 use fedrecon_host_sim::attack::AttackKind;
 use fedrecon_host_sim::config::{Config, Preset};

@@ -1,8 +1,7 @@
 //! The `fedrecon` binary: exit codes, error messages naming the flag, `config` output, and a
 //! tiny `train` + `recommend` round trip on synthetic data.
 
-mod common;
-use common::{fedrecon, stderr};
+use crate::common::{fedrecon, stderr};
 
 use std::fmt::Write as _;
 use std::path::Path;

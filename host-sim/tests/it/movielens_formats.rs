@@ -329,3 +329,81 @@ fn stats_on_a_small_set() {
     assert!(text.starts_with("Num users: 3\nNum movies: 3\nNum ratings: 6\nAverage rating: 2.9166666666666665\nMedian rating: 3.5\n"), "{text}");
     assert!(text.contains("  3.5: 2\n"), "{text}");
 }
+
+/// Raw user id, raw movie id, rating, timestamp.
+type Record = (u32, u32, f32, u32);
+
+/// A `ratings.csv` of `lines` ratings, several loader chunks (4 MiB) long, with users
+/// interleaved (`grouped = false`: every user comes back) or grouped, and odd-but-valid lines
+/// (`4`, `3.50`, `\r\n`, blank lines) scattered through it; plus the records it holds.
+fn big_csv(lines: u32, grouped: bool) -> (Vec<u8>, Vec<Record>) {
+    let mut text = b"userId,movieId,rating,timestamp\n".to_vec();
+    let mut records = Vec::new();
+    for k in 0..lines {
+        let user = if grouped { k / 97 } else { k % 1013 } + 1;
+        let item = (k.wrapping_mul(2_654_435_761) >> 7) % 50_000 + 1;
+        let half = k % 10 + 1;
+        let value = half as f32 / 2.0;
+        let timestamp = 1_000_000_000 + k;
+        let rating = match k % 1000 {
+            1 if half % 2 == 0 => format!("{}", half / 2),
+            2 => format!("{}.{}0", half / 2, (half % 2) * 5),
+            _ => format!("{}.{}", half / 2, (half % 2) * 5),
+        };
+        let end = if k % 777 == 0 { "\r\n\n" } else { "\n" };
+        text.extend_from_slice(format!("{user},{item},{rating},{timestamp}{end}").as_bytes());
+        records.push((user, item, value, timestamp));
+    }
+    (text, records)
+}
+
+#[test]
+fn multi_chunk_files_load_exactly_as_their_records() {
+    for grouped in [true, false] {
+        let (text, records) = big_csv(600_000, grouped);
+        assert!(
+            text.len() > 3 * (4 << 20),
+            "{} bytes is too few chunks",
+            text.len()
+        );
+        let dir = folder(&[("ratings.csv", &text)]);
+        let loaded = movielens::load(dir.path()).unwrap();
+        let expected = movielens::Ratings::from_records(records);
+        assert_eq!(
+            loaded.user_raw_ids(),
+            expected.user_raw_ids(),
+            "grouped {grouped}"
+        );
+        assert_eq!(loaded.item_raw_ids(), expected.item_raw_ids());
+        assert_eq!(loaded.offsets(), expected.offsets());
+        assert_eq!(loaded.items_of(), expected.items_of());
+        assert_eq!(loaded.values(), expected.values());
+        assert_eq!(loaded.timestamps(), expected.timestamps());
+    }
+}
+
+#[test]
+fn a_bad_line_deep_in_a_multi_chunk_file_is_named_by_its_line() {
+    let (mut text, _) = big_csv(600_000, false);
+    // Line numbers count the header, and the blank line after every 777th rating.
+    let rating_lines = 550_000u32;
+    let blank = rating_lines.div_ceil(777) as usize;
+    let line = 1 + rating_lines as usize + blank + 1;
+    let cut = text
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'\n')
+        .nth(line - 2)
+        .unwrap()
+        .0
+        + 1;
+    let mut bad = text.split_off(cut);
+    let eol = bad.iter().position(|&b| b == b'\n').unwrap();
+    bad.splice(0..eol, b"5,6,4.25,7".iter().copied());
+    text.extend_from_slice(&bad);
+    assert_line_error(
+        &[("ratings.csv", &text)],
+        line,
+        "field 3 (rating) is not a multiple of 0.5: '4.25'",
+    );
+}

@@ -2,8 +2,7 @@
 //! are the lengths of the real encoded frames; quantization error bounds and the unbiasedness of
 //! stochastic rounding; dense / padded / sparse updates train the same model.
 
-mod common;
-use common::synthetic;
+use crate::common::synthetic;
 
 use fedrecon_core::rng::DeviceRng;
 use fedrecon_core::wire::{self, Kind, RowEncoding, UpdateInfo};
@@ -436,8 +435,11 @@ fn check_bytes<const K: usize>(ratings: &Ratings, downlink: Downlink) {
             )
             .unwrap();
         }
-        round::load_client(&mut dev, &client, before.len() as u32).unwrap();
+        let loaded = round::load_client(&mut dev, &client, before.len() as u32).unwrap();
         let rows = DenseRows::new(&before);
+        let round::Loaded::Small(dev) = loaded else {
+            panic!("a test client fits the small device")
+        };
         let update = dev.train(&rows, &rc, seed).unwrap();
         let mut n = 0u64;
         wire::encode_update(

@@ -2,8 +2,7 @@
 //! formulas (docs/SEMANTICS.md "Server"), determinism across thread counts, an end-to-end run on a
 //! synthetic low-rank dataset, output files, and a short real ML-1M run when the data exists.
 
-mod common;
-use common::synthetic;
+use crate::common::synthetic;
 
 use std::path::{Path, PathBuf};
 
@@ -477,4 +476,77 @@ fn reshuffle_each_round_derives_a_seed_per_round_and_user() {
             .shuffle_seed,
         None
     );
+}
+
+// ---------------------------------------------------------------- capacity classes
+
+/// A client with more ratings than the small device holds (2,400) trains in the large one when
+/// the configuration keeps every rating, for any thread count, bit-identically.
+#[test]
+fn a_client_beyond_the_small_capacity_trains_uncapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    let mut s = 99u64;
+    for user in 1..=40u32 {
+        // Every fourth user is heavy, so the training split surely has some.
+        let n = if user % 4 == 0 { 2400 + 37 * user } else { 40 };
+        for k in 0..n {
+            s = fedrecon_host_sim::seeds::splitmix64(s);
+            let item = (k * 7 + user) % 4000 + 1;
+            text.push_str(&format!("{user}::{item}::{}::{k}\n", s % 5 + 1));
+        }
+    }
+    std::fs::write(dir.path().join("ratings.dat"), text).unwrap();
+    let ratings = movielens::load(dir.path()).unwrap();
+    assert!((0..ratings.users()).any(|u| ratings.user_len(u) > fedrecon_host_sim::round::N));
+    let mut cfg = synthetic_config(1);
+    cfg.data.max_ratings_per_user = None;
+    cfg.run.rounds = 2;
+    cfg.run.clients_per_round = 25;
+    let mut runs = Vec::new();
+    for threads in [1, 3] {
+        cfg.run.threads = Some(threads);
+        let r = run(&cfg, &ratings, &RunOptions::default()).unwrap();
+        let bits: Vec<u32> = r.items.iter().map(|x| x.to_bits()).collect();
+        runs.push((bits, r.test.clone(), losses(&r.records)));
+    }
+    assert_eq!(runs[0], runs[1], "1 vs 3 threads");
+}
+
+/// The same client's round gives the same bits in a small and a large device.
+#[test]
+fn small_and_large_devices_compute_the_same_round() {
+    // Unoptimised builds build a device on the stack before boxing it.
+    std::thread::Builder::new()
+        .stack_size(fedrecon_host_sim::round::WORKER_STACK)
+        .spawn(same_round_in_both_classes)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+fn same_round_in_both_classes() {
+    use fedrecon_core::{DenseRows, Device};
+    use fedrecon_host_sim::round::{LARGE_N, N, round_config};
+    const K: usize = 8;
+    let items = 500u32;
+    let rows: Vec<[f32; K]> = (0..items)
+        .map(|i| std::array::from_fn(|d| ((i as usize * K + d) % 13) as f32 * 0.01 - 0.06))
+        .collect();
+    let rows = DenseRows::new(&rows);
+    let rc = round_config(&synthetic_config(1), false, 0.0).unwrap();
+    let mut small = Box::new(Device::<f32, N, K>::new());
+    let mut large = Box::new(Device::<f32, LARGE_N, K>::new());
+    for k in 0..2000u32 {
+        let (item, rating) = (k * 31 % items, (k % 5 + 1) as f32);
+        small.data_mut().push(item, rating, items).unwrap();
+        large.data_mut().push(item, rating, items).unwrap();
+    }
+    let a = small.train(&rows, &rc, 5).unwrap();
+    let b = large.train(&rows, &rc, 5).unwrap();
+    assert!(!a.items.is_empty());
+    assert_eq!((a.items, a.weight), (b.items, b.weight));
+    let bits =
+        |d: &[[f32; K]]| -> Vec<u32> { d.as_flattened().iter().map(|x| x.to_bits()).collect() };
+    assert_eq!(bits(a.deltas), bits(b.deltas));
 }

@@ -9,9 +9,9 @@
 //! need the firmware image and qemu-system-arm (see `common::qemu_boards_available`).
 //!
 //! To record goldens after an intended change: `FEDRECON_BLESS=1 cargo test -p
-//! fedrecon-host-sim --test goldens`, then say in the commit which goldens moved and why.
+//! fedrecon-host-sim --test it goldens::`, then say in the commit which goldens moved and why.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

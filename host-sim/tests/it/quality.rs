@@ -6,13 +6,13 @@ use std::path::Path;
 use std::process::Command;
 
 use fedrecon_host_sim::baselines::centralized::{self, CentralConfig, CentralOptimizer};
+use fedrecon_host_sim::config::schedule::LrDecay;
 use fedrecon_host_sim::config::{Config, Overrides, Preset, ServerConfig};
 use fedrecon_host_sim::data::movielens;
 use fedrecon_host_sim::data::partition::partition;
 use fedrecon_host_sim::output::Record;
 use fedrecon_host_sim::run::{RunOptions, run};
 use fedrecon_host_sim::server::ServerOptimizer;
-use fedrecon_host_sim::server::schedule::LrDecay;
 
 /// Writes a synthetic `ratings.dat`: `users` users each rating `per_user` distinct items out
 /// of `items`, ratings from a rank-3 model plus user and item offsets, rounded into 1..=5.

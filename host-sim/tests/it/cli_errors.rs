@@ -2,8 +2,7 @@
 //! what and where, and leaves the outputs of an earlier run untouched. Loader messages line by
 //! line are pinned in `movielens_formats.rs`; these check the command's behaviour around them.
 
-mod common;
-use common::{fedrecon, snapshot, stderr};
+use crate::common::{fedrecon, snapshot, stderr};
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -1,0 +1,12 @@
+//! Puts the Pico's memory layout on the linker path as `memory.x` (cortex-m-rt's `link.x`
+//! includes it; `.cargo/config.toml` passes `-Tlink.x`).
+
+use std::{env, fs, path::PathBuf};
+
+fn main() {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+    fs::write(out.join("memory.x"), include_bytes!("memory.x")).expect("write memory.x");
+    println!("cargo::rustc-link-search={}", out.display());
+    println!("cargo::rerun-if-changed=memory.x");
+    println!("cargo::rerun-if-changed=build.rs");
+}

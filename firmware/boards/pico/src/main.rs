@@ -1,0 +1,147 @@
+//! fedrecon board image for the Raspberry Pi Pico (RP2040): the serial protocol loop of
+//! `fedrecon-firmware` over the RP2040's own USB port as a CDC-ACM serial device, so the board
+//! appears on the host as `/dev/ttyACM0` (Linux) and `fedrecon train --device /dev/ttyACM0`
+//! talks to it.
+//!
+//! Scalar: Q3.12. The RP2040's Cortex-M0+ has no FPU; on its instruction set (`cargo
+//! footprint`, thumbv6m on QEMU mps2-an385) a 300-rating K = 50 round takes 1.17 M instructions
+//! in Q3.12 against 9.05 M in soft-float f32 and 2.67 M in Q16.16, and Q3.12 halves the RAM.
+#![no_std]
+#![no_main]
+
+use embedded_io::{ErrorKind, ErrorType, Read, Write};
+use fedrecon_core::Device;
+use fedrecon_core::Q12;
+use fedrecon_core::wire::max_frame_buf_len;
+use fedrecon_firmware::{Board, BoardInfo, CachedRows};
+use panic_halt as _;
+use rp2040_hal::{self as hal, pac};
+use static_cell::{ConstStaticCell, StaticCell};
+use usb_device::UsbError;
+use usb_device::bus::UsbBusAllocator;
+use usb_device::device::{StringDescriptors, UsbDevice, UsbDeviceBuilder, UsbVidPid};
+use usbd_serial::SerialPort;
+
+/// Embedding width (the presets' K).
+const K: usize = 50;
+/// Ratings per client the board accepts (the tutorial's and the paper's per-user cap).
+const N: usize = 300;
+const FB: usize = max_frame_buf_len(K);
+/// The Pico's crystal.
+const XTAL_FREQ_HZ: u32 = 12_000_000;
+
+/// The second-stage bootloader the boot ROM runs from the first 256 bytes of flash (W25Q080
+/// flash on the Pico).
+#[unsafe(link_section = ".boot2")]
+#[used]
+static BOOT2: [u8; 256] = rp2040_boot2::BOOT_LOADER_W25Q080;
+
+// Zero-initialised and const-constructed: both land in .bss, never on the stack.
+static DEVICE: ConstStaticCell<Device<Q12, N, K>> = ConstStaticCell::new(Device::new());
+static ROWS: ConstStaticCell<CachedRows<Q12, N, K>> = ConstStaticCell::new(CachedRows::new());
+static USB_BUS: StaticCell<UsbBusAllocator<hal::usb::UsbBus>> = StaticCell::new();
+
+/// The CDC-ACM port as an `embedded-io` link. USB must be polled often (every few ms while
+/// enumerating), so every wait polls the device.
+struct UsbLink<'a> {
+    device: UsbDevice<'a, hal::usb::UsbBus>,
+    serial: SerialPort<'a, hal::usb::UsbBus>,
+}
+
+impl UsbLink<'_> {
+    fn poll(&mut self) {
+        self.device.poll(&mut [&mut self.serial]);
+    }
+}
+
+impl ErrorType for UsbLink<'_> {
+    type Error = ErrorKind;
+}
+
+impl Read for UsbLink<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ErrorKind> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            self.poll();
+            match self.serial.read(buf) {
+                Ok(0) | Err(UsbError::WouldBlock) => {}
+                Ok(n) => return Ok(n),
+                Err(_) => return Err(ErrorKind::Other),
+            }
+        }
+    }
+}
+
+impl Write for UsbLink<'_> {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, ErrorKind> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            self.poll();
+            match self.serial.write(buf) {
+                Ok(0) | Err(UsbError::WouldBlock) => {}
+                Ok(n) => return Ok(n),
+                Err(_) => return Err(ErrorKind::Other),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), ErrorKind> {
+        loop {
+            self.poll();
+            match self.serial.flush() {
+                Ok(()) => return Ok(()),
+                Err(UsbError::WouldBlock) => {}
+                Err(_) => return Err(ErrorKind::Other),
+            }
+        }
+    }
+}
+
+#[hal::entry]
+fn main() -> ! {
+    let mut pac = pac::Peripherals::take().expect("peripherals taken once");
+    let mut watchdog = hal::Watchdog::new(pac.WATCHDOG);
+    let Ok(clocks) = hal::clocks::init_clocks_and_plls(
+        XTAL_FREQ_HZ,
+        pac.XOSC,
+        pac.CLOCKS,
+        pac.PLL_SYS,
+        pac.PLL_USB,
+        &mut pac.RESETS,
+        &mut watchdog,
+    ) else {
+        panic!("clock setup failed")
+    };
+    let bus = USB_BUS.init(UsbBusAllocator::new(hal::usb::UsbBus::new(
+        pac.USBCTRL_REGS,
+        pac.USBCTRL_DPRAM,
+        clocks.usb_clock,
+        true,
+        &mut pac.RESETS,
+    )));
+    let serial = SerialPort::new(bus);
+    // pid.codes' test VID/PID for CDC-ACM: the host's cdc_acm driver binds without a driver.
+    let Ok(builder) = UsbDeviceBuilder::new(bus, UsbVidPid(0x16c0, 0x27dd)).strings(&[
+        StringDescriptors::default()
+            .manufacturer("fedrecon")
+            .product("fedrecon board (Pico, Q3.12)")
+            .serial_number("0001"),
+    ]) else {
+        panic!("USB strings refused")
+    };
+    let device = builder.device_class(usbd_serial::USB_CLASS_CDC).build();
+    let mut link = UsbLink { device, serial };
+    let info = BoardInfo {
+        client: 0,
+        firmware: fedrecon_firmware::FIRMWARE_VERSION,
+    };
+    let mut board: Board<'_, Q12, N, K, FB> = Board::new(DEVICE.take(), ROWS.take(), info);
+    loop {
+        // A link error (the host closed the port mid-frame) ends one session; serve the next.
+        let _ = board.serve(&mut link);
+    }
+}
