@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use fedrecon_core::wire::{
     FirmwareVersion, Hello, Message, PROTOCOL_MAJOR, PROTOCOL_MINOR, RoundMode, RoundStart,
-    RowEncoding, Version, decode_update, encode_item_rows, encode_ratings, encoding_bit,
+    RowEncoding, Version, WireError, decode_update, encode_item_rows, encode_ratings, encoding_bit,
     next_frame, update_buf_len,
 };
 use fedrecon_core::{Phase, RoundConfig, ScalarKind};
@@ -237,6 +237,14 @@ fn spawn_qemu(elf: &Path, name: &str) -> Result<(Qemu, TcpStream)> {
     Ok((qemu, link))
 }
 
+/// True when `e` is a frame in a protocol major this build does not speak.
+fn speaks_other_major(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<WireError>(),
+        Some(WireError::UnsupportedVersion { .. })
+    )
+}
+
 impl Board {
     /// Boots `n` QEMU boards with `elf` (concurrently) and greets each at width `k`.
     pub fn boot_qemu(elf: &Path, n: usize, k: usize) -> Result<Vec<Board>> {
@@ -340,11 +348,19 @@ impl Board {
             }
             loop {
                 match self.read_frame() {
-                    Ok(raw) => {
-                        if let Ok(Message::Hello(h)) = self.decode(&raw) {
-                            return Ok(h);
+                    Ok(raw) => match self.decode(&raw) {
+                        Ok(Message::Hello(h)) => return Ok(h),
+                        // An image of another wire major answers in frames this build cannot
+                        // read: waiting for a Hello would only run into the read timeout.
+                        Err(e) if speaks_other_major(&e) => {
+                            return Err(e.context(format!(
+                                "board {}: its firmware speaks another protocol version \
+                                 (rebuild the images: cargo build-fw)",
+                                self.name
+                            )));
                         }
-                    }
+                        _ => {}
+                    },
                     Err(e) => {
                         last = e;
                         break;
@@ -498,9 +514,11 @@ impl Board {
         let name = &self.name;
         let (_, frame) = next_frame(raw, &mut self.buf);
         let frame = frame
-            .map_err(|e| anyhow!("board {name}: bad frame: {e}"))?
+            .map_err(|e| anyhow::Error::new(e).context(format!("board {name}: bad frame")))?
             .ok_or_else(|| anyhow!("board {name}: empty frame"))?;
-        Message::decode::<1>(&frame).map_err(|e| anyhow!("board {name}: undecodable message: {e}"))
+        Message::decode::<1>(&frame).map_err(|e| {
+            anyhow::Error::new(e).context(format!("board {name}: undecodable message"))
+        })
     }
 
     /// The next frame from the link, delimiter included.
