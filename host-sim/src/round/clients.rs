@@ -102,6 +102,8 @@ pub(crate) struct Slot {
     pub(crate) biases: Vec<f32>,
     /// Why the server refused the update ([`crate::server::validate`]), if it did.
     pub(crate) reject: Option<(Reject, String)>,
+    /// The client is one of the attack bench's malicious users ([`crate::attack`]).
+    pub(crate) malicious: bool,
 }
 
 impl Slot {
@@ -114,6 +116,7 @@ impl Slot {
         // A malformed upload leaves no header: the previous client's must not be counted.
         self.header = UpdateHeader::default();
         self.reject = None;
+        self.malicious = false;
     }
 
     /// The server side of one upload: decodes `bytes` into the slot's row buffers. Rows are

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use super::clients::{ClientHost, ClientJob, Outcome, RoundInput, Slot};
 use super::{RoundStats, SimScalar, Simulation, client_round_config, recon_examples};
+use crate::attack::RoundSecurity;
 use crate::comm::{self, ClientTraffic, DownlinkRound};
 use crate::round::faults::RoundFaults;
 use crate::seeds::{Purpose, sample_without_replacement, seed_for};
@@ -42,6 +43,8 @@ struct Selection {
     skipped: u32,
     /// Rating-steps of the reporting clients.
     examples: u64,
+    /// Attack bench: malicious clients among the folded ones.
+    attackers: u32,
     /// Seconds of selection and folding, of the aggregation (folding and finishing) and of
     /// the server step (for `fedrecon bench`).
     select_seconds: f64,
@@ -60,6 +63,9 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         let mut s = Selection::default();
         self.claim(round, &jobs);
         self.agg.reset();
+        if let Some(r) = self.robust.as_mut() {
+            r.reset();
+        }
         let window = WINDOW_PER_THREAD * self.threads().max(1);
         self.slots
             .resize_with(window.min(jobs.len()), Slot::default);
@@ -78,6 +84,12 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         }
         let device_seconds = t0.elapsed().as_secs_f64() - s.select_seconds;
         let (applied, privacy) = self.finish_and_apply(round, &mut s, sample.len())?;
+        let security = (self.cfg.attack.kind != crate::attack::AttackKind::None
+            || self.cfg.robust.is_active())
+        .then(|| RoundSecurity {
+            attackers: s.attackers,
+            defense: self.robust.as_ref().map(|r| r.stats()).unwrap_or_default(),
+        });
         self.round = round;
         let m = self.agg.metrics();
         Ok(RoundStats {
@@ -93,6 +105,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             traffic: comm::TrafficStats::from_clients(&s.per_client),
             faults: s.faults,
             privacy,
+            security,
             examples: s.examples,
             device_seconds,
             server_seconds: t0.elapsed().as_secs_f64() - device_seconds,
@@ -253,6 +266,8 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
     fn validate(&mut self, round: u32, jobs: &[ClientJob], range: Range<usize>) {
         let (train, rel, n) = (&self.part.train, &self.cfg.reliability, self.num_items);
         let with_bias = self.cfg.model.item_bias;
+        let (attack, seed, params) = (&self.cfg.attack, self.cfg.run.seed, &self.params);
+        let shape = (n, K, with_bias);
         let slots = &mut self.slots[..range.len()];
         self.devices.pool.install(|| {
             slots
@@ -264,7 +279,21 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                     };
                     let len = train.client(job.index).len();
                     slot.reject = match slot.receive::<K>(round, job.user, wire_client, with_bias) {
-                        Ok(()) => slot.validate(len, n, &job.cfg, rel, K),
+                        Ok(()) => {
+                            slot.malicious = attack.is_malicious(seed, job.user);
+                            if slot.malicious {
+                                // The attack bench: the update of a malicious client (virtual
+                                // or board) is rewritten, then validated like any other.
+                                let u = crate::attack::Poisoned {
+                                    items: &mut slot.items,
+                                    rows: &mut slot.rows,
+                                    biases: &mut slot.biases,
+                                };
+                                crate::attack::poison(attack, params, shape, u);
+                                slot.header.rows = slot.items.len() as u32;
+                            }
+                            slot.validate(len, n, &job.cfg, rel, K)
+                        }
                         Err(e) => Some((Reject::Malformed, format!("{e:#}"))),
                     };
                 });
@@ -329,6 +358,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                 continue;
             }
             s.accepted += 1;
+            s.attackers += u32::from(slot.malicious);
             take[i] = true;
         }
         Ok(take)
@@ -354,7 +384,8 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         if updates.is_empty() {
             return Ok(());
         }
-        let mut strategy = strategy::for_round(&mut self.agg, self.dp.as_mut());
+        let mut strategy =
+            strategy::for_round(&mut self.agg, self.dp.as_mut(), self.robust.as_mut())?;
         self.devices
             .pool
             .install(|| strategy.fold(&updates))
@@ -373,7 +404,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         let t_aggregate = Instant::now();
         let min = self.cfg.reliability.min_clients;
         let mut strategy: Box<dyn Strategy + '_> =
-            strategy::for_round(&mut self.agg, self.dp.as_mut());
+            strategy::for_round(&mut self.agg, self.dp.as_mut(), self.robust.as_mut())?;
         let mut privacy = None;
         let applied = if s.accepted < min {
             strategy.discard();

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod attack;
 mod boards;
 mod cli;
 mod cli_errors;
