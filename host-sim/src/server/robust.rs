@@ -21,7 +21,9 @@
 //! row's values are gathered in client order and sorted by value (ties keep client order), and
 //! rows are independent, so rows may run in parallel and the result is bit-identical for any
 //! thread count. Differential privacy already bounds every update (its clip) and calibrates its
-//! noise to a clipped sum, so these strategies are refused together with `privacy.enabled`.
+//! noise to a clipped sum, so the median, trimmed means and Krum are refused together with
+//! `privacy.enabled`; the norm bound and the alignment check compose with it
+//! ([`super::strategy`]).
 
 use anyhow::{Result, ensure};
 use rayon::prelude::*;
@@ -568,10 +570,12 @@ mod tests {
     }
 
     #[test]
-    fn dp_refuses_robust_rules() {
+    fn dp_refuses_order_statistics_and_krum_only() {
         assert!(RobustConfig::default().validate(true).is_ok());
         let e = rule(Rule::Median).validate(true).unwrap_err().to_string();
         assert!(e.contains("privacy.enabled"), "{e}");
+        // The per-client checks compose with DP's clip.
+        assert!(RobustConfig::untrusted().validate(true).is_ok());
         let bad = RobustConfig {
             trim: 0.5,
             ..RobustConfig::default()
