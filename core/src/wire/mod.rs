@@ -58,6 +58,7 @@
 //! ```
 
 mod accum;
+pub mod auth;
 mod cobs;
 pub mod crc;
 mod error;
@@ -71,7 +72,7 @@ pub use cobs::max_encoded_len as cobs_max_encoded_len;
 pub use error::{EncodeError, WireError};
 pub use frame::{
     CRC_LEN, DELIMITER, Frame, HEADER_LEN, Kind, PROTOCOL_MAJOR, PROTOCOL_MINOR, encode_frame,
-    encode_frame_raw, encode_frame_with, frame_buf_len, max_frame_len, next_frame,
+    encode_frame_raw, encode_frame_with, frame_buf_len, max_frame_len, next_frame, next_raw_frame,
 };
 pub use msg::{
     ErrorCode, ErrorMsg, EvalReport, FirmwareVersion, Hello, Message, RATINGS_PER_CHUNK, Rating,
