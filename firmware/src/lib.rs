@@ -9,6 +9,7 @@
 //! - [`cmsdk_uart::CmsdkUart`]: an `embedded-io` driver for QEMU mps2's UARTs;
 //! - [`footprint`] (target only): the measured round behind `cargo footprint`, counted by
 //!   [`counter`] (SysTick on Cortex-M, `mcycle` on RISC-V);
+//! - [`auth_cost`] (target only): what authenticated frames add to that round;
 //! - [`parity`] (target only): the protocol loop over semihosting files, behind
 //!   `cargo fw-parity`.
 //!
@@ -25,6 +26,8 @@ pub mod rows;
 #[cfg(test)]
 mod proto_tests;
 
+#[cfg(target_os = "none")]
+pub mod auth_cost;
 #[cfg(target_os = "none")]
 pub mod counter;
 #[cfg(target_os = "none")]

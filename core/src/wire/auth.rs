@@ -9,7 +9,7 @@
 //! is sealed: the kind byte has [`SEALED`] set, the payload is encrypted in place and followed
 //! by the sender's frame sequence (`u32` LE, 0, 1, 2, ... per direction) and the 16-byte tag,
 //! all inside the usual CRC-32 and COBS envelope. Receiving is a checked view first
-//! ([`Session::open`]: CRC, version, sealed kind, sequence, tag), then the typed [`Frame`] of
+//! ([`Session::open`]: CRC, version, sealed kind, tag, sequence), then the typed [`Frame`] of
 //! the decrypted payload, which [`Frame::parse`] and [`super::Message::decode`] read as before.
 //! No allocation; every buffer is the caller's.
 
@@ -364,9 +364,9 @@ impl Session {
     }
 
     /// Opens a COBS-decoded sealed frame in place: envelope (length, CRC, major), sealed kind,
-    /// sequence (the next expected: older is [`AuthError::Replayed`], newer
-    /// [`AuthError::Gap`]), tag; then decrypts the payload and returns the plain [`Frame`].
-    /// A refused frame leaves the session as it was (the next genuine frame still opens).
+    /// tag (which also decrypts the payload), then sequence (the next expected: older is
+    /// [`AuthError::Replayed`], newer [`AuthError::Gap`]); returns the plain [`Frame`]. A
+    /// refused frame leaves the session as it was (the next genuine frame still opens).
     pub fn open<'a>(&mut self, raw: &'a mut [u8]) -> Result<Frame<'a>, AuthError> {
         let (header, body) = envelope(raw)?;
         if header[2] & SEALED == 0 {
@@ -381,12 +381,6 @@ impl Session {
         let seq_bytes = [body[n], body[n + 1], body[n + 2], body[n + 3]];
         let seq = u32::from_le_bytes(seq_bytes);
         let expected = self.rx.ok_or(AuthError::Exhausted)?;
-        if seq < expected {
-            return Err(AuthError::Replayed { seq, expected });
-        }
-        if seq > expected {
-            return Err(AuthError::Gap { seq, expected });
-        }
         let mut tag = Tag::default();
         tag.copy_from_slice(&body[n + SEQ_LEN..n + SEAL_LEN]);
         let text = &mut raw[HEADER_LEN..HEADER_LEN + n];
@@ -398,6 +392,14 @@ impl Session {
                 &tag,
             )
             .map_err(|_| AuthError::BadTag)?;
+        // The tag covers the sequence number, so only a genuine frame gets this far: an
+        // older one is a replay, a newer one means frames were lost or held back.
+        if seq < expected {
+            return Err(AuthError::Replayed { seq, expected });
+        }
+        if seq > expected {
+            return Err(AuthError::Gap { seq, expected });
+        }
         self.rx = seq.checked_add(1);
         Ok(Frame {
             major: header[0],

@@ -16,6 +16,7 @@
 //! stays virtual and is logged. Boards run on their own threads, concurrently with the
 //! virtual devices.
 
+pub mod enrol;
 pub mod link_faults;
 
 use std::io::{BufRead, BufReader, Read, Write};
