@@ -225,4 +225,4 @@ fn golden_sealed_frame_for_wire_md() {
     assert_eq!(hex, GOLDEN_RAW);
 }
 
-const GOLDEN_RAW: &str = "030088c5d600000000cbf43ba58340ed5771c61995a57c9f506a375e3f";
+const GOLDEN_RAW: &str = "030188c5d600000000c8c8a2efe25168ae0bbf3a966db671b70fd0f867";

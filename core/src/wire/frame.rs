@@ -15,7 +15,7 @@ use serde::Serialize;
 pub const PROTOCOL_MAJOR: u8 = 3;
 /// Minor protocol version: later minors may append fields at the end of a message, which
 /// readers of an earlier minor ignore.
-pub const PROTOCOL_MINOR: u8 = 0;
+pub const PROTOCOL_MINOR: u8 = 1;
 /// Bytes of the frame header (`major`, `minor`, `kind`).
 pub const HEADER_LEN: usize = 3;
 /// Bytes of the CRC-32 trailer.
