@@ -226,3 +226,23 @@ fn golden_sealed_frame_for_wire_md() {
 }
 
 const GOLDEN_RAW: &str = "030188c5d600000000c8c8a2efe25168ae0bbf3a966db671b70fd0f867";
+
+proptest::proptest! {
+    /// Arbitrary bytes (and a genuine frame with arbitrary bytes spliced in) never panic the
+    /// authentication layer and never open.
+    #[test]
+    fn arbitrary_bytes_never_open(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), at in 0usize..64) {
+        let (mut server, mut device) = pair(&KEY, SERVER_NONCE);
+        let mut junk = bytes.clone();
+        proptest::prop_assert!(device.open(&mut junk).is_err());
+        let _ = SessionOpen::check(&bytes);
+        let mut r = raw(&seal(&mut server, 1));
+        let at = at.min(r.len());
+        let mut spliced: Vec<u8> = r[..at].to_vec();
+        spliced.extend(&bytes);
+        if spliced != r {
+            proptest::prop_assert!(device.open(&mut spliced).is_err());
+        }
+        proptest::prop_assert!(device.open(&mut r).is_ok());
+    }
+}
