@@ -121,12 +121,20 @@ pub fn run() -> ! {
         );
         let Ok(n) = n else { fail("seal") };
         bytes_up += n;
+        let sealed_raw = match next_raw_frame(&buf[..n], &mut raw) {
+            (_, Ok(Some(r))) => r.len(),
+            _ => fail("cobs"),
+        };
         let m = count!(
             plain_ticks,
             encode_frame_with(kind, &mut buf, |p| Ok(fill(p, len, i as u8)))
         );
-        if m.map(|m| m + SEAL_LEN) != Ok(n) {
-            // COBS may add a byte per 254; the fill has no zero, so it adds none here.
+        let Ok(m) = m else { fail("encode") };
+        let plain_raw = match next_raw_frame(&buf[..m], &mut raw) {
+            (_, Ok(Some(r))) => r.len(),
+            _ => fail("cobs"),
+        };
+        if sealed_raw != plain_raw + SEAL_LEN {
             fail("sealed length")
         }
     }

@@ -1,16 +1,17 @@
-//! Authenticated frames (WIRE.md section 7): a layer beside the framing that seals a frame's
-//! payload with ChaCha20-Poly1305 (RFC 8439) under a per-session key, and opens it again,
+//! Authenticated frames (WIRE.md section 7): a layer beside the framing that seals a frame
+//! with a ChaCha20-Poly1305 (RFC 8439) tag under a per-session key, and opens it again,
 //! refusing forged, altered, replayed, reordered and other devices' frames with an
-//! [`AuthError`].
+//! [`AuthError`]. The payload stays in the clear (authentication, not confidentiality: on the
+//! Cortex-M4F encrypting it too would cost 4.3× the instructions, WIRE.md 7.3).
 //!
 //! A session starts with one unsealed [`SessionOpen`] each way (the device names itself and
 //! sends its nonce, the server answers with its fresh nonce); both derive the session key from
 //! the device's enrolled [`DeviceKey`] and the two nonces ([`Session::new`]). Every later frame
-//! is sealed: the kind byte has [`SEALED`] set, the payload is encrypted in place and followed
-//! by the sender's frame sequence (`u32` LE, 0, 1, 2, ... per direction) and the 16-byte tag,
-//! all inside the usual CRC-32 and COBS envelope. Receiving is a checked view first
-//! ([`Session::open`]: CRC, version, sealed kind, tag, sequence), then the typed [`Frame`] of
-//! the decrypted payload, which [`Frame::parse`] and [`super::Message::decode`] read as before.
+//! is sealed: the kind byte has [`SEALED`] set, the payload is followed by the sender's frame
+//! sequence (`u32` LE, 0, 1, 2, ... per direction) and the 16-byte tag over header, payload
+//! and sequence, all inside the usual CRC-32 and COBS envelope. Receiving is a checked view
+//! first ([`Session::open`]: CRC, version, sealed kind, tag, sequence), then the typed
+//! [`Frame`], which [`Frame::parse`] and [`super::Message::decode`] read as before.
 //! No allocation; every buffer is the caller's.
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
@@ -297,10 +298,13 @@ impl Session {
         self.device
     }
 
-    /// The AEAD nonce of frame `seq` sent by `dir`: `dir ‖ 0 0 0 ‖ seq (LE) ‖ 0 0 0 0`.
-    fn nonce(dir: u8, seq: u32) -> [u8; 12] {
+    /// The AEAD nonce of frame `seq` sent by `dir` with `header`:
+    /// `dir ‖ major ‖ minor ‖ kind ‖ seq (LE) ‖ 0 0 0 0` (unique per direction and frame; the
+    /// header in it is authenticated, since the tag's one-time key derives from the nonce).
+    fn nonce(dir: u8, header: [u8; HEADER_LEN], seq: u32) -> [u8; 12] {
         let mut n = [0u8; 12];
         n[0] = dir;
+        n[1..4].copy_from_slice(&header);
         n[4..8].copy_from_slice(&seq.to_le_bytes());
         n
     }
@@ -328,14 +332,17 @@ impl Session {
                     have: p.len(),
                 });
             }
-            let (text, rest) = p.split_at_mut(n);
-            let seq_bytes = seq.to_le_bytes();
-            let aad = aad(header, seq_bytes);
+            p[n..n + SEQ_LEN].copy_from_slice(&seq.to_le_bytes());
+            let (authenticated, rest) = p.split_at_mut(n + SEQ_LEN);
+            // The tag of an empty plaintext with `payload ‖ seq` as associated data.
             let tag = aead
-                .encrypt_inout_detached(&Self::nonce(dir, seq).into(), &aad, text.into())
+                .encrypt_inout_detached(
+                    &Self::nonce(dir, header, seq).into(),
+                    authenticated,
+                    (&mut [][..]).into(),
+                )
                 .map_err(|_| WireError::TooLarge { len: n, max: n })?;
-            rest[..SEQ_LEN].copy_from_slice(&seq_bytes);
-            rest[SEQ_LEN..SEAL_LEN].copy_from_slice(&tag);
+            rest[..TAG_LEN].copy_from_slice(&tag);
             Ok(n + SEAL_LEN)
         })?;
         match self.tx.checked_add(1) {
@@ -363,11 +370,11 @@ impl Session {
         })
     }
 
-    /// Opens a COBS-decoded sealed frame in place: envelope (length, CRC, major), sealed kind,
-    /// tag (which also decrypts the payload), then sequence (the next expected: older is
-    /// [`AuthError::Replayed`], newer [`AuthError::Gap`]); returns the plain [`Frame`]. A
-    /// refused frame leaves the session as it was (the next genuine frame still opens).
-    pub fn open<'a>(&mut self, raw: &'a mut [u8]) -> Result<Frame<'a>, AuthError> {
+    /// Opens a COBS-decoded sealed frame: envelope (length, CRC, major), sealed kind, tag,
+    /// then sequence (the next expected: older is [`AuthError::Replayed`], newer
+    /// [`AuthError::Gap`]); returns the plain [`Frame`]. A refused frame leaves the session as
+    /// it was (the next genuine frame still opens).
+    pub fn open<'a>(&mut self, raw: &'a [u8]) -> Result<Frame<'a>, AuthError> {
         let (header, body) = envelope(raw)?;
         if header[2] & SEALED == 0 {
             return Err(AuthError::Unsealed { kind: header[2] });
@@ -383,12 +390,11 @@ impl Session {
         let expected = self.rx.ok_or(AuthError::Exhausted)?;
         let mut tag = Tag::default();
         tag.copy_from_slice(&body[n + SEQ_LEN..n + SEAL_LEN]);
-        let text = &mut raw[HEADER_LEN..HEADER_LEN + n];
         self.aead
             .decrypt_inout_detached(
-                &Self::nonce(self.role.peer().tx(), seq).into(),
-                &aad(header, seq_bytes),
-                text.into(),
+                &Self::nonce(self.role.peer().tx(), header, seq).into(),
+                &body[..n + SEQ_LEN],
+                (&mut [][..]).into(),
                 &tag,
             )
             .map_err(|_| AuthError::BadTag)?;
@@ -408,11 +414,4 @@ impl Session {
             payload: &raw[HEADER_LEN..HEADER_LEN + n],
         })
     }
-}
-
-/// The associated data of a sealed frame: its header and sequence number.
-fn aad(header: [u8; HEADER_LEN], seq: [u8; SEQ_LEN]) -> [u8; HEADER_LEN + SEQ_LEN] {
-    [
-        header[0], header[1], header[2], seq[0], seq[1], seq[2], seq[3],
-    ]
 }
