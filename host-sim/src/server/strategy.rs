@@ -84,13 +84,14 @@ impl RobustRound {
     /// Each update's fate under the per-client checks: `None` when the alignment check
     /// leaves it out, else the factor that bounds its norm. Counts both in the stats.
     fn screen(&mut self, c: &ClientRows<'_>) -> Option<f64> {
+        // Counted as `robust::aggregate` counts: every update over the bound, kept or not.
+        let s = robust::bound_scale(robust::norm(c), self.cfg.norm_bound);
+        self.stats.norm_bounded += u32::from(s < 1.0);
         let min = self.cfg.row_alignment;
         if min > 0.0 && !robust::aligned(c, self.shape.k, min) {
             self.stats.misaligned += 1;
             return None;
         }
-        let s = robust::bound_scale(robust::norm(c), self.cfg.norm_bound);
-        self.stats.norm_bounded += u32::from(s < 1.0);
         Some(s)
     }
 }
@@ -310,5 +311,77 @@ impl Strategy for Holding<'_> {
 
     fn discard(&mut self) {
         self.robust.held.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The streaming norm bound and alignment check, folded in windows, give the bits of the
+    /// all-at-once robust mean (`robust::aggregate`, which the attack table was measured with).
+    #[test]
+    fn bounded_mean_streams_the_robust_mean_bit_for_bit() {
+        let (items, k) = (50usize, 2usize);
+        let data: Vec<(Vec<u32>, Vec<f32>, Vec<f32>)> = (0..30u32)
+            .map(|c| {
+                let ids: Vec<u32> = (0..items as u32)
+                    .filter(|i| (i * 3 + c).is_multiple_of(4))
+                    .collect();
+                // Every fifth client's rows are not aligned with one direction.
+                let rows = ids
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(r, _)| {
+                        let s = ((r as f32 + 1.0) * (c as f32 + 0.3)).sin() * (1.0 + c as f32);
+                        let skew = if c % 5 == 0 { r as f32 } else { 0.0 };
+                        [s, 2.0 * s + skew]
+                    })
+                    .collect();
+                let biases = ids.iter().map(|&i| i as f32 * 0.01 - 0.2).collect();
+                (ids, rows, biases)
+            })
+            .collect();
+        let updates: Vec<(ClientRows<'_>, Metrics)> = data
+            .iter()
+            .enumerate()
+            .map(|(c, (ids, rows, biases))| {
+                let rows = ClientRows {
+                    weight: 1 + c as u32 % 4,
+                    items: ids,
+                    rows,
+                    biases,
+                };
+                (rows, Metrics::default())
+            })
+            .collect();
+        let cfg = RobustConfig {
+            norm_bound: 3.0,
+            row_alignment: 0.999,
+            ..RobustConfig::default()
+        };
+        let shape = Shape {
+            items,
+            k,
+            with_bias: true,
+        };
+        let len = items * (k + 1);
+        let mut want = vec![0.0; len];
+        let views: Vec<_> = updates.iter().map(|(c, _)| *c).collect();
+        let (ok, want_stats) = robust::aggregate(&cfg, shape, &views, &mut want).unwrap();
+        assert!(ok && want_stats.norm_bounded > 0 && want_stats.misaligned > 0);
+        let mut agg = Aggregator::new(items, k, true);
+        let mut round = RobustRound::new(&cfg, shape);
+        let mut got = vec![0.0; len];
+        {
+            let mut s = for_round(&mut agg, None, Some(&mut round)).unwrap();
+            for window in updates.chunks(7) {
+                s.fold(window).unwrap();
+            }
+            assert!(s.finish(1, &mut got).unwrap().0);
+        }
+        assert_eq!(round.stats(), want_stats);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want));
     }
 }
