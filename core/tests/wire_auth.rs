@@ -41,8 +41,8 @@ fn raw(frame: &[u8]) -> Vec<u8> {
 }
 
 fn open(s: &mut Session, frame: &[u8]) -> Result<TopKRequest, AuthError> {
-    let mut r = raw(frame);
-    let f = s.open(&mut r)?;
+    let r = raw(frame);
+    let f = s.open(&r)?;
     assert_eq!(f.kind, Kind::TopKRequest);
     match Message::decode::<8>(&f)? {
         Message::TopKRequest(t) => Ok(t),
@@ -97,7 +97,7 @@ fn altered_frames_fail_the_tag_or_the_crc() {
         r[i] ^= 0x01;
         recrc(&mut r);
         assert_eq!(
-            device.open(&mut r).unwrap_err(),
+            device.open(&r).unwrap_err(),
             AuthError::BadTag,
             "byte {i}"
         );
@@ -106,7 +106,7 @@ fn altered_frames_fail_the_tag_or_the_crc() {
     r[2] &= !SEALED;
     recrc(&mut r);
     assert_eq!(
-        device.open(&mut r).unwrap_err(),
+        device.open(&r).unwrap_err(),
         AuthError::Unsealed {
             kind: Kind::TopKRequest as u8
         }
@@ -115,7 +115,7 @@ fn altered_frames_fail_the_tag_or_the_crc() {
     let mut r = good.clone();
     r[4] ^= 0x80;
     assert!(matches!(
-        device.open(&mut r),
+        device.open(&r),
         Err(AuthError::Wire(WireError::Crc { .. }))
     ));
     // None of it disturbed the session: the genuine frame still opens.
@@ -229,16 +229,16 @@ proptest::proptest! {
     #[test]
     fn arbitrary_bytes_never_open(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), at in 0usize..64) {
         let (mut server, mut device) = pair(&KEY, SERVER_NONCE);
-        let mut junk = bytes.clone();
-        proptest::prop_assert!(device.open(&mut junk).is_err());
+        let junk = bytes.clone();
+        proptest::prop_assert!(device.open(&junk).is_err());
         let _ = SessionOpen::check(&bytes);
-        let mut r = raw(&seal(&mut server, 1));
+        let r = raw(&seal(&mut server, 1));
         let at = at.min(r.len());
         let mut spliced: Vec<u8> = r[..at].to_vec();
         spliced.extend(&bytes);
         if spliced != r {
-            proptest::prop_assert!(device.open(&mut spliced).is_err());
+            proptest::prop_assert!(device.open(&spliced).is_err());
         }
-        proptest::prop_assert!(device.open(&mut r).is_ok());
+        proptest::prop_assert!(device.open(&r).is_ok());
     }
 }
