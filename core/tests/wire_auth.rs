@@ -96,11 +96,7 @@ fn altered_frames_fail_the_tag_or_the_crc() {
         let mut r = good.clone();
         r[i] ^= 0x01;
         recrc(&mut r);
-        assert_eq!(
-            device.open(&r).unwrap_err(),
-            AuthError::BadTag,
-            "byte {i}"
-        );
+        assert_eq!(device.open(&r).unwrap_err(), AuthError::BadTag, "byte {i}");
     }
     let mut r = good.clone();
     r[2] &= !SEALED;
