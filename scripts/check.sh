@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step prints the seconds since the start, so a slow step shows in CI's log.
+step() { printf '\n==> [%ds] %s\n' "$SECONDS" "$*"; }
 
 # Everything below is also logged so the closing line can total every test runner's results.
 log=$(mktemp)
@@ -89,7 +90,7 @@ step "Python package and the tutorial notebook (scripts/python-tests.sh: venv, m
 bash scripts/python-tests.sh
 
 echo
-echo "all checks passed"
+echo "all checks passed in ${SECONDS}s"
 df -h . | awk 'NR == 2 { print "disk free at end: " $4 }'
 du -sh target firmware/target target-tests/target fuzz/target 2>/dev/null || true
 # One closing line for the whole run: the sum over every "test result:" line above.

@@ -1414,3 +1414,100 @@ proptest! {
         }
     }
 }
+
+fn packets_of(info: UpdateInfo, upd: &Update<'_, f32, K>, enc: RowEncoding) -> Vec<Vec<u8>> {
+    let mut buf = vec![0u8; update_buf_len(K)];
+    let mut out = Vec::new();
+    encode_update_in(Framing::Packet, info, upd, enc, &mut buf, |p: &[u8]| {
+        out.push(p.to_vec());
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    out
+}
+
+fn decode_packets(bytes: &[u8]) -> Result<Decoded, WireError> {
+    let mut buf = vec![0u8; update_buf_len(K)];
+    let mut rows = Vec::new();
+    let s = decode_update_in::<K>(Framing::Packet, bytes, &mut buf, |i, d, b| {
+        rows.push((i, *d, b))
+    })?;
+    Ok((s, rows))
+}
+
+proptest! {
+    /// Packets carry exactly the messages a serial link's frames carry (same header and
+    /// payload bytes), decode to the same update, and refuse truncation and trailing bytes.
+    #[test]
+    fn packets_carry_the_same_messages_as_stream_frames(
+        (items, deltas, biases, weight, metrics) in arb_update(),
+        enc in arb_encoding(), round in any::<u32>(), client in any::<u32>(),
+    ) {
+        let upd = Update::<f32, K> {
+            items: &items,
+            deltas: &deltas,
+            bias_deltas: biases.as_deref(),
+            weight,
+            metrics,
+        };
+        let info = UpdateInfo { round, client };
+        let (stream, ends) = collect_frames(info, &upd, enc);
+        let packets = packets_of(info, &upd, enc);
+        prop_assert_eq!(packets.len(), ends.len());
+        let mut scratch = vec![0u8; update_buf_len(K)];
+        let mut start = 0;
+        for (p, &end) in packets.iter().zip(&ends) {
+            let (_, f) = next_frame(&stream[start..end], &mut scratch);
+            let f = f.unwrap().unwrap();
+            let (used, g) = next_packet(p, update_buf_len(K));
+            prop_assert_eq!(used, p.len());
+            prop_assert_eq!(g.unwrap(), f);
+            start = end;
+        }
+        let bytes: Vec<u8> = packets.concat();
+        let (a, rows_a) = decode(&stream).unwrap();
+        let (b, rows_b) = decode_packets(&bytes).unwrap();
+        prop_assert_eq!((a.round, a.client, a.weight, a.rows, a.frames), (b.round, b.client, b.weight, b.rows, b.frames));
+        prop_assert!(same_metrics(&a.metrics, &b.metrics));
+        prop_assert_eq!(b.bytes, bytes.len());
+        prop_assert_eq!(a.payload, b.payload);
+        prop_assert_eq!(b.bytes - b.payload, PACKET_LEN_BYTES * packets.len());
+        prop_assert!(a.bytes >= a.payload + (CRC_LEN + 1) * ends.len());
+        prop_assert_eq!(rows_a.len(), rows_b.len());
+        for (x, y) in rows_a.iter().zip(&rows_b) {
+            prop_assert_eq!(x.0, y.0);
+            prop_assert_eq!(x.1.map(f32::to_bits), y.1.map(f32::to_bits));
+            prop_assert_eq!(x.2.map(f32::to_bits), y.2.map(f32::to_bits));
+        }
+        for cut in [bytes.len() - 1, packets[0].len(), bytes.len() / 2] {
+            if cut < bytes.len() {
+                prop_assert!(decode_packets(&bytes[..cut]).is_err());
+            }
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        prop_assert_eq!(decode_packets(&longer).unwrap_err(), WireError::TrailingData);
+    }
+
+    /// Arbitrary bytes, and valid packets with arbitrary edits, never panic the packet decoder,
+    /// and whatever it accepts has finite rows.
+    #[test]
+    fn arbitrary_packets_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..600),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        n in 0usize..12,
+    ) {
+        let _ = decode_packets(&bytes);
+        let items: Vec<u32> = (0..n as u32).map(|i| 3 * i + 1).collect();
+        let d = deltas(n, 7);
+        let upd = Update::<f32, K> { items: &items, deltas: &d, bias_deltas: None, weight: 3, metrics: Metrics::default() };
+        let mut packets = packets_of(UpdateInfo { round: 1, client: 2 }, &upd, RowEncoding::I8).concat();
+        for (i, b) in edits {
+            let i = i.index(packets.len());
+            packets[i] = b;
+        }
+        if let Ok((_, rows)) = decode_packets(&packets) {
+            prop_assert!(rows.iter().all(|(_, d, _)| d.iter().all(|x| x.is_finite())));
+        }
+    }
+}

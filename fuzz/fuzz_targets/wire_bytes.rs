@@ -1,4 +1,4 @@
-//! Raw bytes through every wire decoder (COBS, CRC, lengths, the accumulator): layer one.
+//! Raw bytes through every wire decoder (COBS, CRC, packets, lengths, the accumulator): layer one.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -7,8 +7,8 @@
 //! CRC before decoding. `seedgen` writes real frames in this format.
 
 use fedrecon_core::wire::{
-    Feed, FrameAccumulator, Message, decode_update, encode_frame_raw, frame_buf_len,
-    max_frame_buf_len, next_frame,
+    Feed, FrameAccumulator, Framing, Message, decode_update, decode_update_in, encode_frame_raw,
+    frame_buf_len, max_frame_buf_len, next_frame,
 };
 
 /// The embedding width the wire targets decode for (the tutorial's).
@@ -64,6 +64,17 @@ pub fn check_stream(input: &[u8], split: usize) {
     });
     if let Ok(s) = &res {
         assert_eq!(s.rows, rows);
+    }
+
+    // The same bytes as in-process packets (no COBS, no CRC): the second layer alone.
+    let mut rows = 0u32;
+    let res = decode_update_in::<K>(Framing::Packet, input, &mut buf, |_, d, b| {
+        assert!(d.iter().all(|x| x.is_finite()) && b.is_none_or(f32::is_finite));
+        rows += 1;
+    });
+    if let Ok(s) = &res {
+        assert_eq!((s.rows, s.bytes), (rows, input.len()));
+        assert!(s.payload < s.bytes);
     }
 
     let mut pos = 0;

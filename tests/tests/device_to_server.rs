@@ -1,10 +1,11 @@
 //! Cross-crate: one `fedrecon-core` device round, through the simulator's real uplink
-//! (`fedrecon-host-sim::transport`: postcard messages in COBS + CRC-32 frames), arrives at the
-//! server as the device computed it: exactly for f32 rows, within half a quantisation step for
-//! i16/i8 rows, with the same weight and metric sums; and a frame corrupted on the way is
-//! refused, never half-delivered.
+//! (`fedrecon-host-sim::transport`: postcard messages, as in-process packets and as a serial
+//! link's COBS + CRC-32 frames), arrives at the server as the device computed it: exactly for
+//! f32 rows, within half a quantisation step for i16/i8 rows, with the same weight and metric
+//! sums whichever the framing; and a serial frame corrupted on the way is refused, never
+//! half-delivered.
 
-use fedrecon_core::wire::RowEncoding;
+use fedrecon_core::wire::{Framing, RowEncoding};
 use fedrecon_core::{DenseRows, Device, Q12, Q16, RoundConfig, Scalar, SplitConfig};
 use fedrecon_host_sim::comm::transport::{decode_update, encode_update_as};
 
@@ -61,19 +62,54 @@ fn round_trip<S: Scalar>(encoding: RowEncoding) -> (Rows, Rows) {
         .map(|(&i, d)| (i, d.map(S::to_f32)))
         .collect();
     let (mut buf, mut bytes) = (Vec::new(), Vec::new());
-    encode_update_as(3, 11, &up, encoding, &mut buf, &mut bytes).unwrap();
+    let mut packets = Vec::new();
+    encode_update_as(
+        Framing::Packet,
+        3,
+        11,
+        &up,
+        encoding,
+        &mut buf,
+        &mut packets,
+    )
+    .unwrap();
+    let mut in_process = Vec::new();
+    let h = decode_update::<K>(Framing::Packet, &packets, 3, 11, &mut buf, |i, d, _| {
+        in_process.push((i, *d))
+    })
+    .unwrap();
+    encode_update_as(Framing::Stream, 3, 11, &up, encoding, &mut buf, &mut bytes).unwrap();
     let mut got = Vec::new();
-    let header = decode_update::<K>(&bytes, 3, 11, &mut buf, |i, d, _| got.push((i, *d))).unwrap();
+    let header = decode_update::<K>(Framing::Stream, &bytes, 3, 11, &mut buf, |i, d, _| {
+        got.push((i, *d))
+    })
+    .unwrap();
     assert_eq!(header.weight, up.weight);
     assert_eq!(header.metrics, up.metrics);
     assert_eq!(header.rows as usize, up.items.len());
+    // The same messages whichever the framing: the same header, payload bytes and rows.
+    assert_eq!(
+        (h.weight, h.metrics, h.rows),
+        (header.weight, header.metrics, header.rows)
+    );
+    assert_eq!(h.payload, header.payload);
+    assert!(packets.len() < bytes.len());
+    assert_eq!(
+        in_process
+            .iter()
+            .map(|(i, d)| (*i, d.map(f32::to_bits)))
+            .collect::<Vec<_>>(),
+        got.iter()
+            .map(|(i, d)| (*i, d.map(f32::to_bits)))
+            .collect::<Vec<_>>()
+    );
 
     // Any single flipped bit in the frames is refused as a whole.
     for pos in (0..bytes.len()).step_by(97) {
         let mut bad = bytes.clone();
         bad[pos] ^= 0x10;
         assert!(
-            decode_update::<K>(&bad, 3, 11, &mut buf, |_, _, _| {}).is_err(),
+            decode_update::<K>(Framing::Stream, &bad, 3, 11, &mut buf, |_, _, _| {}).is_err(),
             "flip at byte {pos} of {} was accepted",
             bytes.len()
         );

@@ -7,6 +7,7 @@
 use super::WireError;
 use super::cobs;
 use super::crc::{Crc32, crc32};
+use super::framing::Framing;
 use serde::Serialize;
 
 /// Major protocol version: a frame with another major is refused with
@@ -103,6 +104,15 @@ impl<'a> Frame<'a> {
         if computed != received {
             return Err(WireError::Crc { computed, received });
         }
+        Self::check_body(body)
+    }
+
+    /// The checks after the integrity check: header length, version, kind. A
+    /// [`Framing::Packet`](super::Framing::Packet) body has no CRC and gets only these.
+    pub(crate) fn check_body(body: &'a [u8]) -> Result<Self, WireError> {
+        if body.len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
         if body[0] != PROTOCOL_MAJOR {
             return Err(WireError::UnsupportedVersion {
                 got: body[0],
@@ -178,7 +188,17 @@ pub fn encode_frame_with(
     buf: &mut [u8],
     write_payload: impl FnOnce(&mut [u8]) -> Result<usize, WireError>,
 ) -> Result<usize, WireError> {
-    encode_frame_raw(
+    encode_frame_with_in(Framing::Stream, kind, buf, write_payload)
+}
+
+/// [`encode_frame_with`] in any [`Framing`].
+pub fn encode_frame_with_in(
+    framing: Framing,
+    kind: Kind,
+    buf: &mut [u8],
+    write_payload: impl FnOnce(&mut [u8]) -> Result<usize, WireError>,
+) -> Result<usize, WireError> {
+    framing.encode_raw(
         [PROTOCOL_MAJOR, PROTOCOL_MINOR, kind as u8],
         buf,
         write_payload,
@@ -221,8 +241,18 @@ pub fn encode_frame<T: Serialize + ?Sized>(
     msg: &T,
     buf: &mut [u8],
 ) -> Result<usize, WireError> {
+    encode_frame_in(Framing::Stream, kind, msg, buf)
+}
+
+/// [`encode_frame`] in any [`Framing`].
+pub fn encode_frame_in<T: Serialize + ?Sized>(
+    framing: Framing,
+    kind: Kind,
+    msg: &T,
+    buf: &mut [u8],
+) -> Result<usize, WireError> {
     let have = buf.len();
-    encode_frame_with(kind, buf, |out| {
+    encode_frame_with_in(framing, kind, buf, |out| {
         postcard::to_slice(msg, out)
             .map(|s| s.len())
             .map_err(|e| match e {

@@ -63,6 +63,7 @@ mod cobs;
 pub mod crc;
 mod error;
 mod frame;
+mod framing;
 mod msg;
 mod rows;
 mod update;
@@ -72,8 +73,10 @@ pub use cobs::max_encoded_len as cobs_max_encoded_len;
 pub use error::{EncodeError, WireError};
 pub use frame::{
     CRC_LEN, DELIMITER, Frame, HEADER_LEN, Kind, PROTOCOL_MAJOR, PROTOCOL_MINOR, encode_frame,
-    encode_frame_raw, encode_frame_with, frame_buf_len, max_frame_len, next_frame, next_raw_frame,
+    encode_frame_in, encode_frame_raw, encode_frame_with, encode_frame_with_in, frame_buf_len,
+    max_frame_len, next_frame, next_raw_frame,
 };
+pub use framing::{Framing, PACKET_LEN_BYTES, next_packet};
 pub use msg::{
     ErrorCode, ErrorMsg, EvalReport, FirmwareVersion, Hello, Message, RATINGS_PER_CHUNK, Rating,
     RatingsChunk, RatingsStream, RoundMode, RoundStart, Scored, TOP_K_MAX, TopKAnswer, TopKRequest,
@@ -85,5 +88,6 @@ pub use rows::{
 };
 pub use update::{
     RowStream, UpdateBegin, UpdateInfo, UpdateReceiver, UpdateSummary, decode_update,
-    encode_item_rows, encode_update, update_buf_len,
+    decode_update_in, encode_item_rows, encode_item_rows_in, encode_update, encode_update_in,
+    update_buf_len,
 };

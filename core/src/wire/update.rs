@@ -1,6 +1,9 @@
 //! The update path: a client's sparse update streamed as frames, and its validating decoder.
 
-use super::frame::{Frame, Kind, encode_frame, encode_frame_with, frame_buf_len, next_frame};
+use super::frame::{
+    Frame, HEADER_LEN, Kind, encode_frame_in, encode_frame_with_in, frame_buf_len, next_frame,
+};
+use super::framing::{Framing, next_packet};
 use super::rows::{
     ROWS_PER_CHUNK, RowChunk, RowChunkHead, RowEncoding, pack_row, row_chunk_max_payload,
     unpack_row, varint_len,
@@ -63,6 +66,9 @@ pub struct UpdateSummary {
     pub frames: u32,
     /// Bytes of input consumed.
     pub bytes: usize,
+    /// Bytes of the messages themselves (header and payload of every frame): `bytes` less
+    /// what the link's [`Framing`] added.
+    pub payload: usize,
 }
 
 /// Bytes of the frame buffer [`encode_update`] and [`decode_update`] need at width `k`
@@ -81,6 +87,7 @@ fn chunk_count(rows: usize) -> usize {
 /// `row(i)` yields row `i` of `n`. Returns bytes written.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_row_chunks<'r, S: Scalar, const K: usize, E>(
+    framing: Framing,
     kind: Kind,
     round: u32,
     stream: u32,
@@ -106,7 +113,7 @@ pub(crate) fn encode_row_chunks<'r, S: Scalar, const K: usize, E>(
             count: (hi - lo) as u16,
         };
         let data_len = (hi - lo) * stride;
-        let len = encode_frame_with(kind, buf, |out| {
+        let len = encode_frame_with_in(framing, kind, buf, |out| {
             let have = out.len();
             let too_small = WireError::BufferTooSmall {
                 need: row_chunk_max_payload(K),
@@ -149,6 +156,30 @@ pub fn encode_item_rows<'r, S: Scalar, const K: usize, E>(
     n: usize,
     row: impl FnMut(usize) -> (u32, &'r [S; K], Option<S>),
     buf: &mut [u8],
+    sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<usize, EncodeError<E>> {
+    encode_item_rows_in(
+        Framing::Stream,
+        round,
+        encoding,
+        has_bias,
+        n,
+        row,
+        buf,
+        sink,
+    )
+}
+
+/// [`encode_item_rows`] in any [`Framing`].
+#[allow(clippy::too_many_arguments)]
+pub fn encode_item_rows_in<'r, S: Scalar, const K: usize, E>(
+    framing: Framing,
+    round: u32,
+    encoding: RowEncoding,
+    has_bias: bool,
+    n: usize,
+    row: impl FnMut(usize) -> (u32, &'r [S; K], Option<S>),
+    buf: &mut [u8],
     mut sink: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<usize, EncodeError<E>> {
     if buf.len() < update_buf_len(K) {
@@ -159,6 +190,7 @@ pub fn encode_item_rows<'r, S: Scalar, const K: usize, E>(
         .into());
     }
     encode_row_chunks(
+        framing,
         Kind::ItemRows,
         round,
         0,
@@ -180,6 +212,18 @@ pub fn encode_item_rows<'r, S: Scalar, const K: usize, E>(
 /// update's slices have different lengths; with [`EncodeError::Sink`] when `sink` fails
 /// (the receiver then sees a truncated stream, which it rejects).
 pub fn encode_update<S: Scalar, const K: usize, E>(
+    info: UpdateInfo,
+    update: &Update<'_, S, K>,
+    encoding: RowEncoding,
+    buf: &mut [u8],
+    sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<usize, EncodeError<E>> {
+    encode_update_in(Framing::Stream, info, update, encoding, buf, sink)
+}
+
+/// [`encode_update`] in any [`Framing`]: the same messages, delimited as the link needs.
+pub fn encode_update_in<S: Scalar, const K: usize, E>(
+    framing: Framing,
     info: UpdateInfo,
     update: &Update<'_, S, K>,
     encoding: RowEncoding,
@@ -211,9 +255,10 @@ pub fn encode_update<S: Scalar, const K: usize, E>(
         weight: update.weight,
         metrics: canonical_nans(update.metrics),
     };
-    let len = encode_frame(Kind::UpdateBegin, &begin, buf)?;
+    let len = encode_frame_in(framing, Kind::UpdateBegin, &begin, buf)?;
     sink(&buf[..len]).map_err(EncodeError::Sink)?;
     let rows = encode_row_chunks(
+        framing,
         Kind::UpdateRows,
         info.round,
         info.client,
@@ -341,7 +386,8 @@ impl RowStream {
 /// link with a `FrameAccumulator`). [`decode_update`] is this over a slice.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct UpdateReceiver<const K: usize> {
-    state: Option<(UpdateBegin, RowStream, u32)>,
+    /// The begin message, its row stream, frames and message bytes received.
+    state: Option<(UpdateBegin, RowStream, u32, usize)>,
 }
 
 impl<const K: usize> UpdateReceiver<K> {
@@ -374,13 +420,14 @@ impl<const K: usize> UpdateReceiver<K> {
                     begin.has_bias,
                     begin.rows,
                 );
-                self.state = Some((begin, stream, 1));
+                self.state = Some((begin, stream, 1, HEADER_LEN + frame.payload.len()));
             }
-            Some((_, stream, frames)) => {
+            Some((_, stream, frames, payload)) => {
                 if frame.kind == Kind::UpdateRows {
                     let chunk: RowChunk<'_> = frame.parse(row_chunk_max_payload(K))?;
                     stream.accept::<K>(&chunk, visit)?;
                     *frames += 1;
+                    *payload += HEADER_LEN + frame.payload.len();
                 } else {
                     return Err(WireError::UnexpectedKind {
                         got: frame.kind as u8,
@@ -393,7 +440,7 @@ impl<const K: usize> UpdateReceiver<K> {
     }
 
     fn summary(&self) -> Option<UpdateSummary> {
-        let (b, stream, frames) = self.state.as_ref()?;
+        let (b, stream, frames, payload) = self.state.as_ref()?;
         stream.is_complete().then_some(UpdateSummary {
             round: b.round,
             client: b.client,
@@ -404,6 +451,7 @@ impl<const K: usize> UpdateReceiver<K> {
             has_bias: b.has_bias,
             frames: *frames,
             bytes: 0,
+            payload: *payload,
         })
     }
 
@@ -426,8 +474,23 @@ impl<const K: usize> UpdateReceiver<K> {
 pub fn decode_update<const K: usize>(
     input: &[u8],
     buf: &mut [u8],
+    visit: impl FnMut(u32, &[f32; K], Option<f32>),
+) -> Result<UpdateSummary, WireError> {
+    decode_update_in(Framing::Stream, input, buf, visit)
+}
+
+/// [`decode_update`] of messages in any [`Framing`]. Packets are checked in place (no copy
+/// into `buf`, whose length still bounds each message); after the last chunk the input must
+/// end.
+pub fn decode_update_in<const K: usize>(
+    framing: Framing,
+    input: &[u8],
+    buf: &mut [u8],
     mut visit: impl FnMut(u32, &[f32; K], Option<f32>),
 ) -> Result<UpdateSummary, WireError> {
+    if framing == Framing::Packet {
+        return decode_packets(input, buf.len(), visit);
+    }
     let mut rx = UpdateReceiver::<K>::new();
     let mut pos = 0;
     // Each iteration consumes at least one byte (a frame ends with its delimiter), so the
@@ -438,6 +501,28 @@ pub fn decode_update<const K: usize>(
         let Some(frame) = res? else { break };
         if let Some(mut s) = rx.frame(&frame, &mut visit)? {
             if input[pos..].iter().any(|&b| b != 0) {
+                return Err(WireError::TrailingData);
+            }
+            s.bytes = input.len();
+            return Ok(s);
+        }
+    }
+    Err(WireError::Truncated)
+}
+
+fn decode_packets<const K: usize>(
+    input: &[u8],
+    max: usize,
+    mut visit: impl FnMut(u32, &[f32; K], Option<f32>),
+) -> Result<UpdateSummary, WireError> {
+    let mut rx = UpdateReceiver::<K>::new();
+    let mut pos = 0;
+    // Each packet consumes at least its length prefix, so this runs at most input.len() times.
+    while pos < input.len() {
+        let (used, frame) = next_packet(&input[pos..], max);
+        pos += used;
+        if let Some(mut s) = rx.frame(&frame?, &mut visit)? {
+            if pos != input.len() {
                 return Err(WireError::TrailingData);
             }
             s.bytes = input.len();

@@ -37,8 +37,10 @@ pub struct BenchReport {
     pub aggregate_seconds: f64,
     /// Median seconds of the server optimizer's step.
     pub step_seconds: f64,
-    /// Bytes of encoded updates per round.
+    /// Bytes of encoded updates per round, framing included.
     pub bytes_up: u64,
+    /// Of `bytes_up`, the messages alone.
+    pub payload_up: u64,
     /// Seconds of the evaluation of the validation users.
     pub eval_seconds: f64,
     /// Validation users evaluated.
@@ -177,7 +179,14 @@ fn bench_k<S: SimScalar, const K: usize>(
                         let u = on_device!(loaded, |dev| dev.train(&rows, &rc, c as u64))
                             .map_err(|e| anyhow::anyhow!("{e}"))?;
                         if encode {
-                            transport::encode_update(1, client.user, &u, buf, out)?;
+                            transport::encode_update(
+                                transport::VIRTUAL_LINK,
+                                1,
+                                client.user,
+                                &u,
+                                buf,
+                                out,
+                            )?;
                         }
                         black_box(&u);
                         Ok(())
@@ -202,6 +211,7 @@ fn bench_k<S: SimScalar, const K: usize>(
         aggregate_seconds: of(|s| s.aggregate_seconds),
         step_seconds: of(|s| s.step_seconds),
         bytes_up: last.bytes_up,
+        payload_up: last.payload_up,
         eval_seconds,
         eval_users: eval.users,
         baseline_seconds: median(base),

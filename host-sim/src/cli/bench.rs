@@ -103,12 +103,15 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         r.threads
     );
     println!(
-        "round (median of {}): {:.1} ms; {:.2} M rating-steps/s ({:.2} M per core); {:.2} MB up",
+        "round (median of {}): {:.1} ms; {:.2} M rating-steps/s ({:.2} M per core); \
+         {:.2} MB up ({:.2} MB messages + {:.3} MB framing)",
         a.rounds.max(1),
         ms(r.round_seconds),
         r.steps_per_second() / 1e6,
         r.steps_per_second() / r.threads as f64 / 1e6,
-        r.bytes_up as f64 / 1e6
+        r.bytes_up as f64 / 1e6,
+        r.payload_up as f64 / 1e6,
+        (r.bytes_up - r.payload_up) as f64 / 1e6
     );
     let encode = (r.train_encode_seconds - r.train_only_seconds).max(0.0);
     let decode = (r.device_seconds - r.train_encode_seconds).max(0.0);

@@ -1,6 +1,9 @@
 //! Communication of a round (issue 8): what the server sends each device (the downlink), what
 //! each device sends back (the uplink), and the bytes of both, counted from the real encoded
-//! frames of `fedrecon_core::wire` (WIRE.md).
+//! messages of `fedrecon_core::wire` (WIRE.md) in the framing of the link that carried them:
+//! length-prefixed packets in process ([`transport::VIRTUAL_LINK`]), COBS + CRC-32 frames on a
+//! board's serial link. The messages' own bytes ([`LinkBytes::payload`]) are reported beside
+//! the totals, so a reader can price any other link.
 //!
 //! # Downlink (`--downlink`)
 //!
@@ -61,7 +64,8 @@ use std::str::FromStr;
 use anyhow::{Result, anyhow, ensure};
 use fedrecon_core::rng::DeviceRng;
 use fedrecon_core::wire::{
-    self, Kind, Message, RoundMode, RoundStart, RowEncoding, RowStream, next_frame,
+    self, Kind, Message, PACKET_LEN_BYTES, RoundMode, RoundStart, RowEncoding, RowStream,
+    next_packet,
 };
 use fedrecon_core::{RoundConfig, Scalar, Update};
 use serde::{Deserialize, Serialize};
@@ -262,8 +266,11 @@ pub fn uplink_seed(seed: u64, round: u32, user: u32) -> u64 {
 /// What is identical for every device of one round's downlink.
 #[derive(Debug, Default)]
 pub struct DownlinkRound {
-    /// Bytes of the full matrix's `ItemRows` frames (0 unless the mode sends the full matrix).
+    /// Bytes of the full matrix's `ItemRows` messages (0 unless the mode sends the full
+    /// matrix), framed as in-process devices receive them ([`transport::VIRTUAL_LINK`]).
     pub full_rows_bytes: usize,
+    /// Of which framing (the packets' length prefixes).
+    pub full_rows_framing: usize,
     /// The rows the devices decode when the downlink is quantized (`items × K` then biases),
     /// `None` when they receive the server's f32 values exactly.
     pub dequantized: Option<Vec<f32>>,
@@ -288,8 +295,10 @@ impl DownlinkRound {
         let rows = params[..num_items * K].as_chunks::<K>().0;
         let biases = &params[num_items * K..];
         let mut bytes = Vec::new();
+        let mut messages = 0;
         encode_rows(round, enc, with_bias, rows, biases, None, buf, |f| {
-            bytes.extend_from_slice(f)
+            bytes.extend_from_slice(f);
+            messages += 1;
         })?;
         let dequantized = if enc == RowEncoding::F32 {
             None
@@ -312,8 +321,10 @@ impl DownlinkRound {
             )?;
             Some(out)
         };
+        let full = mode.full();
         Ok(Self {
-            full_rows_bytes: if mode.full() { bytes.len() } else { 0 },
+            full_rows_bytes: if full { bytes.len() } else { 0 },
+            full_rows_framing: if full { messages * PACKET_LEN_BYTES } else { 0 },
             dequantized,
         })
     }
@@ -335,7 +346,8 @@ fn encode_rows<const K: usize>(
         *buf = vec![0; wire::update_buf_len(K)];
     }
     let n = subset.map_or(rows.len(), <[u32]>::len);
-    wire::encode_item_rows(
+    wire::encode_item_rows_in(
+        transport::VIRTUAL_LINK,
         round,
         enc,
         with_bias,
@@ -354,8 +366,8 @@ fn encode_rows<const K: usize>(
     .map_err(|e| anyhow!("encoding the item rows: {e}"))
 }
 
-/// Decodes a stream of `total` `ItemRows` frames as a device does (sequence, round, encoding,
-/// ascending items) and visits every row.
+/// Decodes `total` rows of `ItemRows` packets ([`transport::VIRTUAL_LINK`]) as a device does
+/// (sequence, round, encoding, ascending items) and visits every row.
 pub fn decode_rows<const K: usize>(
     bytes: &[u8],
     round: u32,
@@ -371,11 +383,9 @@ pub fn decode_rows<const K: usize>(
     let mut stream = RowStream::new(round, 0, enc, with_bias, total as u32);
     let mut pos = 0;
     while pos < bytes.len() {
-        let (used, res) = next_frame(&bytes[pos..], buf);
+        let (used, res) = next_packet(&bytes[pos..], buf.len());
         pos += used;
-        let Some(frame) = res.map_err(|e| anyhow!("downlink frame: {e}"))? else {
-            break;
-        };
+        let frame = res.map_err(|e| anyhow!("downlink frame: {e}"))?;
         let Message::ItemRows(chunk) =
             Message::decode::<K>(&frame).map_err(|e| anyhow!("downlink frame: {e}"))?
         else {
@@ -389,9 +399,26 @@ pub fn decode_rows<const K: usize>(
     Ok(())
 }
 
-/// Bytes one device downloads in a round: its `RoundStart` frame, then the full matrix's rows
-/// (counted from `down`) or the rows of `needed` (encoded here). `needed` is the client's
-/// distinct rated items, ascending.
+/// Bytes a client's link carried: the messages plus the link's framing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkBytes {
+    /// Every byte, framing included.
+    pub total: u64,
+    /// Of which framing: packet length prefixes in process; COBS, CRC and delimiters on a
+    /// serial link.
+    pub framing: u64,
+}
+
+impl LinkBytes {
+    /// The messages' own bytes (what any link must carry).
+    pub fn payload(self) -> u64 {
+        self.total - self.framing
+    }
+}
+
+/// Bytes one device downloads in a round, as in-process packets ([`transport::VIRTUAL_LINK`]):
+/// its `RoundStart` message, then the full matrix's rows (counted from `down`) or the rows of
+/// `needed` (encoded here). `needed` is the client's distinct rated items, ascending.
 #[allow(clippy::too_many_arguments)]
 pub fn client_downlink_bytes<const K: usize>(
     mode: Downlink,
@@ -401,7 +428,7 @@ pub fn client_downlink_bytes<const K: usize>(
     num_items: usize,
     needed: &[u32],
     buf: &mut Vec<u8>,
-) -> Result<u64> {
+) -> Result<LinkBytes> {
     if buf.len() < wire::max_frame_buf_len(K) {
         *buf = vec![0; wire::max_frame_buf_len(K)];
     }
@@ -415,13 +442,14 @@ pub fn client_downlink_bytes<const K: usize>(
         down: mode.encoding(),
         ..start
     };
-    let mut total = wire::encode_frame(Kind::RoundStart, &start, buf)
+    let mut total = wire::encode_frame_in(transport::VIRTUAL_LINK, Kind::RoundStart, &start, buf)
         .map_err(|e| anyhow!("encoding RoundStart: {e}"))?;
+    let mut framing = PACKET_LEN_BYTES;
     if mode.full() {
         total += down.full_rows_bytes;
+        framing += down.full_rows_framing;
     } else {
         let rows = params[..num_items * K].as_chunks::<K>().0;
-        let mut sink_total = 0;
         encode_rows(
             start.round,
             mode.encoding(),
@@ -430,11 +458,16 @@ pub fn client_downlink_bytes<const K: usize>(
             &params[num_items * K..],
             Some(needed),
             buf,
-            |f| sink_total += f.len(),
+            |f| {
+                total += f.len();
+                framing += PACKET_LEN_BYTES;
+            },
         )?;
-        total += sink_total;
     }
-    Ok(total as u64)
+    Ok(LinkBytes {
+        total: total as u64,
+        framing: framing as u64,
+    })
 }
 
 /// The `RoundStart` a training device receives (row count and downlink encoding are filled in

@@ -1,16 +1,22 @@
-//! The uplink of one virtual device: its [`Update`] is encoded into wire frames exactly as a
-//! board sends it (`fedrecon_core::wire`: postcard messages in COBS frames with CRC-32), and the
-//! server decodes those bytes row by row. Every simulated client goes through this path, so the
-//! simulator measures (and exercises) the real wire cost.
+//! The uplink of one device: its [`Update`] is encoded into the wire messages a board sends
+//! (`fedrecon_core::wire`: postcard messages with a version and kind header), delimited as the
+//! link needs ([`Framing`]): an in-process virtual device hands over length-prefixed packets
+//! ([`VIRTUAL_LINK`]), a board's serial link carries COBS frames with a CRC-32. The server
+//! decodes those bytes row by row with full validation either way, so the simulator measures
+//! and exercises the real message cost, and reports the framing beside it.
 //!
 //! [`encode_update`] and [`decode_update`] are the only two functions that touch the format.
 
 use anyhow::{Result, anyhow, ensure};
-use fedrecon_core::wire::{self, RowEncoding, UpdateInfo};
+use fedrecon_core::wire::{self, Framing, RowEncoding, UpdateInfo};
 use fedrecon_core::{Metrics, Update};
 
 /// Row encoding of simulated updates: exact `f32`.
 pub const ENCODING: RowEncoding = RowEncoding::F32;
+
+/// How in-process devices and the server delimit messages: whole packets handed over in
+/// memory need no byte stuffing and no CRC (nothing corrupts them), only their lengths.
+pub const VIRTUAL_LINK: Framing = Framing::Packet;
 
 /// What the server learns from a decoded update besides its rows.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -21,6 +27,8 @@ pub struct UpdateHeader {
     pub metrics: Metrics,
     /// Number of rows that followed.
     pub rows: u32,
+    /// Bytes of the messages (header and payload), the rest of the input being framing.
+    pub payload: u64,
 }
 
 /// Frame scratch large enough for any frame of the update path at width `K`.
@@ -28,20 +36,22 @@ pub fn frame_buffer<const K: usize>() -> Vec<u8> {
     vec![0; wire::update_buf_len(K)]
 }
 
-/// Encodes `update` of `client` in `round` into `out` (cleared first) as the frames a device
-/// sends. `buf` is frame scratch from [`frame_buffer`].
+/// Encodes `update` of `client` in `round` into `out` (cleared first) as the messages a device
+/// sends, in `framing`. `buf` is frame scratch from [`frame_buffer`].
 pub fn encode_update<S: fedrecon_core::Scalar, const K: usize>(
+    framing: Framing,
     round: u32,
     client: u32,
     update: &Update<'_, S, K>,
     buf: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Result<()> {
-    encode_update_as(round, client, update, ENCODING, buf, out)
+    encode_update_as(framing, round, client, update, ENCODING, buf, out)
 }
 
 /// [`encode_update`] with the row encoding `encoding` (the uplink of `--uplink`).
 pub fn encode_update_as<S: fedrecon_core::Scalar, const K: usize>(
+    framing: Framing,
     round: u32,
     client: u32,
     update: &Update<'_, S, K>,
@@ -53,7 +63,8 @@ pub fn encode_update_as<S: fedrecon_core::Scalar, const K: usize>(
     if buf.len() < wire::update_buf_len(K) {
         *buf = frame_buffer::<K>();
     }
-    wire::encode_update(
+    wire::encode_update_in(
+        framing,
         UpdateInfo { round, client },
         update,
         encoding,
@@ -67,10 +78,11 @@ pub fn encode_update_as<S: fedrecon_core::Scalar, const K: usize>(
     Ok(())
 }
 
-/// Decodes the frames of one update, checking that it is `client`'s for `round`, and calls
-/// `visit(item, delta_row, bias_delta)` for every row in order. The rows are valid only if
-/// this returns `Ok` (see [`wire::decode_update`]).
+/// Decodes the messages of one update, delimited in `framing`, checking that it is
+/// `client`'s for `round`, and calls `visit(item, delta_row, bias_delta)` for every row in
+/// order. The rows are valid only if this returns `Ok` (see [`wire::decode_update`]).
 pub fn decode_update<const K: usize>(
+    framing: Framing,
     bytes: &[u8],
     round: u32,
     client: u32,
@@ -80,7 +92,7 @@ pub fn decode_update<const K: usize>(
     if buf.len() < wire::update_buf_len(K) {
         *buf = frame_buffer::<K>();
     }
-    let s = wire::decode_update::<K>(bytes, buf, visit).map_err(|e| anyhow!("{e}"))?;
+    let s = wire::decode_update_in::<K>(framing, bytes, buf, visit).map_err(|e| anyhow!("{e}"))?;
     ensure!(
         s.round == round && s.client == client,
         "update is for round {} client {}, expected round {round} client {client}",
@@ -91,6 +103,7 @@ pub fn decode_update<const K: usize>(
         weight: s.weight,
         metrics: s.metrics,
         rows: s.rows,
+        payload: s.payload as u64,
     })
 }
 
@@ -133,14 +146,28 @@ mod tests {
             },
         };
         let (mut buf, mut out) = (frame_buffer::<K>(), Vec::new());
-        encode_update(5, 11, &u, &mut buf, &mut out).unwrap();
-        let mut seen = Vec::new();
-        let h = decode_update::<K>(&out, 5, 11, &mut buf, |i, d, b| seen.push((i, *d, b))).unwrap();
-        assert_eq!(h.weight, 7);
-        assert_eq!(h.metrics, u.metrics);
-        assert_eq!(seen.len(), 3);
-        assert_eq!(seen[2], (9, deltas[2], None));
-        assert!(decode_update::<K>(&out, 6, 11, &mut buf, |_, _, _| {}).is_err());
+        let mut payloads = Vec::new();
+        for framing in [Framing::Stream, Framing::Packet] {
+            encode_update(framing, 5, 11, &u, &mut buf, &mut out).unwrap();
+            let mut seen = Vec::new();
+            let h = decode_update::<K>(framing, &out, 5, 11, &mut buf, |i, d, b| {
+                seen.push((i, *d, b))
+            })
+            .unwrap();
+            assert_eq!(h.weight, 7);
+            assert_eq!(h.metrics, u.metrics);
+            assert_eq!(seen.len(), 3);
+            assert_eq!(seen[2], (9, deltas[2], None));
+            assert!(decode_update::<K>(framing, &out, 6, 11, &mut buf, |_, _, _| {}).is_err());
+            assert!(h.payload < out.len() as u64);
+            payloads.push(h.payload);
+        }
+        // Two messages (begin, one chunk): the packets add their length prefixes only.
+        assert_eq!(payloads[0], payloads[1]);
+        assert_eq!(
+            out.len() as u64 - payloads[1],
+            2 * wire::PACKET_LEN_BYTES as u64
+        );
         assert!(downlink_bytes::<K>(3, false) >= out.len() as u64 / 2);
     }
 }

@@ -51,10 +51,16 @@ pub enum Record {
         rating_accuracy: Option<f64>,
         /// Wall-clock seconds of the round.
         seconds: f64,
-        /// Bytes sent to devices.
+        /// Bytes sent to devices, framing included.
         bytes_down: u64,
-        /// Bytes of encoded updates received.
+        /// Bytes of encoded updates received, framing included.
         bytes_up: u64,
+        /// Of `bytes_down`, the messages alone (framing is the difference).
+        #[serde(default)]
+        payload_down: u64,
+        /// Of `bytes_up`, the messages alone.
+        #[serde(default)]
+        payload_up: u64,
         /// Dropouts, rejected updates, a skipped round (fields present only when non-empty).
         #[serde(flatten)]
         faults: crate::round::faults::RoundFaults,
@@ -81,6 +87,8 @@ impl From<&RoundStats> for Record {
             seconds: s.seconds,
             bytes_down: s.bytes_down,
             bytes_up: s.bytes_up,
+            payload_down: s.payload_down,
+            payload_up: s.payload_up,
             faults: s.faults.clone(),
             traffic: s.traffic,
             privacy: s.privacy,

@@ -13,11 +13,13 @@ use rayon::prelude::*;
 
 use super::{SimScalar, Workspace, load_client, rows_view, worker_workspace};
 use crate::board::{BOARD_CLIENT, BoardJob, Boards, Pending};
+use crate::comm::LinkBytes;
 use crate::comm::transport::{self, UpdateHeader};
 use crate::comm::{self, CommConfig, DownlinkRound, UplinkScratch};
 use crate::data::partition::{Client, ClientSet};
 use crate::round::faults::RoundFaults;
 use crate::server::validate::Reject;
+use fedrecon_core::wire::Framing;
 
 /// One sampled client of a round, as the configure phase sets it up for whichever host runs it.
 #[derive(Clone, Copy, Debug)]
@@ -85,8 +87,12 @@ pub(crate) struct Slot {
     pub(crate) outcome: Outcome,
     /// The encoded update (when [`Outcome::Sent`]).
     pub(crate) bytes: Vec<u8>,
-    /// Bytes of the client's downlink frames.
-    pub(crate) bytes_down: u64,
+    /// How `bytes` are delimited: set by the host that ran the client.
+    pub(crate) framing: Framing,
+    /// Of `bytes`, the framing (known once they decode).
+    pub(crate) framing_up: u64,
+    /// Bytes of the client's downlink messages, and their framing.
+    pub(crate) down: LinkBytes,
     /// Padded uplink: the client touched more rows than `comm.pad_rows` (and sent them all).
     pub(crate) padded_overflow: bool,
     /// Frame scratch of the encoders and the decoder.
@@ -111,7 +117,9 @@ impl Slot {
     pub(crate) fn reset(&mut self) {
         self.outcome = Outcome::NotRun;
         self.bytes.clear();
-        self.bytes_down = 0;
+        self.framing = transport::VIRTUAL_LINK;
+        self.framing_up = 0;
+        self.down = LinkBytes::default();
         self.padded_overflow = false;
         // A malformed upload leaves no header: the previous client's must not be counted.
         self.header = UpdateHeader::default();
@@ -133,6 +141,7 @@ impl Slot {
         self.biases.clear();
         let (items, rows, biases) = (&mut self.items, &mut self.rows, &mut self.biases);
         let decoded = transport::decode_update::<K>(
+            self.framing,
             &self.bytes,
             round,
             wire_client,
@@ -147,6 +156,7 @@ impl Slot {
         );
         match decoded {
             Ok(h) => {
+                self.framing_up = self.bytes.len() as u64 - h.payload;
                 self.header = h;
                 Ok(())
             }
@@ -401,6 +411,7 @@ impl<const K: usize> ClientHost<K> for BoardHost {
                 let slot = &mut slots[i - base];
                 slot.outcome = outcome;
                 slot.bytes = bytes;
+                slot.framing = Framing::Stream;
             } else {
                 k += 1;
             }
@@ -428,6 +439,7 @@ pub(crate) fn train_client<S: SimScalar, R: fedrecon_core::ItemRows<S, K>, const
             let seed = comm::uplink_seed(job.seed, round, client.user);
             let sent = up.shape(&update, comm_cfg, num_items as usize, seed);
             transport::encode_update_as(
+                transport::VIRTUAL_LINK,
                 round,
                 client.user,
                 &sent,

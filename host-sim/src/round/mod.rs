@@ -58,10 +58,16 @@ pub struct RoundStats {
     pub rating_accuracy: f64,
     /// Wall-clock seconds of the round (devices, encode, decode, aggregation, server step).
     pub seconds: f64,
-    /// Bytes sent to the devices (the rows each needs).
+    /// Bytes sent to the devices (the rows each needs), framing included: in-process packets
+    /// for every client (docs: README "Communication").
     pub bytes_down: u64,
-    /// Bytes of the encoded updates received.
+    /// Bytes of the encoded updates received, framing included: length-prefixed packets from
+    /// in-process devices, COBS frames with CRC-32 from boards' serial links.
     pub bytes_up: u64,
+    /// Of `bytes_down`, the messages alone (what any link must carry).
+    pub payload_down: u64,
+    /// Of `bytes_up`, the messages alone.
+    pub payload_up: u64,
     /// Clients sampled.
     pub clients: u32,
     /// Clients skipped because a phase had no batch.

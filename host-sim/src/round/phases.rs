@@ -39,6 +39,8 @@ struct Selection {
     per_client: Vec<ClientTraffic>,
     bytes_up: u64,
     bytes_down: u64,
+    payload_up: u64,
+    payload_down: u64,
     /// Clients that had no batch.
     skipped: u32,
     /// Rating-steps of the reporting clients.
@@ -99,6 +101,8 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             seconds: t0.elapsed().as_secs_f64(),
             bytes_down: s.bytes_down,
             bytes_up: s.bytes_up,
+            payload_down: s.payload_down,
+            payload_up: s.payload_up,
             clients: sample.len() as u32,
             skipped: s.skipped,
             applied,
@@ -199,7 +203,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                 .map(|(slot, job)| {
                     comm::distinct_sorted(train.client(job.index).items, &mut slot.needed);
                     let start = comm::round_start(round, job.seed, cfg, n, comm_cfg.uplink);
-                    slot.bytes_down = comm::client_downlink_bytes::<K>(
+                    slot.down = comm::client_downlink_bytes::<K>(
                         comm_cfg.downlink,
                         down,
                         start,
@@ -332,9 +336,11 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                 Outcome::NotRun => bail!("internal: round {round}, user {} was not run", job.user),
             }
             s.bytes_up += slot.bytes.len() as u64;
-            s.bytes_down += slot.bytes_down;
+            s.payload_up += slot.bytes.len() as u64 - slot.framing_up;
+            s.bytes_down += slot.down.total;
+            s.payload_down += slot.down.payload();
             s.per_client.push(ClientTraffic {
-                bytes_down: slot.bytes_down,
+                bytes_down: slot.down.total,
                 bytes_up: slot.bytes.len() as u64,
                 rows: slot.items.len() as u32,
                 padded_overflow: slot.padded_overflow,

@@ -7,6 +7,7 @@ use crate::common::synthetic;
 use fedrecon_core::rng::DeviceRng;
 use fedrecon_core::wire::{self, Kind, RowEncoding, UpdateInfo};
 use fedrecon_core::{DenseRows, Metrics, Update};
+use fedrecon_host_sim::comm::transport;
 use fedrecon_host_sim::comm::{
     self, CommConfig, Downlink, DownlinkRound, UpdateMode, Uplink, UplinkScratch,
 };
@@ -362,7 +363,10 @@ fn quantized_links_still_learn() {
 
 // ---------------------------------------------------------------- byte counts
 
-/// Round 1's byte counts equal the frames a test builds itself from core's encoders: the
+/// In-process devices' link ([`transport::VIRTUAL_LINK`]): length-prefixed packets.
+const LINK: wire::Framing = transport::VIRTUAL_LINK;
+
+/// Round 1's byte counts equal the packets a test builds itself from core's encoders: the
 /// devices are re-run here on the same rows with the same seeds.
 fn check_bytes<const K: usize>(ratings: &Ratings, downlink: Downlink) {
     let mut cfg = config();
@@ -381,8 +385,9 @@ fn check_bytes<const K: usize>(ratings: &Ratings, downlink: Downlink) {
         seed_for(cfg.run.seed, Purpose::SampleTrain, 1, 0),
     );
     let mut buf = vec![0u8; wire::max_frame_buf_len(K)];
-    let mut full_rows = 0usize;
-    wire::encode_item_rows(
+    let (mut full_rows, mut full_msgs) = (0usize, 0u64);
+    wire::encode_item_rows_in(
+        LINK,
         round,
         downlink.encoding(),
         false,
@@ -391,12 +396,15 @@ fn check_bytes<const K: usize>(ratings: &Ratings, downlink: Downlink) {
         &mut buf,
         |f: &[u8]| {
             full_rows += f.len();
+            full_msgs += 1;
             Ok::<(), ()>(())
         },
     )
     .unwrap();
     let mut dev = round::new_workspace::<f32, K>();
     let (mut down, mut up, mut up_max) = (0u64, 0u64, 0u64);
+    // Messages each way: the packets' framing is their length prefixes.
+    let (mut down_msgs, mut up_msgs) = (0u64, 0u64);
     for &c in &sample {
         let client = part.train.client(c);
         let seed = seed_for(cfg.run.seed, Purpose::TrainClient, 1, client.user.into());
@@ -417,11 +425,14 @@ fn check_bytes<const K: usize>(ratings: &Ratings, downlink: Downlink) {
             down: downlink.encoding(),
             up: RowEncoding::F32,
         };
-        down += wire::encode_frame(Kind::RoundStart, &start, &mut buf).unwrap() as u64;
+        down += wire::encode_frame_in(LINK, Kind::RoundStart, &start, &mut buf).unwrap() as u64;
+        down_msgs += 1;
         if downlink.full() {
             down += full_rows as u64;
+            down_msgs += full_msgs;
         } else {
-            wire::encode_item_rows(
+            wire::encode_item_rows_in(
+                LINK,
                 round,
                 downlink.encoding(),
                 false,
@@ -430,6 +441,7 @@ fn check_bytes<const K: usize>(ratings: &Ratings, downlink: Downlink) {
                 &mut buf,
                 |f: &[u8]| {
                     down += f.len() as u64;
+                    down_msgs += 1;
                     Ok::<(), ()>(())
                 },
             )
@@ -442,7 +454,8 @@ fn check_bytes<const K: usize>(ratings: &Ratings, downlink: Downlink) {
         };
         let update = dev.train(&rows, &rc, seed).unwrap();
         let mut n = 0u64;
-        wire::encode_update(
+        wire::encode_update_in(
+            LINK,
             UpdateInfo {
                 round,
                 client: client.user,
@@ -452,6 +465,7 @@ fn check_bytes<const K: usize>(ratings: &Ratings, downlink: Downlink) {
             &mut buf,
             |f: &[u8]| {
                 n += f.len() as u64;
+                up_msgs += 1;
                 Ok::<(), ()>(())
             },
         )
@@ -461,6 +475,13 @@ fn check_bytes<const K: usize>(ratings: &Ratings, downlink: Downlink) {
     }
     assert_eq!(stats.bytes_down, down, "{downlink:?} downlink");
     assert_eq!(stats.bytes_up, up, "uplink");
+    let prefix = wire::PACKET_LEN_BYTES as u64;
+    assert_eq!(
+        stats.payload_down,
+        down - prefix * down_msgs,
+        "{downlink:?} downlink"
+    );
+    assert_eq!(stats.payload_up, up - prefix * up_msgs, "uplink");
     assert_eq!(stats.traffic.bytes_up_max, up_max);
     let clients = sample.len() as f64;
     assert_eq!(stats.traffic.bytes_up_mean, up as f64 / clients);
@@ -530,8 +551,9 @@ fn check_down_only<const K: usize>(ratings: &Ratings, downlink: Downlink) {
             down: downlink.encoding(),
             up: RowEncoding::F32,
         };
-        down += wire::encode_frame(Kind::RoundStart, &start, &mut buf).unwrap() as u64;
-        wire::encode_item_rows(
+        down += wire::encode_frame_in(LINK, Kind::RoundStart, &start, &mut buf).unwrap() as u64;
+        wire::encode_item_rows_in(
+            LINK,
             1,
             downlink.encoding(),
             false,

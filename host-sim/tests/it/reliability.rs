@@ -307,7 +307,9 @@ fn craft(round: u32, user: u32, items: &[u32], deltas: &[[f32; 8]], weight: u32)
     };
     let mut buf = vec![0u8; fedrecon_core::wire::update_buf_len(8)];
     let mut out = Vec::new();
-    fedrecon_core::wire::encode_update(
+    // What an in-process device hands the server: the link's packets.
+    fedrecon_core::wire::encode_update_in(
+        fedrecon_host_sim::comm::transport::VIRTUAL_LINK,
         fedrecon_core::wire::UpdateInfo {
             round,
             client: user,
@@ -334,11 +336,12 @@ fn hostile(i: u32, round: u32, user: u32, num_items: u32) -> Vec<u8> {
         1 => craft(round, user, &[1, 2], &[row, row], 1_000_000),
         // An absurd norm.
         2 => craft(round, user, &[1, 2], &[[1e7; 8], row], 2),
-        // A valid update with one bit flipped (the CRC catches it).
+        // A valid update whose first message claims another protocol major (in-process
+        // packets carry no CRC: nothing corrupts memory; the serial path's CRC is tested by
+        // core's wire_props and the boards' link_faults).
         3 => {
             let mut b = craft(round, user, &[1, 2], &[row, row], 2);
-            let n = b.len();
-            b[n / 2] ^= 0x04;
+            b[fedrecon_core::wire::PACKET_LEN_BYTES] ^= 0x04;
             b
         }
         // Another client's update (replay).
