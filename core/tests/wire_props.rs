@@ -1156,18 +1156,18 @@ fn quantization_is_pinned() {
 
 #[test]
 fn golden_frame_for_wire_md() {
-    // The example in WIRE.md: TopKRequest { round: 1, k: 5 }. Raw frame 03 00 08 | 01 05 |
-    // CRC-32 0xe6e019bb little-endian; COBS: the zero after the major byte splits the groups.
+    // The example in WIRE.md: TopKRequest { round: 1, k: 5 }. Raw frame 03 01 08 | 01 05 |
+    // CRC-32 0x5e5c7ede little-endian; COBS: no zero byte, one group of 9.
     let f = frame_of(&Message::TopKRequest(TopKRequest { round: 1, k: 5 }));
-    assert_eq!((PROTOCOL_MAJOR, PROTOCOL_MINOR), (3, 0));
+    assert_eq!((PROTOCOL_MAJOR, PROTOCOL_MINOR), (3, 1));
     assert_eq!(
-        fedrecon_core::wire::crc::crc32(&[3, 0, 8, 1, 5]),
-        0xe6e0_19bb
+        fedrecon_core::wire::crc::crc32(&[3, 1, 8, 1, 5]),
+        0x5e5c_7ede
     );
     assert_eq!(
         f,
         [
-            0x02, 0x03, 0x08, 0x08, 0x01, 0x05, 0xbb, 0x19, 0xe0, 0xe6, 0x00
+            0x0a, 0x03, 0x01, 0x08, 0x01, 0x05, 0xde, 0x7e, 0x5c, 0x5e, 0x00
         ]
     );
 }
@@ -1177,25 +1177,27 @@ fn golden_frame_for_wire_md() {
 /// `cobs` package does); a decoder also accepts the form with the `0x01`.
 #[test]
 fn cobs_group_of_254_at_the_end_gets_no_trailing_01() {
-    // raw = major, 0x00 (minor), then kind + 249 payload bytes + CRC: 254 non-zero bytes,
-    // when the CRC has no zero byte (vary the last payload byte until it has none).
+    // raw = major, minor, kind, then a payload of a zero byte and 250 non-zero bytes, then
+    // the CRC: the last group is 254 non-zero bytes when the CRC has no zero byte (vary the
+    // last payload byte until it has none).
     let kind = Kind::TopKAnswer as u8;
     let (payload, crc) = (1u8..=255)
         .find_map(|last| {
-            let mut p: Vec<u8> = (0..249).map(|i| (i % 251 + 1) as u8).collect();
-            p[248] = last;
+            let mut p: Vec<u8> = (0..251).map(|i| (i % 251) as u8).collect();
+            p[250] = last;
             let mut body = vec![PROTOCOL_MAJOR, PROTOCOL_MINOR, kind];
             body.extend(&p);
             let crc = fedrecon_core::wire::crc::crc32(&body).to_le_bytes();
             (!crc.contains(&0)).then_some((p, crc))
         })
         .unwrap();
+    assert!(PROTOCOL_MINOR != 0 && payload[0] == 0 && !payload[1..].contains(&0));
     let frame = raw([PROTOCOL_MAJOR, PROTOCOL_MINOR, kind], &payload);
-    let mut want = vec![0x02, PROTOCOL_MAJOR, 0xFF, kind];
-    want.extend(&payload);
+    let mut want = vec![0x04, PROTOCOL_MAJOR, PROTOCOL_MINOR, kind, 0xFF];
+    want.extend(&payload[1..]);
     want.extend(crc);
     want.push(0x00);
-    assert_eq!(want.len(), 2 + 1 + 254 + 1);
+    assert_eq!(want.len(), 4 + 1 + 254 + 1);
     assert_eq!(frame, want);
     // With an empty final group (`0x01`) inserted before the delimiter: the same frame.
     let mut with_01 = frame.clone();

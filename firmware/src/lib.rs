@@ -12,6 +12,7 @@
 //! - `qemu_board` (Arm only): the QEMU board images' loop, in every scalar and any K;
 //! - [`footprint`] (target only): the measured round behind `cargo footprint`, counted by
 //!   [`counter`] (SysTick on Cortex-M, `mcycle` on RISC-V);
+//! - [`auth_cost`] (target only): what authenticated frames add to that round;
 //! - [`parity`] (target only): the protocol loop over semihosting files, behind
 //!   `cargo fw-parity`.
 //!
@@ -29,6 +30,8 @@ pub mod store;
 #[cfg(test)]
 mod proto_tests;
 
+#[cfg(target_os = "none")]
+pub mod auth_cost;
 #[cfg(target_os = "none")]
 pub mod counter;
 #[cfg(target_os = "none")]

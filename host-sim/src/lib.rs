@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod attack;
 pub mod baselines;
 pub mod board;
 pub mod cluster;

@@ -16,7 +16,7 @@ use serde::Serialize;
 pub const PROTOCOL_MAJOR: u8 = 3;
 /// Minor protocol version: later minors may append fields at the end of a message, which
 /// readers of an earlier minor ignore.
-pub const PROTOCOL_MINOR: u8 = 0;
+pub const PROTOCOL_MINOR: u8 = 1;
 /// Bytes of the frame header (`major`, `minor`, `kind`).
 pub const HEADER_LEN: usize = 3;
 /// Bytes of the CRC-32 trailer.
@@ -286,6 +286,20 @@ pub fn next_frame<'b>(
     input: &[u8],
     buf: &'b mut [u8],
 ) -> (usize, Result<Option<Frame<'b>>, WireError>) {
+    let (consumed, raw) = next_raw_frame(input, buf);
+    (
+        consumed,
+        raw.and_then(|r| r.map(|r| Frame::check(r)).transpose()),
+    )
+}
+
+/// [`next_frame`] without the layer-one check: the COBS-decoded frame (header, payload, CRC),
+/// for the authentication layer ([`super::auth::Session::open`]), which checks it itself and
+/// decrypts it in place.
+pub fn next_raw_frame<'b>(
+    input: &[u8],
+    buf: &'b mut [u8],
+) -> (usize, Result<Option<&'b mut [u8]>, WireError>) {
     let start = input.iter().position(|&b| b != 0).unwrap_or(input.len());
     if start == input.len() {
         return (input.len(), Ok(None));
@@ -310,5 +324,5 @@ pub fn next_frame<'b>(
         Ok(n) => n,
         Err(e) => return (consumed, Err(e)),
     };
-    (consumed, Frame::check(&buf[..n]).map(Some))
+    (consumed, Ok(Some(&mut buf[..n])))
 }

@@ -58,6 +58,7 @@
 //! ```
 
 mod accum;
+pub mod auth;
 mod cobs;
 pub mod crc;
 mod error;
@@ -75,7 +76,7 @@ pub use error::{EncodeError, WireError};
 pub use frame::{
     CRC_LEN, DELIMITER, Frame, HEADER_LEN, Kind, PROTOCOL_MAJOR, PROTOCOL_MINOR, encode_frame,
     encode_frame_in, encode_frame_raw, encode_frame_with, encode_frame_with_in, frame_buf_len,
-    max_frame_len, next_frame,
+    max_frame_len, next_frame, next_raw_frame,
 };
 pub use framing::{Framing, PACKET_LEN_BYTES, next_packet};
 pub use msg::{

@@ -30,6 +30,7 @@
 //!     FPU-less Cortex-M3 and RV32IMC; every answer must equal fedrecon-core's bytes on the
 //!     host (`parity.rs`). The root alias `cargo fw-parity`.
 
+mod auth_cost;
 mod parity;
 mod smoke;
 
@@ -67,6 +68,7 @@ const PORTABLE_BINS: &[&str] = &[
     "footprint-exact-q12",
     "parity",
     "parity-q16",
+    "auth-cost",
 ];
 
 const BUILDS: [Build; 5] = [
@@ -457,6 +459,7 @@ fn mark(ok: bool) -> &'static str {
 fn footprint() -> Result<(), String> {
     let dirs = build()?;
     protocol_images(&dirs)?;
+    auth_cost::report(&dirs)?;
     let mut failures = Vec::new();
     println!();
     println!(

@@ -16,6 +16,7 @@
 //! stays virtual and is logged. Boards run on their own threads, concurrently with the
 //! virtual devices.
 
+pub mod enrol;
 pub mod eval;
 pub mod link_faults;
 pub mod links;

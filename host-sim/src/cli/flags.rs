@@ -1,6 +1,8 @@
-//! The `[comm]` and `[privacy]` flags of `fedrecon train`.
+//! The `[comm]`, `[privacy]`, `[robust]` and `[attack]` flags of `fedrecon train`.
 
 use fedrecon_host_sim::comm::{CommConfig, Downlink, UpdateMode, Uplink};
+use fedrecon_host_sim::config::attack::{AttackConfig, AttackKind};
+use fedrecon_host_sim::config::robust::{RobustConfig, Rule};
 use fedrecon_host_sim::server::privacy::DpConfig;
 
 /// Command-line flags of the `[comm]` section (each overrides the config when given).
@@ -93,5 +95,95 @@ impl DpArgs {
             on = true;
         }
         c.enabled |= on;
+    }
+}
+
+/// Command-line flags of `[robust]`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct RobustArgs {
+    /// How the server combines updates: mean (default), median, trimmed_mean,
+    /// trimmed_mean_all or krum.
+    #[arg(long, value_name = "RULE")]
+    pub aggregator: Option<Rule>,
+    /// Bound every client's update to this L2 norm before aggregating (0 = none).
+    #[arg(long, value_name = "NORM")]
+    pub norm_bound: Option<f64>,
+    /// Fraction trimmed from each end by trimmed_mean.
+    #[arg(long, value_name = "FRACTION")]
+    pub trim: Option<f64>,
+    /// Byzantine clients Krum assumes (f).
+    #[arg(long, value_name = "F")]
+    pub krum_byzantine: Option<usize>,
+    /// Clients multi-Krum keeps.
+    #[arg(long, value_name = "M")]
+    pub krum_select: Option<usize>,
+    /// Leave out updates whose row deltas are not aligned (|cos| below this) with one
+    /// direction (0 = no check).
+    #[arg(long, value_name = "COS")]
+    pub row_alignment: Option<f64>,
+    /// The defense for untrusted deployments (RobustConfig::untrusted), before the other flags.
+    #[arg(long)]
+    pub untrusted: bool,
+}
+
+impl RobustArgs {
+    /// Writes the given flags into `cfg`.
+    pub fn apply(&self, cfg: &mut RobustConfig) {
+        if self.untrusted {
+            *cfg = RobustConfig::untrusted();
+        }
+        if let Some(v) = self.row_alignment {
+            cfg.row_alignment = v;
+        }
+        if let Some(v) = self.aggregator {
+            cfg.aggregator = v;
+        }
+        if let Some(v) = self.norm_bound {
+            cfg.norm_bound = v;
+        }
+        if let Some(v) = self.trim {
+            cfg.trim = v;
+        }
+        if let Some(v) = self.krum_byzantine {
+            cfg.krum_byzantine = v;
+        }
+        if let Some(v) = self.krum_select {
+            cfg.krum_select = v;
+        }
+    }
+}
+
+/// Command-line flags of `[attack]`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct AttackArgs {
+    /// Attack run by malicious clients: none, promote, promote_aligned, boost or sign_flip.
+    #[arg(long = "attack", value_name = "KIND")]
+    pub kind: Option<AttackKind>,
+    /// Fraction of the training users that are malicious.
+    #[arg(long = "attack-fraction", value_name = "FRACTION")]
+    pub fraction: Option<f64>,
+    /// Dense id of the promoted item (its hit ratio@10 is reported).
+    #[arg(long = "attack-target", value_name = "ITEM")]
+    pub target: Option<u32>,
+    /// Strength of the attack.
+    #[arg(long = "attack-scale", value_name = "SCALE")]
+    pub scale: Option<f32>,
+}
+
+impl AttackArgs {
+    /// Writes the given flags into `cfg`.
+    pub fn apply(&self, cfg: &mut AttackConfig) {
+        if let Some(v) = self.kind {
+            cfg.kind = v;
+        }
+        if let Some(v) = self.fraction {
+            cfg.fraction = v;
+        }
+        if let Some(v) = self.target {
+            cfg.target = Some(v);
+        }
+        if let Some(v) = self.scale {
+            cfg.scale = v;
+        }
     }
 }

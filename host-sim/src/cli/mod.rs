@@ -194,6 +194,12 @@ pub struct TrainArgs {
     #[allow(missing_docs)] // differential-privacy flags
     #[command(flatten)]
     pub dp: flags::DpArgs,
+    #[allow(missing_docs)] // robust aggregation flags
+    #[command(flatten)]
+    pub robust: flags::RobustArgs,
+    #[allow(missing_docs)] // attack bench flags
+    #[command(flatten)]
+    pub attack: flags::AttackArgs,
     /// Boot N QEMU boards (the firmware's `qemu` image) that train the first clients of each
     /// round that fit them, bit-identically (needs `cargo build-fw` and qemu-system-arm).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -442,8 +448,12 @@ fn train_config(a: &TrainArgs) -> Result<Config> {
     a.reliability.apply(&mut cfg)?;
     a.comm.apply(&mut cfg.comm);
     a.dp.apply(&mut cfg.privacy);
+    a.robust.apply(&mut cfg.robust);
+    a.attack.apply(&mut cfg.attack);
     cfg.validate()
-        .context("building the configuration (--downlink / --uplink / --dp-* flags)")?;
+        .context(
+            "building the configuration (--downlink / --uplink / --dp-* / --aggregator / --attack* flags)",
+        )?;
     Ok(cfg)
 }
 

@@ -7,8 +7,10 @@
 //! because TOML has no null and a user editing a printed config must be able to see and clear
 //! every knob.
 
+pub mod attack;
 pub mod privacy;
 pub mod reliability;
+pub mod robust;
 pub mod schedule;
 
 use std::fmt;
@@ -377,6 +379,12 @@ pub struct Config {
     /// Differential privacy (issue 8; see `privacy::session`).
     #[serde(default)]
     pub privacy: crate::config::privacy::DpConfig,
+    /// Norm bounding and robust aggregation rules (issue 19; see `server::robust`).
+    #[serde(default)]
+    pub robust: crate::config::robust::RobustConfig,
+    /// The attack bench's malicious clients (issue 19; see `attack`).
+    #[serde(default)]
+    pub attack: crate::config::attack::AttackConfig,
 }
 
 /// Command-line overrides: `None` leaves a field alone; for optional fields `Some(None)` unsets.
@@ -531,6 +539,8 @@ impl Config {
                 reliability: Default::default(),
                 comm: Default::default(),
                 privacy: Default::default(),
+                robust: Default::default(),
+                attack: Default::default(),
             },
             Preset::Paper => {
                 let mut c = Config::preset(Preset::Tutorial);
@@ -846,6 +856,8 @@ impl Config {
                  accountant is not checkpointed)",
             )?;
         }
+        self.robust.validate(self.privacy.enabled)?;
+        self.attack.validate()?;
         for check in [self.comm.validate(), self.privacy.validate()] {
             check.map_err(|e| ConfigError::Section(format!("{e:#}")))?;
         }
@@ -937,7 +949,7 @@ fn quoted_key(text: &str, table: &str, msg: &str) -> Option<(String, toml::Value
 }
 
 /// serde helper: an optional integer written as the number or the string `"none"`.
-mod none_or {
+pub(crate) mod none_or {
     use std::fmt;
     use std::marker::PhantomData;
 

@@ -70,6 +70,9 @@ pub enum Record {
         /// DP runs: privacy spent so far and the round's clipping.
         #[serde(flatten, skip_serializing_if = "Option::is_none")]
         privacy: Option<PrivacySpent>,
+        /// Attack bench and robust aggregation figures (when either is on).
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        security: Option<crate::attack::RoundSecurity>,
     },
     /// An evaluation on held-out users.
     Eval(EvalReport),
@@ -89,6 +92,7 @@ impl From<&RoundStats> for Record {
             faults: s.faults.clone(),
             traffic: s.traffic,
             privacy: s.privacy,
+            security: s.security,
         }
     }
 }

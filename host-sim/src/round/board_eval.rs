@@ -112,6 +112,8 @@ pub(crate) fn run<const K: usize>(
                         ranking: top.map(|top| {
                             ranking_metrics(top.iter().map(|&(item, _)| item), &j.relevant)
                         }),
+                        // Boards evaluate only runs without an attack target (round/mod.rs).
+                        target_hit: None,
                     }),
                     Err(e) => {
                         tracing::warn!(

@@ -112,6 +112,8 @@ pub(crate) struct Slot {
     pub(crate) biases: Vec<f32>,
     /// Why the server refused the update ([`crate::server::validate`]), if it did.
     pub(crate) reject: Option<(Reject, String)>,
+    /// The client is one of the attack bench's malicious users ([`crate::attack`]).
+    pub(crate) malicious: bool,
 }
 
 impl Slot {
@@ -128,6 +130,7 @@ impl Slot {
         // A malformed upload leaves no header: the previous client's must not be counted.
         self.header = UpdateHeader::default();
         self.reject = None;
+        self.malicious = false;
     }
 
     /// Bytes of the upload the server received.

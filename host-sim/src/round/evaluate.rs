@@ -8,6 +8,9 @@
 //! are skipped for the ranking metrics (they still count for loss and accuracy).
 //! `recall@10 = hits / |relevant|`; `NDCG@10` uses binary gains, `DCG = Σ_hits 1/log2(rank+1)`
 //! over the ideal `Σ_{i ≤ min(10, |relevant|)} 1/log2(i+1)`.
+//!
+//! With a target item (the attack bench, `attack.target`), its hit ratio@10 is the share of
+//! users whose top-10 contains it, over every user whose reconstruction split does not hold it.
 
 use fedrecon_core::rank::TopK;
 use fedrecon_core::{Device, ItemRows, Metrics, Phase, RoundConfig, Scalar};
@@ -26,6 +29,9 @@ pub struct UserEval {
     pub metrics: Metrics,
     /// `(recall@10, NDCG@10)`, or `None` when the user has no relevant item.
     pub ranking: Option<(f64, f64)>,
+    /// Whether the target item is in the user's top 10 (`None`: no target, or the user's
+    /// reconstruction split holds it).
+    pub target_hit: Option<bool>,
 }
 
 /// Sums of per-user results, merged in user order (so deterministic).
@@ -41,6 +47,8 @@ pub struct EvalSums {
     pub recall_sum: f64,
     /// Sum of per-user NDCG@10.
     pub ndcg_sum: f64,
+    /// Users the target item's hit ratio counts, and those with it in their top 10.
+    pub target: Option<(u32, u32)>,
 }
 
 impl EvalSums {
@@ -52,6 +60,11 @@ impl EvalSums {
             self.ranked_users += 1;
             self.recall_sum += r;
             self.ndcg_sum += n;
+        }
+        if let Some(hit) = u.target_hit {
+            let (users, hits) = self.target.get_or_insert((0, 0));
+            *users += 1;
+            *hits += u32::from(hit);
         }
     }
 
@@ -75,6 +88,9 @@ impl EvalSums {
             examples: m.count,
             epsilon: None,
             delta: None,
+            target_hit_ratio: self
+                .target
+                .map(|(users, hits)| f64::from(hits) / f64::from(users.max(1))),
         }
     }
 }
@@ -110,16 +126,20 @@ pub struct EvalReport {
     /// DP runs: δ of that ε.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta: Option<f64>,
+    /// Attack bench: the target item's hit ratio@10 (present when `attack.target` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_hit_ratio: Option<f64>,
 }
 
 /// Evaluates the user whose data is already loaded into `dev` (see [`Device::data_mut`]).
-/// `relevant` is scratch space.
+/// `relevant` is scratch space; `target` is the item whose hit ratio is measured, if any.
 pub(crate) fn evaluate_loaded<S: Scalar, R: ItemRows<S, K>, const N: usize, const K: usize>(
     dev: &mut Device<S, N, K>,
     rows: &R,
     cfg: &RoundConfig,
     seed: u64,
     relevant: &mut Vec<u32>,
+    target: Option<u32>,
 ) -> fedrecon_core::Result<UserEval> {
     let metrics = dev.evaluate(rows, cfg, seed)?;
     relevant.clear();
@@ -130,17 +150,28 @@ pub(crate) fn evaluate_loaded<S: Scalar, R: ItemRows<S, K>, const N: usize, cons
     );
     relevant.sort_unstable();
     relevant.dedup();
-    let ranking = if relevant.is_empty() {
-        None
-    } else {
-        let mut top = TopK::<S, TOP_K>::new(TOP_K)?;
-        dev.rank(rows, cfg, &mut top)?;
-        Some(ranking_metrics(
-            top.into_sorted().iter().map(|&(item, _)| item),
-            relevant,
-        ))
-    };
-    Ok(UserEval { metrics, ranking })
+    let target = target.filter(|&t| {
+        !dev.phase_examples(cfg, Phase::Reconstruction)
+            .any(|(i, _)| i == t)
+    });
+    if relevant.is_empty() && target.is_none() {
+        return Ok(UserEval {
+            metrics,
+            ranking: None,
+            target_hit: None,
+        });
+    }
+    let mut top = TopK::<S, TOP_K>::new(TOP_K)?;
+    dev.rank(rows, cfg, &mut top)?;
+    let top = top.into_sorted();
+    let ranking = (!relevant.is_empty())
+        .then(|| ranking_metrics(top.iter().map(|&(item, _)| item), relevant));
+    let target_hit = target.map(|t| top.iter().any(|&(item, _)| item == t));
+    Ok(UserEval {
+        metrics,
+        ranking,
+        target_hit,
+    })
 }
 
 /// `(recall@k, NDCG@k)` of a ranked list (best first, length `k`) against sorted `relevant`.

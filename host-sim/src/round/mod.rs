@@ -42,6 +42,8 @@ use crate::round::evaluate::{EvalReport, EvalSums, UserEval, evaluate_loaded};
 use crate::round::faults::RoundFaults;
 use crate::seeds::{Purpose, sample_without_replacement, seed_for};
 use crate::server::privacy::{DpSession, PrivacySpent};
+use crate::server::robust::Shape;
+use crate::server::strategy::RobustRound;
 use crate::server::{Aggregator, ServerOptimizer};
 
 /// A hook that may rewrite a client's encoded update before the server receives it
@@ -84,6 +86,9 @@ pub struct RoundStats {
     /// Privacy spent so far (DP runs only).
     #[serde(skip_serializing_if = "Option::is_none", flatten)]
     pub privacy: Option<PrivacySpent>,
+    /// Attack bench and robust aggregation figures (when either is on).
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pub security: Option<crate::attack::RoundSecurity>,
     /// Rating-steps executed by the devices (examples visited in both phases).
     #[serde(skip)]
     pub examples: u64,
@@ -148,6 +153,8 @@ pub struct Simulation<'p, S: SimScalar, const K: usize> {
     local: Vec<bool>,
     /// Differentially private aggregation and accounting (`privacy.enabled`).
     dp: Option<DpSession>,
+    /// Robust aggregation's round state (`[robust]` active; issue 19).
+    robust: Option<RobustRound>,
     /// The round's downlink as the devices receive it.
     down: DownlinkRound,
     /// Frame scratch of the downlink encoder.
@@ -170,6 +177,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             cfg.model.k
         );
         ensure!(num_items > 0, "the dataset has no items");
+        cfg.attack.check_target(num_items)?;
         ensure!(!part.train.is_empty(), "the training split has no users");
         let global_mean = mean_rating(&part.train);
         let train_cfg = round_config(cfg, false, global_mean)?;
@@ -214,6 +222,14 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
                     )
                 })
                 .transpose()?,
+            robust: cfg.robust.is_active().then(|| {
+                let shape = Shape {
+                    items: num_items,
+                    k: K,
+                    with_bias,
+                };
+                RobustRound::new(&cfg.robust, shape)
+            }),
             down: DownlinkRound::default(),
             down_buf: Vec::new(),
             round: 0,
@@ -406,6 +422,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
         );
         let (seed, round) = (self.cfg.run.seed, u64::from(self.round));
         let reshuffle = self.cfg.client.reshuffle_each_round;
+        let target = self.cfg.attack.target;
         let user_seed = |user: u32| {
             seed_for(
                 seed,
@@ -414,8 +431,9 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
                 (u64::from(user) << 1) | (split == Split::Test) as u64,
             )
         };
-        // Boards that evaluate take their users first and work while the devices compute.
-        let board_jobs = if self.boards.boards.evaluates() {
+        // Boards that evaluate take their users first and work while the devices compute
+        // (not in the attack bench: its target's hit ratio is measured on virtual devices).
+        let board_jobs = if self.boards.boards.evaluates() && target.is_none() {
             board_eval::assign::<S>(
                 &self.boards.boards,
                 users.len(),
@@ -447,7 +465,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             let s = user_seed(client.user);
             let rc = client_round_config(cfg, reshuffle, round as u32, client.user);
             let outcome = crate::on_device!(loaded, |dev| {
-                evaluate_loaded(dev, &rows, &rc, s, relevant)
+                evaluate_loaded(dev, &rows, &rc, s, relevant, target)
             });
             match outcome {
                 Ok(u) => Ok(Some(u)),

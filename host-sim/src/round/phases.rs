@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use super::clients::{ClientHost, ClientJob, Outcome, RoundInput, Slot};
 use super::{RoundStats, SimScalar, Simulation, client_round_config, recon_examples};
+use crate::attack::RoundSecurity;
 use crate::comm::{self, ClientTraffic, DownlinkRound};
 use crate::round::faults::RoundFaults;
 use crate::seeds::{Purpose, sample_without_replacement, seed_for};
@@ -44,6 +45,8 @@ struct Selection {
     skipped: u32,
     /// Rating-steps of the reporting clients.
     examples: u64,
+    /// Attack bench: malicious clients among the folded ones.
+    attackers: u32,
     /// Seconds of selection and folding, of the aggregation (folding and finishing) and of
     /// the server step (for `fedrecon bench`).
     select_seconds: f64,
@@ -70,6 +73,9 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         let free = jobs.iter().map(|j| !j.dropped).collect();
         self.claim_free(round, &jobs, free);
         self.agg.reset();
+        if let Some(r) = self.robust.as_mut() {
+            r.reset();
+        }
         self.slots
             .resize_with(window.min(jobs.len()), Slot::default);
         for base in (0..jobs.len()).step_by(window) {
@@ -87,6 +93,12 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         }
         let device_seconds = t0.elapsed().as_secs_f64() - s.select_seconds;
         let (applied, privacy) = self.finish_and_apply(round, &mut s, sample.len())?;
+        let security = (self.cfg.attack.kind != crate::attack::AttackKind::None
+            || self.cfg.robust.is_active())
+        .then(|| RoundSecurity {
+            attackers: s.attackers,
+            defense: self.robust.as_ref().map(|r| r.stats()).unwrap_or_default(),
+        });
         self.round = round;
         let m = self.agg.metrics();
         let after = self.ranks.traffic();
@@ -107,6 +119,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             traffic: comm::TrafficStats::from_clients(&s.per_client),
             faults: s.faults,
             privacy,
+            security,
             examples: s.examples,
             device_seconds,
             server_seconds: t0.elapsed().as_secs_f64() - device_seconds,
@@ -278,6 +291,8 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
     pub(crate) fn validate(&mut self, round: u32, jobs: &[ClientJob], range: Range<usize>) {
         let (train, rel, n) = (&self.part.train, &self.cfg.reliability, self.num_items);
         let with_bias = self.cfg.model.item_bias;
+        let (attack, seed, params) = (&self.cfg.attack, self.cfg.run.seed, &self.params);
+        let shape = (n, K, with_bias);
         let slots = &mut self.slots[..range.len()];
         let local = &self.local[range.clone()];
         self.devices.pool.install(|| {
@@ -292,7 +307,21 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                     };
                     let len = train.client(job.index).len();
                     slot.reject = match slot.receive::<K>(round, job.user, wire_client, with_bias) {
-                        Ok(()) => slot.validate(len, n, &job.cfg, rel, K),
+                        Ok(()) => {
+                            slot.malicious = attack.is_malicious(seed, job.user);
+                            if slot.malicious {
+                                // The attack bench: the update of a malicious client (virtual
+                                // or board) is rewritten, then validated like any other.
+                                let u = crate::attack::Poisoned {
+                                    items: &mut slot.items,
+                                    rows: &mut slot.rows,
+                                    biases: &mut slot.biases,
+                                };
+                                crate::attack::poison(attack, params, shape, u);
+                                slot.header.rows = slot.items.len() as u32;
+                            }
+                            slot.validate(len, n, &job.cfg, rel, K)
+                        }
                         Err(e) => Some((Reject::Malformed, format!("{e:#}"))),
                     };
                     slot.norm = comm::l2_norm(&slot.rows, &slot.biases);
@@ -360,6 +389,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                 continue;
             }
             s.accepted += 1;
+            s.attackers += u32::from(slot.malicious);
             take[i] = true;
         }
         Ok(take)
@@ -385,7 +415,8 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         if updates.is_empty() {
             return Ok(());
         }
-        let mut strategy = strategy::for_round(&mut self.agg, self.dp.as_mut());
+        let mut strategy =
+            strategy::for_round(&mut self.agg, self.dp.as_mut(), self.robust.as_mut())?;
         self.devices
             .pool
             .install(|| strategy.fold(&updates))
@@ -404,7 +435,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         let t_aggregate = Instant::now();
         let min = self.cfg.reliability.min_clients;
         let mut strategy: Box<dyn Strategy + '_> =
-            strategy::for_round(&mut self.agg, self.dp.as_mut());
+            strategy::for_round(&mut self.agg, self.dp.as_mut(), self.robust.as_mut())?;
         let mut privacy = None;
         let applied = if s.accepted < min {
             strategy.discard();

@@ -6,6 +6,7 @@
 //! in `f64` per touched row, in client order, so it is independent of thread count.
 
 pub mod privacy;
+pub mod robust;
 pub(crate) mod strategy;
 pub mod validate;
 
@@ -111,6 +112,16 @@ impl Aggregator {
     /// and metrics, summing disjoint item stripes in parallel on the current rayon pool.
     /// The result is bit-identical to adding the same rows one by one in order.
     pub fn add_clients(&mut self, clients: &[(ClientRows<'_>, Metrics)]) -> Result<()> {
+        self.add_clients_scaled(clients, |_| 1.0)
+    }
+
+    /// [`Self::add_clients`] with client `c`'s rows multiplied by `scale(c)` (a norm bound):
+    /// `acc += w · (scale · delta)` in `f64`, so a scale of 1 gives `add_clients`' bits.
+    pub(crate) fn add_clients_scaled(
+        &mut self,
+        clients: &[(ClientRows<'_>, Metrics)],
+        scale: impl Fn(usize) -> f64 + Sync,
+    ) -> Result<()> {
         let (k, n) = (self.k, self.items);
         for (c, _) in clients {
             ensure!(
@@ -142,11 +153,11 @@ impl Aggregator {
             .for_each(|(s, ((acc, acc_bias), touched))| {
                 let lo = (s * stripe) as u32;
                 let hi = lo + touched.len() as u32;
-                for (c, _) in clients {
+                for (ci, (c, _)) in clients.iter().enumerate() {
                     if c.weight == 0 {
                         continue;
                     }
-                    let w = f64::from(c.weight);
+                    let (w, s) = (f64::from(c.weight), scale(ci));
                     let a = c.items.partition_point(|&i| i < lo);
                     let b = c.items.partition_point(|&i| i < hi);
                     for r in a..b {
@@ -154,10 +165,10 @@ impl Aggregator {
                         touched[i] = true;
                         let row = &c.rows[r * k..(r + 1) * k];
                         for (acc, &d) in acc[i * k..(i + 1) * k].iter_mut().zip(row) {
-                            *acc += w * f64::from(d);
+                            *acc += w * (s * f64::from(d));
                         }
                         if with_bias && !c.biases.is_empty() {
-                            acc_bias[i] += w * f64::from(c.biases[r]);
+                            acc_bias[i] += w * (s * f64::from(c.biases[r]));
                         }
                     }
                 }

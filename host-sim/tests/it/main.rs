@@ -5,6 +5,7 @@
 
 mod common;
 
+mod attack;
 mod board_eval;
 mod board_matrix;
 mod board_owned;

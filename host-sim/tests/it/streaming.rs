@@ -9,6 +9,7 @@ use fedrecon_host_sim::config::{Config, Preset};
 use fedrecon_host_sim::data::movielens;
 use fedrecon_host_sim::data::partition::partition;
 use fedrecon_host_sim::round::{RoundStats, Simulation};
+use fedrecon_host_sim::server::robust::{RobustConfig, Rule};
 
 /// Many clients per round, with dropout, over-selection and some hostile (empty) uploads, so
 /// selection crosses window boundaries.
@@ -27,7 +28,7 @@ fn config(threads: usize) -> Config {
 /// What a round reports, without its timings.
 fn figures(s: &RoundStats) -> String {
     format!(
-        "{} {} {} {} {} {} {} {:?} {:?} {:?} {}",
+        "{} {} {} {} {} {} {} {:?} {:?} {:?} {:?} {}",
         s.loss.to_bits(),
         s.rating_accuracy.to_bits(),
         s.bytes_down,
@@ -38,6 +39,7 @@ fn figures(s: &RoundStats) -> String {
         s.faults,
         s.traffic,
         s.privacy,
+        s.security,
         s.examples
     )
 }
@@ -118,4 +120,65 @@ fn a_skipped_dp_round_releases_nothing_it_folded() {
         sim(2) == sim(0),
         "a skipped round's clients leaked into the next"
     );
+}
+
+/// The robust rules (issue 19) fold the same windows: the streaming ones (norm bound and row
+/// alignment, alone and before DP's clip) and those that hold the round's updates (median,
+/// trimmed means, multi-Krum) give the same bits for any thread count.
+#[test]
+fn robust_rounds_are_bit_identical_for_1_2_3_and_8_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), 700, 150, 20);
+    let bounded = RobustConfig {
+        norm_bound: 0.05,
+        row_alignment: 0.999,
+        ..RobustConfig::default()
+    };
+    let mut cases: Vec<(RobustConfig, bool)> = vec![(bounded.clone(), false), (bounded, true)];
+    for aggregator in [
+        Rule::Median,
+        Rule::TrimmedMean,
+        Rule::TrimmedMeanAll,
+        Rule::Krum,
+    ] {
+        let robust = RobustConfig {
+            aggregator,
+            norm_bound: 0.05,
+            krum_select: 200,
+            ..RobustConfig::default()
+        };
+        cases.push((robust, false));
+    }
+    for (robust, dp) in cases {
+        let runs: Vec<_> = [1, 2, 3, 8]
+            .into_iter()
+            .map(|threads| {
+                let mut cfg = config(threads);
+                cfg.robust = robust.clone();
+                cfg.privacy.enabled = dp;
+                cfg.privacy.noise_multiplier = 0.5;
+                cfg.privacy.clip = 0.5;
+                run(&cfg, dir.path(), 2)
+            })
+            .collect();
+        let case = format!("{:?} dp {dp}", robust.aggregator);
+        let stats = &runs[0].1;
+        // The defense acted: some updates were bounded (and Krum dropped some).
+        assert!(
+            stats
+                .iter()
+                .all(|s| s.contains("norm_bounded: ") && !s.contains("norm_bounded: 0,")),
+            "{case}: {stats:?}"
+        );
+        if robust.aggregator == Rule::Krum {
+            assert!(
+                stats.iter().all(|s| !s.contains("krum_dropped: 0,")),
+                "{stats:?}"
+            );
+        }
+        for (threads, r) in [2, 3, 8].iter().zip(&runs[1..]) {
+            assert_eq!(r.1, runs[0].1, "{case}: figures, 1 vs {threads} threads");
+            assert!(r.0 == runs[0].0, "{case}: model, 1 vs {threads} threads");
+        }
+    }
 }
