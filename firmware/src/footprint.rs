@@ -147,3 +147,29 @@ fn fail(what: &str) -> ! {
 
 /// Paints the stack; re-exported so the binaries call it before anything else.
 pub use stack::paint;
+
+/// Defines a footprint image for scalar `$s`: its device and rows in `.bss`, the entry point
+/// running one measured round named `$name` with `$config()`, and the panic handler. Every
+/// `bin/footprint*.rs` is one call, so the images differ only in what they measure.
+#[macro_export]
+macro_rules! footprint_image {
+    ($s:ty, $name:literal, $config:path) => {
+        // Zero-initialised and const-constructed: both land in .bss, never on the stack.
+        static DEVICE: static_cell::ConstStaticCell<$crate::footprint::FootDevice<$s>> =
+            static_cell::ConstStaticCell::new($crate::footprint::FootDevice::new());
+        static ROWS: static_cell::ConstStaticCell<$crate::footprint::FootRows<$s>> =
+            static_cell::ConstStaticCell::new($crate::footprint::FootRows::new());
+
+        #[cfg_attr(target_arch = "arm", cortex_m_rt::entry)]
+        #[cfg_attr(target_arch = "riscv32", riscv_rt::entry)]
+        fn main() -> ! {
+            let painted = $crate::footprint::paint();
+            $crate::footprint::run($name, &$config(), painted, DEVICE.take(), ROWS.take())
+        }
+
+        #[panic_handler]
+        fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+            $crate::qemu_panic(info)
+        }
+    };
+}

@@ -71,3 +71,33 @@ pub fn run<S: Scalar>(device: &mut Device<S, N, K>, rows: &mut CachedRows<S, N, 
     let _ = board.serve(&mut uart);
     semihosting::process::exit(2)
 }
+
+/// Defines a QEMU board image computing in scalar `$s`: its workspace and row cache in
+/// `.bss`, handed out once (the ~128 KB workspace never touches the stack), the entry point
+/// running [`run`], and the panic handler. Each `bin/qemu*.rs` is one call.
+#[macro_export]
+macro_rules! qemu_board_image {
+    ($s:ty) => {
+        static DEVICE: static_cell::ConstStaticCell<
+            fedrecon_core::Device<$s, { $crate::qemu_board::N }, { $crate::qemu_board::K }>,
+        > = static_cell::ConstStaticCell::new(fedrecon_core::Device::new());
+        static ROWS: static_cell::ConstStaticCell<
+            $crate::CachedRows<
+                $s,
+                { $crate::qemu_board::N },
+                { $crate::qemu_board::K },
+                { $crate::qemu_board::N },
+            >,
+        > = static_cell::ConstStaticCell::new($crate::CachedRows::new());
+
+        #[cortex_m_rt::entry]
+        fn main() -> ! {
+            $crate::qemu_board::run(DEVICE.take(), ROWS.take())
+        }
+
+        #[panic_handler]
+        fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+            $crate::qemu_panic(info)
+        }
+    };
+}

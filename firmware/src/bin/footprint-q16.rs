@@ -2,28 +2,8 @@
 #![no_std]
 #![no_main]
 
-use fedrecon_core::Q16;
-use fedrecon_firmware::footprint::{self, FootDevice, FootRows};
-use static_cell::ConstStaticCell;
-
-// Zero-initialised and const-constructed: both land in .bss, never on the stack.
-static DEVICE: ConstStaticCell<FootDevice<Q16>> = ConstStaticCell::new(FootDevice::new());
-static ROWS: ConstStaticCell<FootRows<Q16>> = ConstStaticCell::new(FootRows::new());
-
-#[cfg_attr(target_arch = "arm", cortex_m_rt::entry)]
-#[cfg_attr(target_arch = "riscv32", riscv_rt::entry)]
-fn main() -> ! {
-    let painted = footprint::paint();
-    footprint::run(
-        "q16",
-        &footprint::config(),
-        painted,
-        DEVICE.take(),
-        ROWS.take(),
-    )
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    fedrecon_firmware::qemu_panic(info)
-}
+fedrecon_firmware::footprint_image!(
+    fedrecon_core::Q16,
+    "q16",
+    fedrecon_firmware::footprint::config
+);

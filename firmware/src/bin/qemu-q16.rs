@@ -5,24 +5,4 @@
 #![no_std]
 #![no_main]
 
-use cortex_m_rt::entry;
-use fedrecon_core::Device;
-use fedrecon_firmware::CachedRows;
-use fedrecon_firmware::qemu_board::{K, N, run};
-use static_cell::ConstStaticCell;
-
-// Both in .bss and handed out once, so the ~128 KB workspace never touches the stack.
-static DEVICE: ConstStaticCell<Device<fedrecon_core::Q16, N, K>> =
-    ConstStaticCell::new(Device::new());
-static ROWS: ConstStaticCell<CachedRows<fedrecon_core::Q16, N, K, N>> =
-    ConstStaticCell::new(CachedRows::new());
-
-#[entry]
-fn main() -> ! {
-    run(DEVICE.take(), ROWS.take())
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    fedrecon_firmware::qemu_panic(info)
-}
+fedrecon_firmware::qemu_board_image!(fedrecon_core::Q16);
