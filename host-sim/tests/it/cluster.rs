@@ -6,48 +6,16 @@
 
 use std::thread;
 
-use crate::common::synthetic;
+use crate::common::{many_clients_config, round_figures, synthetic};
 
 use fedrecon_host_sim::cluster::{self, Link};
 use fedrecon_host_sim::comm::{Downlink, Uplink};
-use fedrecon_host_sim::config::{Config, Preset, ServerConfig};
+use fedrecon_host_sim::config::{Config, ServerConfig};
 use fedrecon_host_sim::data::movielens::{self, Ratings};
 use fedrecon_host_sim::data::partition::{Partition, partition};
 use fedrecon_host_sim::output::Record;
-use fedrecon_host_sim::round::{RoundStats, Simulation, Split};
+use fedrecon_host_sim::round::{Simulation, Split};
 use fedrecon_host_sim::{RunOptions, run};
-
-/// Dropout, over-selection and hostile (empty) uploads, so selection crosses windows and
-/// ranks.
-fn config(threads: usize) -> Config {
-    let mut cfg = Config::preset(Preset::Tutorial);
-    cfg.data.max_clients = None;
-    cfg.model.k = 8;
-    cfg.run.clients_per_round = 300;
-    cfg.run.threads = Some(threads);
-    cfg.run.seed = 11;
-    cfg.reliability.dropout = 0.1;
-    cfg.reliability.over_select = 0.2;
-    cfg
-}
-
-/// What a round reports, without its timings.
-fn figures(s: &RoundStats) -> String {
-    format!(
-        "{} {} {} {} {} {} {} {:?} {:?} {:?} {}",
-        s.loss.to_bits(),
-        s.rating_accuracy.to_bits(),
-        s.bytes_down,
-        s.bytes_up,
-        s.clients,
-        s.skipped,
-        s.applied,
-        s.faults,
-        s.traffic,
-        s.privacy,
-        s.examples
-    )
-}
 
 /// Runs `body` as rank 0 while ranks 1.. serve it on their own threads (each with its own
 /// simulation, as another process would have).
@@ -93,7 +61,7 @@ fn rounds(mut sim: Simulation<'_, f32, 8>, tamper: bool) -> (Vec<u32>, Vec<Strin
         })));
     }
     let stats = (0..3)
-        .map(|_| figures(&sim.train_round().unwrap()))
+        .map(|_| round_figures(&sim.train_round().unwrap()))
         .collect();
     let evals = format!(
         "{:?} {:?}",
@@ -118,7 +86,7 @@ fn rounds_and_evaluations_on_2_and_3_ranks_are_bit_identical_to_one_process() {
     let ratings = load(dir.path());
     for (dp, tamper) in [(false, true), (true, true), (false, false), (true, false)] {
         let cfg = |threads| {
-            let mut cfg = config(threads);
+            let mut cfg = many_clients_config(threads);
             cfg.privacy.enabled = dp;
             cfg.privacy.noise_multiplier = 0.5;
             cfg.privacy.clip = 0.5;
@@ -162,7 +130,7 @@ fn a_quantized_link_on_3_ranks_is_bit_identical_to_one_process() {
     let dir = tempfile::tempdir().unwrap();
     synthetic(dir.path(), 300, 120, 20);
     let ratings = load(dir.path());
-    let mut cfg = config(1);
+    let mut cfg = many_clients_config(1);
     cfg.comm.downlink = Downlink::FullI8;
     cfg.comm.uplink = Uplink::I8;
     cfg.validate().unwrap();
@@ -182,7 +150,7 @@ fn a_run_on_3_ranks_writes_the_records_and_items_of_one_process() {
     let dir = tempfile::tempdir().unwrap();
     synthetic(dir.path(), 300, 100, 20);
     let ratings = load(dir.path());
-    let mut cfg = config(1);
+    let mut cfg = many_clients_config(1);
     cfg.run.rounds = 4;
     cfg.run.eval_every = 2;
     cfg.run.clients_per_round = 50;
@@ -222,7 +190,7 @@ fn a_checkpoint_of_3_ranks_resumes_bit_identically_on_2() {
     let dir = tempfile::tempdir().unwrap();
     synthetic(dir.path(), 400, 120, 20);
     let ratings = load(dir.path());
-    let mut cfg = config(1);
+    let mut cfg = many_clients_config(1);
     cfg.server = ServerConfig::Adam {
         lr: 0.01,
         beta_1: 0.9,
@@ -258,7 +226,7 @@ fn a_rank_that_ends_fails_the_round_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     synthetic(dir.path(), 200, 80, 20);
     let ratings = load(dir.path());
-    let cfg = config(1);
+    let cfg = many_clients_config(1);
     let part = partition(&ratings, &cfg.data);
     let mut links = cluster::local::cluster(3);
     let rank0 = links.remove(0);
@@ -268,7 +236,9 @@ fn a_rank_that_ends_fails_the_round_naming_it() {
         let (cfg, part, items) = (&cfg, &part, ratings.items());
         s.spawn(move || {
             let mut sim = Simulation::<f32, 8>::new(cfg, part, items).unwrap();
-            sim.serve(&one).unwrap();
+            // Rank 1 ends either way: cleanly, or with an error when rank 0 gives up on the
+            // round first (a race this test does not judge; rank 0's message is its subject).
+            let _ = sim.serve(&one);
         });
         // Rank 2 takes its first order and ends (as a process that died would).
         s.spawn(move || {

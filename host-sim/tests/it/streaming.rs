@@ -3,46 +3,13 @@
 //! windows; the model, the metrics and the faults must not notice. Skipped rounds release
 //! nothing of what was folded.
 
-use crate::common::synthetic;
+use crate::common::{many_clients_config, round_figures, synthetic};
 
 use fedrecon_host_sim::config::{Config, Preset};
 use fedrecon_host_sim::data::movielens;
 use fedrecon_host_sim::data::partition::partition;
-use fedrecon_host_sim::round::{RoundStats, Simulation};
+use fedrecon_host_sim::round::Simulation;
 use fedrecon_host_sim::server::robust::{RobustConfig, Rule};
-
-/// Many clients per round, with dropout, over-selection and some hostile (empty) uploads, so
-/// selection crosses window boundaries.
-fn config(threads: usize) -> Config {
-    let mut cfg = Config::preset(Preset::Tutorial);
-    cfg.data.max_clients = None;
-    cfg.model.k = 8;
-    cfg.run.clients_per_round = 300;
-    cfg.run.threads = Some(threads);
-    cfg.run.seed = 11;
-    cfg.reliability.dropout = 0.1;
-    cfg.reliability.over_select = 0.2;
-    cfg
-}
-
-/// What a round reports, without its timings.
-fn figures(s: &RoundStats) -> String {
-    format!(
-        "{} {} {} {} {} {} {} {:?} {:?} {:?} {:?} {}",
-        s.loss.to_bits(),
-        s.rating_accuracy.to_bits(),
-        s.bytes_down,
-        s.bytes_up,
-        s.clients,
-        s.skipped,
-        s.applied,
-        s.faults,
-        s.traffic,
-        s.privacy,
-        s.security,
-        s.examples
-    )
-}
 
 fn run(cfg: &Config, dir: &std::path::Path, rounds: u32) -> (Vec<u32>, Vec<String>) {
     let ratings = movielens::load(dir).unwrap();
@@ -55,7 +22,7 @@ fn run(cfg: &Config, dir: &std::path::Path, rounds: u32) -> (Vec<u32>, Vec<Strin
         }
     })));
     let stats = (0..rounds)
-        .map(|_| figures(&sim.train_round().unwrap()))
+        .map(|_| round_figures(&sim.train_round().unwrap()))
         .collect();
     (sim.params().iter().map(|x| x.to_bits()).collect(), stats)
 }
@@ -68,7 +35,7 @@ fn streaming_rounds_are_bit_identical_for_1_2_3_and_8_threads() {
         let runs: Vec<_> = [1, 2, 3, 8]
             .into_iter()
             .map(|threads| {
-                let mut cfg = config(threads);
+                let mut cfg = many_clients_config(threads);
                 cfg.privacy.enabled = dp;
                 cfg.privacy.noise_multiplier = 0.5;
                 cfg.privacy.clip = 0.5;
@@ -153,7 +120,7 @@ fn robust_rounds_are_bit_identical_for_1_2_3_and_8_threads() {
         let runs: Vec<_> = [1, 2, 3, 8]
             .into_iter()
             .map(|threads| {
-                let mut cfg = config(threads);
+                let mut cfg = many_clients_config(threads);
                 cfg.robust = robust.clone();
                 cfg.privacy.enabled = dp;
                 cfg.privacy.noise_multiplier = 0.5;

@@ -107,3 +107,39 @@ pub fn board_config() -> fedrecon_host_sim::config::Config {
     cfg.model.k = 50; // the qemu image's K
     cfg
 }
+
+/// Many clients per round, with dropout and over-selection, so selection crosses the
+/// windows of the streaming fold (and, in a cluster, the ranks).
+pub fn many_clients_config(threads: usize) -> fedrecon_host_sim::config::Config {
+    use fedrecon_host_sim::config::{Config, Preset};
+    let mut cfg = Config::preset(Preset::Tutorial);
+    cfg.data.max_clients = None;
+    cfg.model.k = 8;
+    cfg.run.clients_per_round = 300;
+    cfg.run.threads = Some(threads);
+    cfg.run.seed = 11;
+    cfg.reliability.dropout = 0.1;
+    cfg.reliability.over_select = 0.2;
+    cfg
+}
+
+/// What a round reports, without its timings: equal strings mean equal rounds.
+pub fn round_figures(s: &fedrecon_host_sim::round::RoundStats) -> String {
+    format!(
+        "{} {} {} {} {} {} {} {} {} {:?} {:?} {:?} {:?} {}",
+        s.loss.to_bits(),
+        s.rating_accuracy.to_bits(),
+        s.bytes_down,
+        s.bytes_up,
+        s.payload_down,
+        s.payload_up,
+        s.clients,
+        s.skipped,
+        s.applied,
+        s.faults,
+        s.traffic,
+        s.privacy,
+        s.security,
+        s.examples
+    )
+}
