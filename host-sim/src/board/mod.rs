@@ -283,12 +283,21 @@ fn connect_retry(addr: &str, patience: Duration) -> Result<TcpStream> {
     }
 }
 
-/// Starts QEMU `mps2-an386` with `elf` and connects to its UART0, a socket server that waits
-/// for the host (firmware/README.md, "Talking to the QEMU board"). `-icount shift=0` with the
-/// image's WFI-based UART waits makes the link fastest. QEMU's stderr goes to the debug log.
+/// Starts QEMU with `elf` on the machine its header names (`mps2-an386` for the Cortex-M4F
+/// images, the FPU-less `mps2-an385` for Cortex-M3 builds: the same UARTs) and connects to its
+/// UART0, a socket server that waits for the host (firmware/README.md, "Talking to the QEMU
+/// board"). `-icount shift=0` with the image's WFI-based UART waits makes the link fastest.
+/// QEMU's stderr goes to the debug log.
 fn spawn_qemu(elf: &Path, name: &str, flash: Option<&Path>) -> Result<(Qemu, TcpStream)> {
     let port = fedrecon_qemu::Qemu::free_port().context("finding a free TCP port")?;
-    let mut cmd = fedrecon_qemu::Qemu::new(fedrecon_qemu::Machine::Mps2An386, elf)
+    let machine = fedrecon_qemu::Machine::for_elf(elf)
+        .with_context(|| format!("board {name}: firmware image {}", elf.display()))?;
+    ensure!(
+        machine != fedrecon_qemu::Machine::Riscv32Virt,
+        "board {name}: {} is a RISC-V image; QEMU boards are mps2 (Arm) images",
+        elf.display()
+    );
+    let mut cmd = fedrecon_qemu::Qemu::new(machine, elf)
         .icount(0)
         .serial_socket(port);
     // The emulated flash is a file in QEMU's working directory (firmware/src/qemu_board.rs).

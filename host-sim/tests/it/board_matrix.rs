@@ -9,6 +9,8 @@
 //! 160 cases) runs the whole product and prints the matrix:
 //! `cargo test -p fedrecon-host-sim --test it -- --ignored --nocapture board_matrix_full`.
 
+use std::path::{Path, PathBuf};
+
 use crate::common;
 
 use fedrecon_core::ScalarKind;
@@ -161,11 +163,17 @@ fn records(r: &fedrecon_host_sim::run::RunResult) -> Vec<serde_json::Value> {
 /// Runs `c` all-virtual and with one QEMU board; `Err` describes a difference. Returns the
 /// board's seconds per client.
 fn check(c: &Case, ratings: &Ratings) -> Result<f64, String> {
+    check_image(c, ratings, None)
+}
+
+/// [`check`] with the board booting `firmware` (default: the M4F image of the case's scalar).
+fn check_image(c: &Case, ratings: &Ratings, firmware: Option<PathBuf>) -> Result<f64, String> {
     let cfg = config(c);
     let opts = RunOptions::default();
     let virt = run(&cfg, ratings, &opts).map_err(|e| format!("virtual run: {e:#}"))?;
     let boards = BoardOptions {
         qemu_devices: 1,
+        firmware,
         ..BoardOptions::default()
     };
     let with = run_with_boards(&cfg, ratings, &opts, &boards)
@@ -224,6 +232,61 @@ fn board_matrix_ci() {
         t0.elapsed().as_secs_f64()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Boards without an FPU in the simulator's rounds (issue 16): the Cortex-M3 build of the
+/// QEMU board images (`images/mps2-an385-thumbv7m/`, booted on the FPU-less mps2-an385, which
+/// the image's soft-float ELF header selects) computes in Q16.16 and Q3.12 exactly as the
+/// virtual devices of that scalar do.
+#[test]
+fn cortex_m3_boards_in_fixed_point_are_bit_identical() {
+    if !images_available() {
+        return;
+    }
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware/target/images/mps2-an385-thumbv7m");
+    let required = std::env::var_os("FEDRECON_REQUIRE_QEMU").is_some_and(|v| v == "1");
+    if !dir.join("qemu-q12").is_file() {
+        assert!(
+            !required,
+            "FEDRECON_REQUIRE_QEMU=1 but {} has no qemu-q12 (cargo build-fw)",
+            dir.display()
+        );
+        eprintln!(
+            "skipped: no Cortex-M3 board images in {} (cargo build-fw)",
+            dir.display()
+        );
+        return;
+    }
+    let (_dir, ratings) = data();
+    for (scalar, image, preset, down, up) in [
+        (
+            Scalar::Q12,
+            "qemu-q12",
+            Preset::Tutorial,
+            Downlink::Full,
+            Uplink::F32,
+        ),
+        (
+            Scalar::Q16,
+            "qemu-q16",
+            Preset::Best,
+            Downlink::NeededI8,
+            Uplink::I16,
+        ),
+    ] {
+        let c = case(scalar, preset, down, up, UpdateMode::Sparse, false);
+        let elf = dir.join(image);
+        assert_eq!(
+            fedrecon_qemu::Machine::for_elf(&elf).unwrap(),
+            fedrecon_qemu::Machine::Mps2An385,
+            "{} does not name the Cortex-M3 machine",
+            elf.display()
+        );
+        let r = check_image(&c, &ratings, Some(elf));
+        eprintln!("Cortex-M3 {}: {r:?}", c.label());
+        assert!(r.is_ok(), "Cortex-M3 {}: {r:?}", c.label());
+    }
 }
 
 #[test]
