@@ -294,7 +294,10 @@ fn build_k(k: usize) -> Result<(), String> {
         return Err(format!("the QEMU board images at K = {k} did not build"));
     }
     let release = target_dir.join(DK_TARGET).join("release");
-    let out = fw.join("target").join("images").join(format!("mps2-an386-k{k}"));
+    let out = fw
+        .join("target")
+        .join("images")
+        .join(format!("mps2-an386-k{k}"));
     fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     for bin in QEMU_BOARD_IMAGES {
         fs::copy(release.join(bin), out.join(bin)).map_err(|e| format!("copy {bin}: {e}"))?;
