@@ -8,8 +8,8 @@
 
 use super::frame::Kind;
 use super::rows::RowEncoding;
-use super::update::{UpdateBegin, encode_row_chunks, update_buf_len};
-use super::{EncodeError, Framing, UpdateInfo, WireError, encode_frame};
+use super::update::{check_update_args, encode_row_chunks, send_begin};
+use super::{EncodeError, Framing, UpdateInfo, WireError};
 use crate::device::Update;
 use crate::rng::DeviceRng;
 use crate::scalar::Scalar;
@@ -98,20 +98,8 @@ pub fn encode_shaped_update<S: Scalar, const K: usize, const P: usize, E>(
     buf: &mut [u8],
     mut sink: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<u32, EncodeError<E>> {
+    check_update_args(update, buf)?;
     let touched = update.items.len();
-    if update.deltas.len() != touched || update.bias_deltas.is_some_and(|b| b.len() != touched) {
-        return Err(WireError::InvalidValue {
-            what: "update items, deltas and bias deltas differ in length",
-        }
-        .into());
-    }
-    if buf.len() < update_buf_len(K) {
-        return Err(WireError::BufferTooSmall {
-            need: update_buf_len(K),
-            have: buf.len(),
-        }
-        .into());
-    }
     if shape.stochastic_rounding && encoding == RowEncoding::F32 {
         return Err(WireError::InvalidValue {
             what: "stochastic rounding needs an i16 or i8 uplink",
@@ -150,18 +138,15 @@ pub fn encode_shaped_update<S: Scalar, const K: usize, const P: usize, E>(
     }
     let rows = if dense { n } else { touched + decoys.len() };
     let has_bias = update.bias_deltas.is_some();
-    let begin = UpdateBegin {
-        round: info.round,
-        client: info.client,
-        k: K as u32,
+    send_begin(
+        Framing::Stream,
+        info,
+        update,
         encoding,
-        has_bias,
-        rows: rows as u32,
-        weight: update.weight,
-        metrics: super::update::canonical_nans(update.metrics),
-    };
-    let len = encode_frame(Kind::UpdateBegin, &begin, buf)?;
-    sink(&buf[..len]).map_err(EncodeError::Sink)?;
+        rows,
+        buf,
+        &mut sink,
+    )?;
     let q = qmax(encoding);
     // Merge cursors: the next touched row and the next decoy.
     let (mut t, mut d) = (0usize, 0usize);

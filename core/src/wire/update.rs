@@ -238,33 +238,10 @@ pub fn encode_update_in<S: Scalar, const K: usize, E>(
     buf: &mut [u8],
     mut sink: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<usize, EncodeError<E>> {
+    check_update_args(update, buf)?;
     let n = update.items.len();
-    if update.deltas.len() != n || update.bias_deltas.is_some_and(|b| b.len() != n) {
-        return Err(WireError::InvalidValue {
-            what: "update items, deltas and bias deltas differ in length",
-        }
-        .into());
-    }
-    if buf.len() < update_buf_len(K) {
-        return Err(WireError::BufferTooSmall {
-            need: update_buf_len(K),
-            have: buf.len(),
-        }
-        .into());
-    }
     let has_bias = update.bias_deltas.is_some();
-    let begin = UpdateBegin {
-        round: info.round,
-        client: info.client,
-        k: K as u32,
-        encoding,
-        has_bias,
-        rows: n as u32,
-        weight: update.weight,
-        metrics: canonical_nans(update.metrics),
-    };
-    let len = encode_frame_in(framing, Kind::UpdateBegin, &begin, buf)?;
-    sink(&buf[..len]).map_err(EncodeError::Sink)?;
+    let len = send_begin(framing, info, update, encoding, n, buf, &mut sink)?;
     let rows = encode_row_chunks(
         framing,
         Kind::UpdateRows,
@@ -281,6 +258,53 @@ pub fn encode_update_in<S: Scalar, const K: usize, E>(
         &mut sink,
     )?;
     Ok(len + rows)
+}
+
+/// The checks every update encoder makes before it writes anything: items, deltas and bias
+/// deltas of one length, and a frame buffer of at least [`update_buf_len`]`(K)` bytes.
+pub(crate) fn check_update_args<S: Scalar, const K: usize>(
+    update: &Update<'_, S, K>,
+    buf: &[u8],
+) -> Result<(), WireError> {
+    let n = update.items.len();
+    if update.deltas.len() != n || update.bias_deltas.is_some_and(|b| b.len() != n) {
+        return Err(WireError::InvalidValue {
+            what: "update items, deltas and bias deltas differ in length",
+        });
+    }
+    if buf.len() < update_buf_len(K) {
+        return Err(WireError::BufferTooSmall {
+            need: update_buf_len(K),
+            have: buf.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Encodes and sends the [`UpdateBegin`] of `update` announcing `rows` rows in `encoding`
+/// (sequence 0 of its stream); returns the bytes written.
+pub(crate) fn send_begin<S: Scalar, const K: usize, E>(
+    framing: Framing,
+    info: UpdateInfo,
+    update: &Update<'_, S, K>,
+    encoding: RowEncoding,
+    rows: usize,
+    buf: &mut [u8],
+    sink: &mut impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<usize, EncodeError<E>> {
+    let begin = UpdateBegin {
+        round: info.round,
+        client: info.client,
+        k: K as u32,
+        encoding,
+        has_bias: update.bias_deltas.is_some(),
+        rows: rows as u32,
+        weight: update.weight,
+        metrics: canonical_nans(update.metrics),
+    };
+    let len = encode_frame_in(framing, Kind::UpdateBegin, &begin, buf)?;
+    sink(&buf[..len]).map_err(EncodeError::Sink)?;
+    Ok(len)
 }
 
 /// `m` with any NaN sum replaced by the canonical quiet NaN (`0x7FC0_0000`). A diverged
