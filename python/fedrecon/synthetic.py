@@ -1,55 +1,54 @@
-"""A small MovieLens-shaped synthetic population, for tests and for the tutorial where the real
-files are absent: users with a long-tailed number of ratings, 1-5 stars from a low-rank taste
-model plus noise, titles and genres. Seeded, so every run sees the same data."""
+"""A MovieLens-shaped synthetic population, for tests and for the tutorial where the real files
+are absent. It is the generator of ``fedrecon synth`` (the Rust ``data::synth`` module, called
+in memory): heavy-tailed ratings per user, Zipf item popularity, stars from a planted low-rank
+model plus noise, titles and genres. Seeded, so every run sees the same data, and the same
+settings give the same ratings as the command line."""
 
 from __future__ import annotations
 
+import io
 from typing import Optional
 
-import numpy as np
 
-GENRES = ["Action", "Comedy", "Drama", "Romance", "Sci-Fi", "Thriller", "Animation", "Documentary"]
+# Mean ratings per user of each shape (`SynthOptions::shaped` in host-sim/src/data/synth.rs).
+_SHAPE_MEAN = {"ml-1m": 165.6, "ml-25m": 153.8}
 
 
-def synthetic(users: int = 600, movies: int = 400, *, rank: int = 4, seed: int = 0,
-              min_ratings: int = 20, max_ratings: Optional[int] = None):
-    """A :class:`fedrecon.Data` of ``users`` users over ``movies`` movies (ML-1M's shape at a
-    smaller scale: at least ``min_ratings`` ratings per user, median about 2.5 times that)."""
+def synthetic(users: int = 600, movies: int = 400, *, seed: int = 0, shape: str = "ml-1m",
+              ratings_per_user: Optional[float] = None, min_ratings: int = 20,
+              max_ratings: Optional[int] = None, rank: Optional[int] = None,
+              noise: Optional[float] = None, signal: Optional[float] = None,
+              whole_stars: bool = False):
+    """A :class:`fedrecon.Data` of ``users`` users over ``movies`` movies, shaped like
+    ``shape`` (``"ml-1m"``: whole stars, or ``"ml-25m"``: half stars).
+
+    Every user has at least ``min_ratings`` ratings and at most ``max_ratings`` (default: the
+    shape's, at most ``movies``); the mean is ``ratings_per_user`` (default: the shape's, 165.6
+    for ML-1M, or halfway between ``min_ratings`` and the cap where the catalogue is too
+    small). ``rank``, ``noise`` and ``signal`` change the planted model (default: the
+    shape's). The same values given to
+    ``fedrecon synth --shape ... --users ... --items ... --ratings-per-user ...
+    --min-ratings-per-user ... --seed ...`` write the same ratings to a folder.
+    Invalid settings raise :class:`fedrecon.FedreconError` naming the option."""
     from . import Data, _native
 
-    if users < 10 or movies < min_ratings + 1 or min_ratings < 2:
-        raise ValueError("synthetic: need users >= 10, min_ratings >= 2 and movies > min_ratings")
-    rng = np.random.default_rng(seed)
     cap = min(max_ratings or movies, movies)
-    counts = np.minimum(cap, min_ratings + rng.geometric(1.0 / (1.5 * min_ratings), users) - 1)
-    u_f = rng.normal(0, 1, (users, rank))
-    m_f = rng.normal(0, 1, (movies, rank))
-    m_bias = rng.normal(0, 0.5, movies)
-    popularity = rng.zipf(1.3, movies).astype(float)
-    popularity /= popularity.sum()
-    us, ms, rs, ts = [], [], [], []
-    t0 = 956_703_932
-    for u in range(users):
-        chosen = rng.choice(movies, size=int(counts[u]), replace=False, p=popularity)
-        score = 3.6 + m_bias[chosen] + 0.6 * (u_f[u] @ m_f[chosen].T) / np.sqrt(rank)
-        stars = np.clip(np.rint(score + rng.normal(0, 0.6, len(chosen))), 1, 5)
-        us.append(np.full(len(chosen), u + 1, dtype=np.uint32))
-        ms.append((chosen + 1).astype(np.uint32))
-        rs.append(stars.astype(np.float32))
-        ts.append((t0 + np.sort(rng.integers(0, 86_400 * 365, len(chosen)))).astype(np.uint32))
-    native = _native.Data.from_arrays(
-        np.concatenate(us), np.concatenate(ms), np.concatenate(rs), np.concatenate(ts)
+    if ratings_per_user is None and _SHAPE_MEAN.get(shape, 0) >= cap:
+        ratings_per_user = (min_ratings + cap) / 2
+    native, movies_csv = _native.Data.synthetic(
+        shape, users=users, items=movies, ratings_per_user=ratings_per_user,
+        min_ratings_per_user=min_ratings, max_ratings_per_user=max_ratings, rank=rank,
+        signal=signal, noise=noise, whole_stars=whole_stars, seed=seed,
     )
     movies_df = None
     try:
         import pandas as pd
 
-        ids = np.arange(1, movies + 1)
+        df = pd.read_csv(io.StringIO(movies_csv))
         movies_df = pd.DataFrame({
-            "movie": ids,
-            "title": [f"Synthetic movie {i} ({1950 + i % 50})" for i in ids],
-            "genres": [sorted({GENRES[int(g)] for g in rng.integers(0, len(GENRES), 1 + i % 3)})
-                       for i in ids],
+            "movie": df["movieId"],
+            "title": df["title"],
+            "genres": df["genres"].fillna("").map(lambda g: g.split("|") if g else []),
         })
     except ImportError:
         pass

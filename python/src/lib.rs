@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use fedrecon_host_sim::config::{Config, Preset};
 use fedrecon_host_sim::data::movielens::{self, Ratings};
+use fedrecon_host_sim::data::synth;
 use fedrecon_host_sim::output::Record;
 use fedrecon_host_sim::round::Split;
 use fedrecon_host_sim::session::Session;
@@ -88,6 +89,55 @@ impl Data {
             ratings: Arc::new(Ratings::from_records(records)),
             dir: PathBuf::new(),
         })
+    }
+
+    /// A synthetic MovieLens-shaped population from the generator of `fedrecon synth`
+    /// (`data::synth`): the shape's options, changed by the keywords given; the same settings
+    /// give the same ratings as the command line. Returns the data and `movies.csv`'s text.
+    #[staticmethod]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (shape, users=None, items=None, ratings_per_user=None,
+        min_ratings_per_user=None, max_ratings_per_user=None, rank=None, signal=None,
+        noise=None, popularity=None, spread=None, whole_stars=false, seed=None))]
+    fn synthetic(
+        py: Python<'_>,
+        shape: &str,
+        users: Option<u32>,
+        items: Option<u32>,
+        ratings_per_user: Option<f64>,
+        min_ratings_per_user: Option<u32>,
+        max_ratings_per_user: Option<u32>,
+        rank: Option<usize>,
+        signal: Option<f64>,
+        noise: Option<f64>,
+        popularity: Option<f64>,
+        spread: Option<f64>,
+        whole_stars: bool,
+        seed: Option<u64>,
+    ) -> PyResult<(Data, String)> {
+        let shape: synth::Shape = shape.parse().map_err(FedreconError::new_err)?;
+        let overrides = synth::Overrides {
+            users,
+            items,
+            ratings: None,
+            ratings_per_user,
+            min_ratings_per_user,
+            max_ratings_per_user,
+            spread,
+            popularity,
+            rank,
+            signal,
+            noise,
+            whole_stars,
+            seed,
+        };
+        let o = synth::SynthOptions::shaped_with(shape, &overrides);
+        let (ratings, movies) = py.detach(|| synth::in_memory(&o)).map_err(err)?;
+        let data = Data {
+            ratings: Arc::new(ratings),
+            dir: PathBuf::new(),
+        };
+        Ok((data, movies))
     }
 
     /// Number of users.

@@ -147,3 +147,17 @@ def test_unknown_dataset_and_unreachable_server(tmp_path):
         fedrecon.fetch("ml-2m", tmp_path)
     with pytest.raises(DownloadError, match="127.0.0.1:9"):
         fedrecon.fetch("ml-100k", tmp_path, base_url="http://127.0.0.1:9/", progress=False, timeout=5)
+
+
+def test_checksums_are_the_command_lines():
+    """The Python table and `fedrecon data fetch`'s (host-sim/src/data/fetch.rs) pin the same
+    MD5 for every release."""
+    import re
+
+    src = open(os.path.join(os.path.dirname(__file__), "..", "..", "host-sim", "src", "data",
+                            "fetch.rs")).read()
+    rust = dict(re.findall(r'name: "(ml-[0-9a-z]+)",\s*zip: "[^"]+",\s*md5: Some\("([0-9a-f]{32})"\)',
+                           src))
+    assert set(rust) == set(fedrecon.DATASETS), rust
+    for name, spec in fedrecon.DATASETS.items():
+        assert spec["md5"] == rust[name], name

@@ -130,7 +130,7 @@ def test_recommend_gives_unrated_titles(small):
     assert not rated & {m for m, _, _ in top}
     scores = [s for _, _, s in top]
     assert scores == sorted(scores, reverse=True)
-    assert all(t.startswith("Synthetic movie") for _, t, _ in top)
+    assert all(t.startswith("Synthetic Movie") for _, t, _ in top)
     with pytest.raises(fedrecon.FedreconError, match="no such user"):
         sim.recommend(10**9, 5)
     with pytest.raises(fedrecon.FedreconError, match="must be in 1..=100"):

@@ -300,26 +300,23 @@ pub struct SynthArgs {
 impl SynthArgs {
     /// The generator options: the shape's, overridden by the flags.
     pub fn options(&self) -> fedrecon_host_sim::data::synth::SynthOptions {
-        let mut o = fedrecon_host_sim::data::synth::SynthOptions::shaped(self.shape);
-        o.users = self.users.unwrap_or(o.users);
-        o.items = self.items.unwrap_or(o.items);
-        o.max_ratings_per_user = self
-            .max_ratings_per_user
-            .unwrap_or(o.max_ratings_per_user.min(o.items));
-        if let Some(total) = self.ratings {
-            o.mean_ratings_per_user = total as f64 / f64::from(o.users.max(1));
-        }
-        let set = |v: &mut f64, flag: Option<f64>| *v = flag.unwrap_or(*v);
-        set(&mut o.mean_ratings_per_user, self.ratings_per_user);
-        set(&mut o.per_user_spread, self.spread);
-        set(&mut o.popularity_exponent, self.popularity);
-        set(&mut o.signal, self.signal);
-        set(&mut o.noise, self.noise);
-        o.min_ratings_per_user = self.min_ratings_per_user.unwrap_or(o.min_ratings_per_user);
-        o.rank = self.rank.unwrap_or(o.rank);
-        o.half_stars &= !self.whole_stars;
-        o.seed = self.seed;
-        o
+        use fedrecon_host_sim::data::synth::{Overrides, SynthOptions};
+        let o = Overrides {
+            users: self.users,
+            items: self.items,
+            ratings: self.ratings,
+            ratings_per_user: self.ratings_per_user,
+            min_ratings_per_user: self.min_ratings_per_user,
+            max_ratings_per_user: self.max_ratings_per_user,
+            spread: self.spread,
+            popularity: self.popularity,
+            rank: self.rank,
+            signal: self.signal,
+            noise: self.noise,
+            whole_stars: self.whole_stars,
+            seed: Some(self.seed),
+        };
+        SynthOptions::shaped_with(self.shape, &o)
     }
 }
 

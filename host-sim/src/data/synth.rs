@@ -19,6 +19,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rand_xoshiro::rand_core::SeedableRng;
 use rayon::prelude::*;
 
+use crate::data::movielens::{self, Format, Ratings};
 use crate::seeds::derive;
 
 /// Shape of a MovieLens release a synthetic dataset can imitate.
@@ -161,6 +162,65 @@ impl SynthOptions {
             return bad("rank", format!("{} must be in 1..=256", self.rank));
         }
         Ok(())
+    }
+}
+
+/// Changes to a shape's options, as the command line's flags and Python's keywords give them:
+/// `None` keeps the shape's value. One place turns them into [`SynthOptions`], so `fedrecon
+/// synth` and `fedrecon.synthetic` make the same data from the same settings.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    /// Users.
+    pub users: Option<u32>,
+    /// Movies.
+    pub items: Option<u32>,
+    /// About this many ratings in all (sets the mean per user; `ratings_per_user` wins).
+    pub ratings: Option<u64>,
+    /// Mean ratings per user.
+    pub ratings_per_user: Option<f64>,
+    /// Fewest ratings of a user.
+    pub min_ratings_per_user: Option<u32>,
+    /// Most ratings of a user (default: the shape's, at most `items`).
+    pub max_ratings_per_user: Option<u32>,
+    /// Log-normal sigma of ratings per user.
+    pub spread: Option<f64>,
+    /// Zipf exponent of movie popularity.
+    pub popularity: Option<f64>,
+    /// Rank of the planted model.
+    pub rank: Option<usize>,
+    /// Standard deviation of the planted interaction term.
+    pub signal: Option<f64>,
+    /// Standard deviation of the rating noise.
+    pub noise: Option<f64>,
+    /// Whole stars (1 to 5) even where the shape has half stars.
+    pub whole_stars: bool,
+    /// Seed.
+    pub seed: Option<u64>,
+}
+
+impl SynthOptions {
+    /// The options of `shape`, changed by `o` (not yet validated: see [`SynthOptions::validate`]).
+    pub fn shaped_with(shape: Shape, o: &Overrides) -> Self {
+        let mut s = Self::shaped(shape);
+        s.users = o.users.unwrap_or(s.users);
+        s.items = o.items.unwrap_or(s.items);
+        s.max_ratings_per_user = o
+            .max_ratings_per_user
+            .unwrap_or(s.max_ratings_per_user.min(s.items));
+        if let Some(total) = o.ratings {
+            s.mean_ratings_per_user = total as f64 / f64::from(s.users.max(1));
+        }
+        let set = |v: &mut f64, given: Option<f64>| *v = given.unwrap_or(*v);
+        set(&mut s.mean_ratings_per_user, o.ratings_per_user);
+        set(&mut s.per_user_spread, o.spread);
+        set(&mut s.popularity_exponent, o.popularity);
+        set(&mut s.signal, o.signal);
+        set(&mut s.noise, o.noise);
+        s.min_ratings_per_user = o.min_ratings_per_user.unwrap_or(s.min_ratings_per_user);
+        s.rank = o.rank.unwrap_or(s.rank);
+        s.half_stars &= !o.whole_stars;
+        s.seed = o.seed.unwrap_or(s.seed);
+        s
     }
 }
 
@@ -535,4 +595,34 @@ pub fn generate(o: &SynthOptions, dir: &Path) -> Result<SynthSummary, SynthError
     let summary = write_ratings(o, &mut w).map_err(io_err(&ratings))?;
     w.flush().map_err(io_err(&ratings))?;
     Ok(summary)
+}
+
+/// Generates `o` in memory and parses it as the loader parses `ratings.csv` and `movies.csv`
+/// written by [`generate`] (same ratings, same dense ids, same titles), for small populations
+/// that need no folder (Python's `fedrecon.synthetic`, tests). Returns the ratings and the
+/// text of `movies.csv` (titles and genres).
+pub fn in_memory(o: &SynthOptions) -> Result<(Ratings, String), SynthError> {
+    o.validate()?;
+    let io_err = |name: &str| {
+        let path = PathBuf::from(name);
+        move |source| SynthError::Io { path, source }
+    };
+    let mut movies = Vec::new();
+    write_movies(o, &mut movies).map_err(io_err("movies.csv"))?;
+    let mut ratings = Vec::new();
+    write_ratings(o, &mut ratings).map_err(io_err("ratings.csv"))?;
+    let parsed = movielens::parse(
+        Format::Csv,
+        (Path::new("ratings.csv"), &ratings),
+        Some((Path::new("movies.csv"), &movies)),
+    )
+    .map_err(|e| SynthError::Io {
+        path: PathBuf::from("ratings.csv"),
+        source: io::Error::other(e),
+    })?;
+    let movies = String::from_utf8(movies).map_err(|e| SynthError::Io {
+        path: PathBuf::from("movies.csv"),
+        source: io::Error::other(e),
+    })?;
+    Ok((parsed, movies))
 }

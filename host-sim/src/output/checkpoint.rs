@@ -377,6 +377,36 @@ mod tests {
         }
     }
 
+    /// Metrics read back from a checkpoint are the bits that were written: a resumed run's
+    /// records equal the uninterrupted run's (serde_json's default float parser was off by one
+    /// ulp on 3.6023056267773286, caught by Python's resume test).
+    #[test]
+    fn metrics_floats_read_back_exactly() {
+        let x = 3.602_305_626_777_328_6_f64;
+        let line = format!(
+            "{{\"kind\":\"eval\",\"split\":\"val\",\"round\":0,\"loss\":{x},\
+             \"rating_accuracy\":0.0,\"rmse\":{x},\"mae\":0.1,\"recall_at_10\":0.09243036103330221,\
+             \"ndcg_at_10\":0.1,\"users\":30,\"ranked_users\":30,\"examples\":586}}\n"
+        );
+        let ck = Checkpoint {
+            metrics_jsonl: line,
+            ..sample()
+        };
+        let records = ck.records().unwrap();
+        let Record::Eval(e) = &records[0] else {
+            panic!("{records:?}")
+        };
+        assert_eq!(e.rmse.to_bits(), x.to_bits());
+        assert_eq!(
+            e.recall_at_10.to_bits(),
+            0.092_430_361_033_302_21_f64.to_bits()
+        );
+        assert_eq!(
+            serde_json::to_string(&records[0]).unwrap() + "\n",
+            ck.metrics_jsonl
+        );
+    }
+
     /// Every server optimizer's state survives a checkpoint (momentum used to be written as
     /// kind 4 and refused on reading: "unknown optimizer kind 4").
     #[test]

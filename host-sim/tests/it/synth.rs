@@ -314,3 +314,67 @@ fn bench_runs_any_configuration_on_it_and_prints_every_phase() {
         assert!(out.contains(phase), "no '{phase}' in:\n{out}");
     }
 }
+
+/// Python's `fedrecon.synthetic` generates in memory: the ratings, ids and titles are exactly
+/// those of the folder `fedrecon synth` writes with the same options, and the movie text is
+/// the file's.
+#[test]
+fn in_memory_is_the_folder_loaded() {
+    use fedrecon_host_sim::data::synth::in_memory;
+    let o = small();
+    let dir = tempfile::tempdir().unwrap();
+    generate_on(2, &o, dir.path());
+    let from_disk = movielens::load(dir.path()).unwrap();
+    let (in_mem, movies) = in_memory(&o).unwrap();
+    assert_eq!(in_mem.user_raw_ids(), from_disk.user_raw_ids());
+    assert_eq!(in_mem.item_raw_ids(), from_disk.item_raw_ids());
+    assert_eq!(in_mem.offsets(), from_disk.offsets());
+    assert_eq!(in_mem.items_of(), from_disk.items_of());
+    assert_eq!(in_mem.values(), from_disk.values());
+    assert_eq!(in_mem.timestamps(), from_disk.timestamps());
+    assert_eq!(in_mem.titles(), from_disk.titles());
+    assert_eq!(movies.as_bytes(), files(dir.path()).1);
+    // Invalid options are refused before anything is generated, naming the option.
+    let e = in_memory(&SynthOptions { rank: 0, ..o }).unwrap_err();
+    assert!(e.to_string().contains("option rank"), "{e}");
+}
+
+/// The command line's flags and Python's keywords go through one mapping: unset keeps the
+/// shape's options, the per-user cap follows the catalogue, and a total sets the mean.
+#[test]
+fn overrides_change_only_what_they_name() {
+    use fedrecon_host_sim::data::synth::Overrides;
+    let shape = SynthOptions::shaped(Shape::Ml1m);
+    assert_eq!(
+        SynthOptions::shaped_with(Shape::Ml1m, &Overrides::default()),
+        shape
+    );
+    let o = SynthOptions::shaped_with(
+        Shape::Ml1m,
+        &Overrides {
+            users: Some(100),
+            items: Some(500),
+            ratings: Some(10_000),
+            seed: Some(9),
+            ..Overrides::default()
+        },
+    );
+    assert_eq!((o.users, o.items, o.seed), (100, 500, 9));
+    assert_eq!(o.max_ratings_per_user, 500, "cap follows the catalogue");
+    assert_eq!(o.mean_ratings_per_user, 100.0);
+    assert_eq!(
+        (o.rank, o.noise, o.half_stars),
+        (shape.rank, shape.noise, false)
+    );
+    let mean = SynthOptions::shaped_with(
+        Shape::Ml25m,
+        &Overrides {
+            ratings: Some(1),
+            ratings_per_user: Some(42.0),
+            whole_stars: true,
+            ..Overrides::default()
+        },
+    );
+    assert_eq!(mean.mean_ratings_per_user, 42.0, "the per-user mean wins");
+    assert!(!mean.half_stars);
+}
