@@ -291,7 +291,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
                 self.init_user(cfg, seed);
                 self.reconstruct_phase(rows, p, recon)?;
             }
-            Some(lambda) => self.reconstruct_exact(rows, p, recon, lambda)?,
+            Some(exact) => self.reconstruct_exact(rows, p, recon, exact)?,
         }
         self.predictor = *p;
         self.reconstructed = true;
@@ -309,10 +309,11 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         rows: &V,
         p: &Params<S>,
         recon: Schedule,
-        lambda: f32,
+        exact: crate::model::ExactParams,
     ) -> Result<()> {
-        let zero = <S::Ridge as RidgeNum>::ZERO;
-        let lambda = <S::Ridge as RidgeNum>::from_f32(lambda);
+        type R<S> = <S as Scalar>::Ridge;
+        let zero = <R<S> as RidgeNum>::ZERO;
+        let ridge = <R<S> as RidgeNum>::from_f32;
         // Target of example e: y [- b_i] [- mu], in the ridge type.
         let target = |dev: &Self, e: usize, item: u32| {
             let mut r = dev.data.ratings()[e].to_ridge();
@@ -370,12 +371,35 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
                 n += 1;
             }
         }
+        // The regularisers for this user's n examples: per example, plus a prior's / n.
+        let per_user = |l2: f32, prior: f32| {
+            let l = ridge(l2);
+            if prior > 0.0 {
+                l + ridge(prior).div_count(n)
+            } else {
+                l
+            }
+        };
+        let lambda = per_user(exact.user_l2, exact.user_prior);
+        let bias_l2 = per_user(exact.bias_l2, exact.bias_prior);
+        // A penalised user bias b = s (mean(r) - m.u), s = 1 / (1 + bias_l2), adds
+        // eps (mean(r) - m.u)^2 to the objective, eps = bias_l2 s: a rank-one term.
+        let shrink_bias = p.user_bias && bias_l2 > zero;
+        let s = (ridge(1.0) + bias_l2).recip();
+        let eps = bias_l2 * s;
         for i in 0..K {
             for aij in &mut a[i][..=i] {
                 *aij = aij.div_count(n);
             }
             a[i][i] = a[i][i] + lambda;
             b[i] = b[i].div_count(n);
+            if shrink_bias {
+                let em = eps * mean[i];
+                for (aij, mj) in a[i][..=i].iter_mut().zip(&mean) {
+                    *aij = *aij + em * *mj;
+                }
+                b[i] = b[i] + em * r_mean;
+            }
         }
         crate::ridge::solve_ldlt(&mut a, &mut b, lambda.half())?;
         for (u, x) in self.user.iter_mut().zip(&b) {
@@ -383,10 +407,14 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         }
         self.user_bias = S::ZERO;
         if p.user_bias {
-            // b_u = mean(r) - dot(m, u), with u in the ridge type (before rounding to S).
+            // b_u = mean(r) - dot(m, u) [times s when penalised], with u in the ridge type
+            // (before rounding to S).
             let mut bu = r_mean;
             for (m, x) in mean.iter().zip(&b) {
                 bu = bu - *m * *x;
+            }
+            if shrink_bias {
+                bu = bu * s;
             }
             self.user_bias = S::from_ridge(bu);
         }

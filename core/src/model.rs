@@ -54,7 +54,6 @@ pub enum Weighting {
     Clone,
     Copy,
     PartialEq,
-    Eq,
     Default,
     Serialize,
     Deserialize,
@@ -69,6 +68,36 @@ pub enum Reconstruction {
     /// example of the phase counts once (epochs and step caps do not apply); needs
     /// `user_l2 > 0`, which makes the system positive definite.
     Exact,
+    /// The exact solve with regularisers that also shrink by how little a user rated: over
+    /// `n` reconstruction examples it minimises the mean squared error plus
+    /// `(user_l2 + user_prior / n) |u|^2 + (bias_l2 + bias_prior / n) b_u^2` (a Gaussian
+    /// prior of fixed strength on top of the per-example penalty, so a user with few ratings
+    /// is pulled harder towards the population). With all three zero it is [`Self::Exact`]
+    /// (a separate variant so that `Exact`'s wire encoding stays as it was).
+    ExactPrior {
+        /// Prior strength on `|u|^2`, divided by the user's example count.
+        user_prior: f32,
+        /// Per-example penalty on the user bias (0: unregularised, as in `Exact`).
+        bias_l2: f32,
+        /// Prior strength on the user bias, divided by the user's example count.
+        bias_prior: f32,
+    },
+}
+
+impl Reconstruction {
+    /// Whether the user is solved for exactly (either exact variant).
+    pub fn is_exact(&self) -> bool {
+        !matches!(self, Self::Sgd)
+    }
+}
+
+/// The exact solve's regularisers, in `f32` (converted to the ridge type by the solve).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ExactParams {
+    pub user_l2: f32,
+    pub user_prior: f32,
+    pub bias_l2: f32,
+    pub bias_prior: f32,
 }
 
 /// Every hyperparameter a device needs for one round (training or evaluation).
@@ -133,7 +162,20 @@ impl RoundConfig {
         {
             return Err(Error::InvalidConfig { what });
         }
-        if self.reconstruction == Reconstruction::Exact && self.user_l2 <= 0.0 {
+        if let Reconstruction::ExactPrior {
+            user_prior,
+            bias_l2,
+            bias_prior,
+        } = self.reconstruction
+            && ![user_prior, bias_l2, bias_prior]
+                .iter()
+                .all(|x| x.is_finite() && *x >= 0.0)
+        {
+            return Err(Error::InvalidConfig {
+                what: "user_prior, bias_l2 and bias_prior must be finite and >= 0",
+            });
+        }
+        if self.reconstruction.is_exact() && self.user_l2 <= 0.0 {
             return Err(Error::InvalidConfig {
                 what: "exact reconstruction needs user_l2 > 0 (the regulariser keeps its system solvable)",
             });
@@ -157,8 +199,8 @@ pub(crate) struct Params<S> {
     pub user_bias: bool,
     pub item_bias: bool,
     pub mu: Option<S>,
-    /// `Some(user_l2)` for exact reconstruction (converted to the ridge type by the solve).
-    pub exact: Option<f32>,
+    /// The regularisers of exact reconstruction; `None` for SGD.
+    pub exact: Option<ExactParams>,
 }
 
 impl<S: Scalar> Params<S> {
@@ -187,7 +229,25 @@ impl<S: Scalar> Params<S> {
             user_bias: cfg.model.user_bias,
             item_bias: cfg.model.item_bias,
             mu: cfg.model.global_mean.map(S::from_f32),
-            exact: (cfg.reconstruction == Reconstruction::Exact).then_some(cfg.user_l2),
+            exact: match cfg.reconstruction {
+                Reconstruction::Sgd => None,
+                Reconstruction::Exact => Some(ExactParams {
+                    user_l2: cfg.user_l2,
+                    user_prior: 0.0,
+                    bias_l2: 0.0,
+                    bias_prior: 0.0,
+                }),
+                Reconstruction::ExactPrior {
+                    user_prior,
+                    bias_l2,
+                    bias_prior,
+                } => Some(ExactParams {
+                    user_l2: cfg.user_l2,
+                    user_prior,
+                    bias_l2,
+                    bias_prior,
+                }),
+            },
         })
     }
 

@@ -197,14 +197,15 @@ proptest! {
 }
 
 /// The exact reconstruction's minimiser, written independently of the device: the
-/// uncentred `(K + 1)`-dimensional normal equations `(X^T X / n + lambda P) w = X^T r / n`
-/// (`X` rows `[v_j, 1]`, `P` = identity on the embedding, 0 on the unregularised bias) solved
-/// by Gaussian elimination with partial pivoting in f64.
+/// uncentred `(K + 1)`-dimensional normal equations `(X^T X / n + P) w = X^T r / n`
+/// (`X` rows `[v_j, 1]`, `P` diagonal: `lambda + prior / n` on the embedding, `bias_l2 +
+/// bias_prior / n` on the bias) solved by Gaussian elimination with partial pivoting in f64.
 fn exact_reference(
     rows: &[[f32; K]],
     recon: &[(u32, f32)],
     lambda: f64,
     user_bias: bool,
+    [prior, bias_l2, bias_prior]: [f64; 3],
 ) -> ([f64; K], f64) {
     let dim = if user_bias { K + 1 } else { K };
     let n = recon.len() as f64;
@@ -222,7 +223,10 @@ fn exact_reference(
         }
     }
     for (i, row) in a.iter_mut().enumerate().take(K) {
-        row[i] += lambda;
+        row[i] += lambda + prior / n;
+    }
+    if user_bias {
+        a[K][K] += bias_l2 + bias_prior / n;
     }
     for c in 0..dim {
         let p = (c..dim)
@@ -246,8 +250,9 @@ fn exact_reference(
     )
 }
 
-/// Rows, the reconstruction half (first batch; the second is evaluated), lambda, user bias.
-type ExactCase = (Vec<[f32; K]>, Vec<(u32, f32)>, f32, bool);
+/// Rows, the reconstruction half (first batch; the second is evaluated), lambda, user bias,
+/// and `ExactPrior`'s `[user_prior, bias_l2, bias_prior]` (all zero: plain `Exact`).
+type ExactCase = (Vec<[f32; K]>, Vec<(u32, f32)>, f32, bool, [f32; 3]);
 
 fn arb_exact_case() -> impl Strategy<Value = ExactCase> {
     (
@@ -258,12 +263,16 @@ fn arb_exact_case() -> impl Strategy<Value = ExactCase> {
         ),
         0.01f32..2.0,
         any::<bool>(),
+        prop_oneof![
+            Just([0.0; 3]),
+            prop::array::uniform3(prop_oneof![Just(0.0f32), 0.0f32..4.0]),
+        ],
     )
 }
 
 /// A device running exact reconstruction in scalar `S` on `case`; returns (u, b_u) in f64.
 fn exact_device<S: fedrecon_core::Scalar>(case: &ExactCase) -> ([f64; K], f64) {
-    let (rows, recon, lambda, user_bias) = case;
+    let (rows, recon, lambda, user_bias, [user_prior, bias_l2, bias_prior]) = case;
     let srows: Vec<[S; K]> = rows.iter().map(|r| r.map(S::from_f32)).collect();
     let mut dev = Box::new(Device::<S, 64, K>::new());
     for &(i, r) in recon {
@@ -285,10 +294,34 @@ fn exact_device<S: fedrecon_core::Scalar>(case: &ExactCase) -> ([f64; K], f64) {
             user_bias: *user_bias,
             ..Default::default()
         },
-        reconstruction: fedrecon_core::Reconstruction::Exact,
+        reconstruction: if [user_prior, bias_l2, bias_prior] == [&0.0; 3] {
+            fedrecon_core::Reconstruction::Exact
+        } else {
+            fedrecon_core::Reconstruction::ExactPrior {
+                user_prior: *user_prior,
+                bias_l2: *bias_l2,
+                bias_prior: *bias_prior,
+            }
+        },
         ..RoundConfig::default()
     };
     dev.evaluate(&DenseRows::new(&srows), &cfg, 0).unwrap();
+    if let fedrecon_core::Reconstruction::Exact = cfg.reconstruction {
+        // `ExactPrior` with every term zero is `Exact`, bit for bit.
+        let mut again = Box::new(Device::<S, 64, K>::new());
+        *again.data_mut() = dev.data().clone();
+        let prior = RoundConfig {
+            reconstruction: fedrecon_core::Reconstruction::ExactPrior {
+                user_prior: 0.0,
+                bias_l2: 0.0,
+                bias_prior: 0.0,
+            },
+            ..cfg
+        };
+        again.evaluate(&DenseRows::new(&srows), &prior, 0).unwrap();
+        assert_eq!(again.user(), dev.user());
+        assert_eq!(again.user_bias(), dev.user_bias());
+    }
     (
         dev.user().map(|x| f64::from(x.to_f32())),
         f64::from(dev.user_bias().to_f32()),
@@ -303,8 +336,9 @@ proptest! {
     /// and lambda >= 0.01 bounds the condition number by 1 + 4 * |v|^2 / lambda <= 401).
     #[test]
     fn exact_matches_f64_reference(case in arb_exact_case()) {
-        let (rows, recon, lambda, user_bias) = &case;
-        let (u, b) = exact_reference(rows, recon, f64::from(*lambda), *user_bias);
+        let (rows, recon, lambda, user_bias, priors) = &case;
+        let priors = priors.map(f64::from);
+        let (u, b) = exact_reference(rows, recon, f64::from(*lambda), *user_bias, priors);
         let scale = 1.0 + u.iter().fold(b.abs(), |m, x| m.max(x.abs()));
         for (name, (du, db), tol) in [
             ("f32", exact_device::<f32>(&case), 1e-4),

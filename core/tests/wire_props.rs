@@ -183,6 +183,7 @@ fn arb_config() -> impl Strategy<Value = RoundConfig> {
             any::<bool>(),
             proptest::option::of(-5.0f32..5.0),
             any::<bool>(),
+            proptest::option::of((0.0f32..8.0, 0.0f32..1.0, 0.0f32..8.0)),
         ),
     )
         .prop_map(|(s, h, m)| RoundConfig {
@@ -212,10 +213,16 @@ fn arb_config() -> impl Strategy<Value = RoundConfig> {
                 global_mean: m.2,
             },
             // Exact reconstruction is valid only with a regulariser.
-            reconstruction: if m.3 && h.2 > 0.0 {
-                Reconstruction::Exact
-            } else {
-                Reconstruction::Sgd
+            reconstruction: match (m.3, h.2 > 0.0, m.4) {
+                (true, true, None) => Reconstruction::Exact,
+                (true, true, Some((user_prior, bias_l2, bias_prior))) => {
+                    Reconstruction::ExactPrior {
+                        user_prior,
+                        bias_l2,
+                        bias_prior,
+                    }
+                }
+                _ => Reconstruction::Sgd,
             },
         })
 }
@@ -520,6 +527,12 @@ fn max_sizes_equal_worst_case_encodings() {
     config.split.post_steps_max = Some(u16::MAX);
     config.weighting = Weighting::Uniform;
     config.model.global_mean = Some(3.5);
+    config.user_l2 = 0.1;
+    config.reconstruction = Reconstruction::ExactPrior {
+        user_prior: 1.0,
+        bias_l2: 0.5,
+        bias_prior: 2.0,
+    };
     let start = RoundStart {
         round: u32::MAX,
         seed: u64::MAX,

@@ -182,6 +182,18 @@ pub struct ClientConfig {
     /// then `recon_lr`, `eval_recon_lr`, `recon_epochs` and `recon_steps_max` do not apply.
     #[serde(default)]
     pub reconstruction: Reconstruction,
+    /// Exact reconstruction only: a prior of this strength on `|u|^2`, divided by the user's
+    /// number of reconstruction examples `n`, on top of `user_l2` (0 = off): users who rated
+    /// little are pulled harder towards zero.
+    #[serde(default)]
+    pub user_prior: f32,
+    /// Exact reconstruction only: penalty `user_bias_l2 * b_u^2` on the user bias (0 = the
+    /// bias is unregularised).
+    #[serde(default)]
+    pub user_bias_l2: f32,
+    /// Exact reconstruction only: a prior of this strength on `b_u^2`, divided by `n`.
+    #[serde(default)]
+    pub user_bias_prior: f32,
     /// Passes over the reconstruction batches (tutorial 1, paper 5).
     pub recon_epochs: u32,
     /// Cap on reconstruction steps across epochs (paper 50); `"none"` = no cap.
@@ -513,6 +525,9 @@ impl Config {
                     eval_recon_lr: 0.1,
                     user_l2: 0.0,
                     reconstruction: Reconstruction::Sgd,
+                    user_prior: 0.0,
+                    user_bias_l2: 0.0,
+                    user_bias_prior: 0.0,
                     recon_epochs: 1,
                     recon_steps_max: None,
                     post_epochs: 1,
@@ -764,6 +779,24 @@ impl Config {
         positive("client.recon_lr", c.recon_lr)?;
         positive("client.eval_recon_lr", c.eval_recon_lr)?;
         non_negative("client.user_l2", c.user_l2)?;
+        non_negative("client.user_prior", c.user_prior)?;
+        non_negative("client.user_bias_l2", c.user_bias_l2)?;
+        non_negative("client.user_bias_prior", c.user_bias_prior)?;
+        if c.reconstruction == Reconstruction::Sgd {
+            for (field, v) in [
+                ("client.user_prior", c.user_prior),
+                ("client.user_bias_l2", c.user_bias_l2),
+                ("client.user_bias_prior", c.user_bias_prior),
+            ] {
+                if v != 0.0 {
+                    invalid(
+                        field,
+                        v,
+                        "applies to client.reconstruction = \"exact\" only (set it, or this to 0)",
+                    )?;
+                }
+            }
+        }
         if c.reconstruction == Reconstruction::Exact && c.user_l2 <= 0.0 {
             invalid(
                 "client.user_l2",
@@ -1227,6 +1260,18 @@ mod tests {
         check(
             &|c| c.client.reconstruction = Reconstruction::Exact,
             "invalid config: client.user_l2 = 0.0: must be > 0 with client.reconstruction = \"exact\" (the regulariser keeps the solve well posed)",
+        );
+        check(
+            &|c| c.client.user_prior = 1.0,
+            "invalid config: client.user_prior = 1.0: applies to client.reconstruction = \"exact\" only (set it, or this to 0)",
+        );
+        check(
+            &|c| {
+                c.client.reconstruction = Reconstruction::Exact;
+                c.client.user_l2 = 0.1;
+                c.client.user_bias_prior = -2.0;
+            },
+            "invalid config: client.user_bias_prior = -2.0: must be a finite number >= 0",
         );
         check(
             &|c| c.run.item_l2 = -1.0,

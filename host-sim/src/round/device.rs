@@ -136,7 +136,16 @@ pub fn round_config(cfg: &Config, eval: bool, global_mean: f32) -> Result<RoundC
         },
         reconstruction: match c.reconstruction {
             crate::config::Reconstruction::Sgd => fedrecon_core::Reconstruction::Sgd,
-            crate::config::Reconstruction::Exact => fedrecon_core::Reconstruction::Exact,
+            crate::config::Reconstruction::Exact
+                if c.user_prior == 0.0 && c.user_bias_l2 == 0.0 && c.user_bias_prior == 0.0 =>
+            {
+                fedrecon_core::Reconstruction::Exact
+            }
+            crate::config::Reconstruction::Exact => fedrecon_core::Reconstruction::ExactPrior {
+                user_prior: c.user_prior,
+                bias_l2: c.user_bias_l2,
+                bias_prior: c.user_bias_prior,
+            },
         },
     };
     rc.validate()
@@ -233,5 +242,23 @@ mod tests {
         assert_eq!(rc.user_l2, 0.25);
         let sgd = round_config(&Config::preset(Preset::Paper), false, 3.5).unwrap();
         assert_eq!(sgd.reconstruction, fedrecon_core::Reconstruction::Sgd);
+        // Any per-user prior selects the device's `ExactPrior` solve; none keeps `Exact`
+        // (whose wire bytes and results predate the priors).
+        let c = Config::from_toml_str(
+            "[client]\nreconstruction = \"exact\"\nuser_l2 = 0.04\nuser_prior = 4.0\n\
+             user_bias_prior = 2.0\n",
+            "f.toml",
+            Some(Preset::Best),
+        )
+        .unwrap();
+        let rc = round_config(&c, false, 3.5).unwrap();
+        assert_eq!(
+            rc.reconstruction,
+            fedrecon_core::Reconstruction::ExactPrior {
+                user_prior: 4.0,
+                bias_l2: 0.0,
+                bias_prior: 2.0
+            }
+        );
     }
 }
