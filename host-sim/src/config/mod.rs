@@ -581,10 +581,13 @@ impl Config {
                 c.model.item_bias = true;
                 c.model.global_mean = true;
                 c.server = ServerConfig::Sgd { lr: 4.0 };
-                // Exact reconstruction (the device's ridge solve) with the regulariser that
-                // measured best (README.md, "Learning quality").
+                // Exact reconstruction (the device's ridge solve) with the regularisers that
+                // measured best (README.md, "Learning quality"): a small per-example penalty
+                // plus priors that pull users who rated little towards the population.
                 c.client.reconstruction = Reconstruction::Exact;
-                c.client.user_l2 = 0.08;
+                c.client.user_l2 = 0.04;
+                c.client.user_prior = 4.0;
+                c.client.user_bias_prior = 2.0;
                 c.run.rounds = 1000;
                 c.run.server_lr_decay = crate::config::schedule::LrDecay::Cosine;
                 c.run.server_lr_final = 0.05;
@@ -1285,7 +1288,11 @@ mod tests {
     fn reconstruction_key() {
         let best = Config::preset(Preset::Best);
         assert_eq!(best.client.reconstruction, Reconstruction::Exact);
-        assert_eq!(best.client.user_l2, 0.08);
+        assert_eq!(best.client.user_l2, 0.04);
+        assert_eq!(
+            (best.client.user_prior, best.client.user_bias_prior),
+            (4.0, 2.0)
+        );
         best.validate().unwrap();
         for p in [Preset::Tutorial, Preset::Paper] {
             assert_eq!(Config::preset(p).client.reconstruction, Reconstruction::Sgd);

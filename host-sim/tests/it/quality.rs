@@ -65,13 +65,15 @@ fn best_preset_parses_and_validates() {
     expected.run.server_lr_final = 0.05;
     expected.run.eval_every = 50;
     expected.run.eval_clients = None;
-    // Issue 18: exact reconstruction with the regulariser that measured best.
+    // Issue 18: exact reconstruction with the regularisers that measured best.
     expected.client.reconstruction = Reconstruction::Exact;
-    expected.client.user_l2 = 0.08;
+    expected.client.user_l2 = 0.04;
+    expected.client.user_prior = 4.0;
+    expected.client.user_bias_prior = 2.0;
     assert_eq!(best, expected);
     // The budget of the issue: at most 1000 rounds of 100 clients; user state stays local.
     assert!(best.run.rounds <= 1000 && best.run.clients_per_round == 100);
-    assert_eq!(best.client.user_l2, 0.08);
+    assert_eq!(best.client.user_l2, 0.04);
 
     let text = best.to_toml_string();
     assert_eq!(Config::from_toml_str(&text, "best", None).unwrap(), best);
@@ -85,9 +87,17 @@ fn best_preset_parses_and_validates() {
         .to_toml_string()
         .lines()
         .filter(|l| {
-            !["user_l2", "server_lr_", "reconstruction", "item_l2"]
-                .iter()
-                .any(|k| l.starts_with(k))
+            ![
+                "user_l2",
+                "user_prior",
+                "user_bias_l2",
+                "user_bias_prior",
+                "server_lr_",
+                "reconstruction",
+                "item_l2",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
         })
         .collect::<Vec<_>>()
         .join("\n");
