@@ -29,7 +29,8 @@ fn main() {
     println!("cargo::rustc-link-search={}", out.display());
     println!("cargo::rustc-link-arg-bins=-Tlink.x");
     if env::var_os("CARGO_FEATURE_NRF52840_DK").is_some() {
-        // defmt's sections, for the one image that logs with defmt.
+        // defmt's sections, for the images that log with defmt (the DK's UART and USB ones).
         println!("cargo::rustc-link-arg-bin=nrf52840=-Tdefmt.x");
+        println!("cargo::rustc-link-arg-bin=nrf52840-usb=-Tdefmt.x");
     }
 }

@@ -7,8 +7,13 @@
 //!   [`fedrecon_core::ItemRows`] the round borrows;
 //! - [`proto::Board`]: the device side of the wire protocol over any `embedded-io` link;
 //! - [`store`]: the board's own dataset in flash (a checksummed record), behind
-//!   [`store::DataStore`] (`semihosting_flash` on QEMU);
+//!   [`store::DataStore`] (`semihosting_flash` on QEMU, [`nor_store::NorStore`] in a real
+//!   board's NOR flash);
 //! - [`cmsdk_uart::CmsdkUart`]: an `embedded-io` driver for QEMU mps2's UARTs;
+//! - `usb_link` (feature `usb`): a USB CDC-ACM serial port as an `embedded-io` link, over any
+//!   HAL's `usb-device` bus;
+//! - `dk` (feature `nrf52840-dk`): the nRF52840-DK images' shared parts (dataset page, serve
+//!   loop);
 //! - `qemu_board` (Arm only): the QEMU board images' loop, in every scalar and any K;
 //! - [`footprint`] (target only): the measured round behind `cargo footprint`, counted by
 //!   [`counter`] (SysTick on Cortex-M, `mcycle` on RISC-V);
@@ -23,9 +28,15 @@
 #![deny(missing_docs)]
 
 pub mod cmsdk_uart;
+pub mod nor_store;
 pub mod proto;
 pub mod rows;
 pub mod store;
+#[cfg(feature = "usb")]
+pub mod usb_link;
+
+#[cfg(all(feature = "nrf52840-dk", target_os = "none"))]
+pub mod dk;
 
 #[cfg(test)]
 mod proto_tests;

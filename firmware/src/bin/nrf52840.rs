@@ -1,30 +1,18 @@
 //! The protocol loop on the nRF52840-DK (f32, K = 50, up to 300 ratings): UARTE0 on the
 //! pins of the DK's J-Link virtual COM port (P0.06 TXD, P0.08 RXD, P0.05 RTS, P0.07 CTS, with
-//! hardware flow control, 115200 baud), so the host sees the board as `/dev/ttyACM0`.
-//! Logging is defmt over RTT (probe-rs prints it); a panic is reported by panic-probe.
-//! See README.md, "The nRF52840-DK image".
+//! hardware flow control, 115200 baud), so the host sees the board as `/dev/ttyACM0`; the
+//! user's dataset in the last flash page (`dk`). `nrf52840-usb` is the same board over the
+//! nRF52840's own USB port. Logging is defmt over RTT (probe-rs prints it); a panic is
+//! reported by panic-probe. See README.md, "The nRF52840-DK image".
 #![no_std]
 #![no_main]
 
 use cortex_m_rt::entry;
-use defmt_rtt as _;
 use embedded_io::{ErrorKind, ErrorType, Read, Write};
-use fedrecon_core::Device;
-use fedrecon_core::wire::max_frame_buf_len;
-use fedrecon_firmware::{Board, BoardInfo, CachedRows};
+use fedrecon_firmware::dk;
 use nrf52840_hal::gpio::{Level, p0};
 use nrf52840_hal::pac;
 use nrf52840_hal::uarte::{self, Baudrate, Parity, Uarte};
-use panic_probe as _;
-use static_cell::ConstStaticCell;
-
-const K: usize = 50;
-const N: usize = 300;
-const FB: usize = max_frame_buf_len(K);
-
-static DEVICE: ConstStaticCell<Device<f32, N, K>> = ConstStaticCell::new(Device::new());
-// Item biases kept (N of them, 1.2 KB): every model of the simulator runs on the board.
-static ROWS: ConstStaticCell<CachedRows<f32, N, K, N>> = ConstStaticCell::new(CachedRows::new());
 
 /// UARTE0 as an `embedded-io` link. Reads take one byte per DMA transfer (the UARTE's read
 /// blocks until its buffer is full; with RTS/CTS flow control nothing is lost between
@@ -70,24 +58,6 @@ fn main() -> ! {
         rts: Some(port0.p0_05.into_push_pull_output(Level::High).degrade()),
     };
     let uart = Uarte::new(p.UARTE0, pins, Parity::EXCLUDED, Baudrate::BAUD115200);
-    let mut link = Link(uart);
-    let info = BoardInfo {
-        client: 0,
-        firmware: fedrecon_firmware::FIRMWARE_VERSION,
-    };
-    let mut board: Board<'_, f32, N, K, FB, N> = Board::new(DEVICE.take(), ROWS.take(), info);
-    defmt::info!(
-        "fedrecon nRF52840-DK board: K={} N={} max_frame={}",
-        K,
-        N,
-        FB
-    );
-    loop {
-        // The UARTE reports framing/overrun errors; log them and keep serving (the host
-        // sees a refused or missing answer and can resend).
-        match board.serve(&mut link) {
-            Ok(()) => defmt::warn!("link ended"),
-            Err(e) => defmt::warn!("link error: {}", defmt::Debug2Format(&e)),
-        }
-    }
+    let mut store = dk::flash_store(p.NVMC);
+    dk::serve_forever(&mut Link(uart), &mut store, "UART")
 }

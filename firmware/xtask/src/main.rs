@@ -243,7 +243,7 @@ fn build() -> Result<Vec<PathBuf>, String> {
             "--features",
             "nrf52840-dk",
         ])
-        .args(["--bin", DK_IMAGE])
+        .args(["--bin", DK_IMAGE, "--bin", DK_USB_IMAGE])
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
@@ -252,8 +252,9 @@ fn build() -> Result<Vec<PathBuf>, String> {
     let release = fw.join("target").join(DK_TARGET).join("release");
     let out = fw.join("target").join("images").join("nrf52840-dk");
     fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-    fs::copy(release.join(DK_IMAGE), out.join(DK_IMAGE))
-        .map_err(|e| format!("copy {DK_IMAGE}: {e}"))?;
+    for image in [DK_IMAGE, DK_USB_IMAGE] {
+        fs::copy(release.join(image), out.join(image)).map_err(|e| format!("copy {image}: {e}"))?;
+    }
     Ok(dirs)
 }
 
@@ -315,6 +316,8 @@ fn parity_everywhere(dirs: &[PathBuf]) -> Result<(), String> {
 
 /// The nRF52840-DK image (`src/bin/nrf52840.rs`), in `images/nrf52840-dk/`.
 const DK_IMAGE: &str = "nrf52840";
+/// The nRF52840-DK image over its own USB port (`src/bin/nrf52840-usb.rs`), beside it.
+const DK_USB_IMAGE: &str = "nrf52840-usb";
 
 /// Flash and RAM of the protocol images: the QEMU board and the nRF52840-DK board.
 fn protocol_images(dirs: &[PathBuf]) -> Result<(), String> {
@@ -324,6 +327,10 @@ fn protocol_images(dirs: &[PathBuf]) -> Result<(), String> {
         (
             "nrf52840 (nRF52840-DK, UARTE0, defmt)",
             fw.join("target/images/nrf52840-dk").join(DK_IMAGE),
+        ),
+        (
+            "nrf52840-usb (nRF52840-DK, USB CDC-ACM, defmt)",
+            fw.join("target/images/nrf52840-dk").join(DK_USB_IMAGE),
         ),
     ];
     println!();

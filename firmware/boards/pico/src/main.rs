@@ -9,18 +9,15 @@
 #![no_std]
 #![no_main]
 
-use embedded_io::{ErrorKind, ErrorType, Read, Write};
 use fedrecon_core::Device;
 use fedrecon_core::Q12;
 use fedrecon_core::wire::max_frame_buf_len;
+use fedrecon_firmware::usb_link::UsbLink;
 use fedrecon_firmware::{Board, BoardInfo, CachedRows};
 use panic_halt as _;
 use rp2040_hal::{self as hal, pac};
 use static_cell::{ConstStaticCell, StaticCell};
-use usb_device::UsbError;
 use usb_device::bus::UsbBusAllocator;
-use usb_device::device::{StringDescriptors, UsbDevice, UsbDeviceBuilder, UsbVidPid};
-use usbd_serial::SerialPort;
 
 /// Embedding width (the presets' K).
 const K: usize = 50;
@@ -40,66 +37,6 @@ static BOOT2: [u8; 256] = rp2040_boot2::BOOT_LOADER_W25Q080;
 static DEVICE: ConstStaticCell<Device<Q12, N, K>> = ConstStaticCell::new(Device::new());
 static ROWS: ConstStaticCell<CachedRows<Q12, N, K>> = ConstStaticCell::new(CachedRows::new());
 static USB_BUS: StaticCell<UsbBusAllocator<hal::usb::UsbBus>> = StaticCell::new();
-
-/// The CDC-ACM port as an `embedded-io` link. USB must be polled often (every few ms while
-/// enumerating), so every wait polls the device.
-struct UsbLink<'a> {
-    device: UsbDevice<'a, hal::usb::UsbBus>,
-    serial: SerialPort<'a, hal::usb::UsbBus>,
-}
-
-impl UsbLink<'_> {
-    fn poll(&mut self) {
-        self.device.poll(&mut [&mut self.serial]);
-    }
-}
-
-impl ErrorType for UsbLink<'_> {
-    type Error = ErrorKind;
-}
-
-impl Read for UsbLink<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ErrorKind> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        loop {
-            self.poll();
-            match self.serial.read(buf) {
-                Ok(0) | Err(UsbError::WouldBlock) => {}
-                Ok(n) => return Ok(n),
-                Err(_) => return Err(ErrorKind::Other),
-            }
-        }
-    }
-}
-
-impl Write for UsbLink<'_> {
-    fn write(&mut self, buf: &[u8]) -> Result<usize, ErrorKind> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        loop {
-            self.poll();
-            match self.serial.write(buf) {
-                Ok(0) | Err(UsbError::WouldBlock) => {}
-                Ok(n) => return Ok(n),
-                Err(_) => return Err(ErrorKind::Other),
-            }
-        }
-    }
-
-    fn flush(&mut self) -> Result<(), ErrorKind> {
-        loop {
-            self.poll();
-            match self.serial.flush() {
-                Ok(()) => return Ok(()),
-                Err(UsbError::WouldBlock) => {}
-                Err(_) => return Err(ErrorKind::Other),
-            }
-        }
-    }
-}
 
 #[hal::entry]
 fn main() -> ! {
@@ -123,18 +60,9 @@ fn main() -> ! {
         true,
         &mut pac.RESETS,
     )));
-    let serial = SerialPort::new(bus);
-    // pid.codes' test VID/PID for CDC-ACM: the host's cdc_acm driver binds without a driver.
-    let Ok(builder) = UsbDeviceBuilder::new(bus, UsbVidPid(0x16c0, 0x27dd)).strings(&[
-        StringDescriptors::default()
-            .manufacturer("fedrecon")
-            .product("fedrecon board (Pico, Q3.12)")
-            .serial_number("0001"),
-    ]) else {
+    let Ok(mut link) = UsbLink::cdc_acm(bus, "fedrecon board (Pico, Q3.12)", "0001") else {
         panic!("USB strings refused")
     };
-    let device = builder.device_class(usbd_serial::USB_CLASS_CDC).build();
-    let mut link = UsbLink { device, serial };
     let info = BoardInfo {
         client: 0,
         firmware: fedrecon_firmware::FIRMWARE_VERSION,
