@@ -457,6 +457,7 @@ fn run_k<S: SimScalar, const K: usize>(
     if let Some(dir) = &opts.out {
         output::write_npy(&dir.join("items.npy"), &items, num_items, K)
             .with_context(|| format!("writing {}", dir.join("items.npy").display()))?;
+        #[cfg(feature = "plots")]
         if opts.plots
             && let Err(e) = crate::output::plot::write_plots(dir, &records)
         {

@@ -8,6 +8,7 @@
 //! beside the target, then renamed), and other files in the directory are left alone.
 
 pub mod checkpoint;
+#[cfg(feature = "plots")]
 pub mod plot;
 pub mod run_dir;
 
