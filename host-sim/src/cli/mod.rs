@@ -411,8 +411,14 @@ pub fn init_logging() {
 
 /// Loads a MovieLens folder, naming the flag in errors.
 pub fn load_data(dir: &Path) -> Result<Ratings> {
+    load_data_share(dir, None)
+}
+
+/// [`load_data`], keeping only `share`'s users' ratings (a rank of a cluster other than 0).
+fn load_data_share(dir: &Path, share: Option<movielens::UserShare>) -> Result<Ratings> {
     let t = std::time::Instant::now();
-    let r = movielens::load(dir).with_context(|| format!("--data {}", dir.display()))?;
+    let r =
+        movielens::load_share(dir, share).with_context(|| format!("--data {}", dir.display()))?;
     tracing::info!(
         ratings = r.len(),
         users = r.users(),
@@ -479,7 +485,12 @@ fn serve_rank(a: &TrainArgs, link: &fedrecon_host_sim::cluster::Link) -> Result<
             a.data.clone().context("--data is required")?,
         ),
     };
-    let ratings = load_data(&data)?;
+    // This rank runs and evaluates only the users it owns (`cluster::owner`).
+    let share = movielens::UserShare {
+        rank: link.rank(),
+        ranks: link.size(),
+    };
+    let ratings = load_data_share(&data, Some(share))?;
     ensure!(
         a.board_users.is_empty(),
         "--board-users: boards that keep their own user's data run on rank 0 only (rank {})",

@@ -48,6 +48,9 @@ pub trait Transport: Send + Sync + Debug {
     fn recv(&self, from: usize) -> Result<Vec<u8>>;
     /// Rank 0's `bytes` to every rank (every rank calls it; the others' `bytes` are replaced).
     fn broadcast(&self, bytes: &mut Vec<u8>) -> Result<()>;
+    /// All to all (every rank calls it): `out[j]` goes to rank `j` and the result's `[j]` is
+    /// what rank `j` sent here (`out[rank]` stays here as is).
+    fn exchange(&self, out: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>>;
     /// Bytes sent and received so far.
     fn traffic(&self) -> Traffic;
     /// Ends every rank of the job now (MPI); a no-op where a failed rank's peers see it
@@ -141,10 +144,11 @@ pub(crate) fn injected_fault(rank: usize, round: u32) -> Result<()> {
     }
 }
 
-/// Which rank runs the `i`-th of the round's (or evaluation's) clients left to share out:
-/// round-robin, so every window of the sample keeps every rank busy.
-pub(crate) fn rank_of(i: usize, size: usize) -> usize {
-    i % size
+/// The rank that holds dense user `user`'s ratings and so runs and evaluates that user when
+/// rank 0's boards do not (every rank but 0 loads only its own users' ratings). The sample is
+/// random, so every window of it keeps every rank about equally busy.
+pub(crate) fn owner(user: u32, size: usize) -> usize {
+    crate::data::movielens::UserShare::owner(user, size)
 }
 
 /// Boards of `specs` that attach on `rank`: `R=SPEC` attaches `SPEC` on rank `R`; a spec

@@ -122,8 +122,23 @@ impl Aggregator {
         clients: &[(ClientRows<'_>, Metrics)],
         scale: impl Fn(usize) -> f64 + Sync,
     ) -> Result<()> {
+        let rows: Vec<ClientRows<'_>> = clients.iter().map(|(c, _)| *c).collect();
+        self.add_rows_scaled(&rows, scale)?;
+        for (c, m) in clients {
+            self.add_client(c.weight, m);
+        }
+        Ok(())
+    }
+
+    /// The rows of [`Self::add_clients_scaled`] without recording the clients: a shard
+    /// owner of a cluster sums the rows of its item range, rank 0 records every client.
+    pub(crate) fn add_rows_scaled(
+        &mut self,
+        clients: &[ClientRows<'_>],
+        scale: impl Fn(usize) -> f64 + Sync,
+    ) -> Result<()> {
         let (k, n) = (self.k, self.items);
-        for (c, _) in clients {
+        for c in clients {
             ensure!(
                 c.rows.len() == c.items.len() * k,
                 "update rows have the wrong length"
@@ -153,7 +168,7 @@ impl Aggregator {
             .for_each(|(s, ((acc, acc_bias), touched))| {
                 let lo = (s * stripe) as u32;
                 let hi = lo + touched.len() as u32;
-                for (ci, (c, _)) in clients.iter().enumerate() {
+                for (ci, c) in clients.iter().enumerate() {
                     if c.weight == 0 {
                         continue;
                     }
@@ -173,8 +188,50 @@ impl Aggregator {
                     }
                 }
             });
-        for (c, m) in clients {
-            self.add_client(c.weight, m);
+        Ok(())
+    }
+
+    /// The sums of items `range` (row sums, bias sums, whether touched) as little-endian
+    /// bytes: a shard owner's part of the aggregate, for rank 0.
+    pub(crate) fn shard_bytes(&self, range: std::ops::Range<usize>) -> Vec<u8> {
+        let k = self.k;
+        let mut out = Vec::with_capacity(range.len() * (8 * k + 9));
+        for a in &self.acc[range.start * k..range.end * k] {
+            out.extend_from_slice(&a.to_le_bytes());
+        }
+        for a in &self.acc_bias[range.clone()] {
+            out.extend_from_slice(&a.to_le_bytes());
+        }
+        out.extend(self.touched[range].iter().map(|&t| u8::from(t)));
+        out
+    }
+
+    /// Puts a shard owner's [`Self::shard_bytes`] of items `range` into this aggregate.
+    pub(crate) fn set_shard(&mut self, range: std::ops::Range<usize>, bytes: &[u8]) -> Result<()> {
+        let (k, n) = (self.k, range.len());
+        ensure!(
+            range.end <= self.items && bytes.len() == n * (8 * k + 9),
+            "a shard of items {range:?} is {} bytes, expected {}",
+            bytes.len(),
+            n * (8 * k + 9)
+        );
+        let f = |b: &[u8]| f64::from_le_bytes(b.try_into().expect("8 bytes"));
+        let (rows, rest) = bytes.split_at(8 * k * n);
+        let (bias, touched) = rest.split_at(8 * n);
+        for (a, b) in self.acc[range.start * k..range.end * k]
+            .iter_mut()
+            .zip(rows.chunks_exact(8))
+        {
+            *a = f(b);
+        }
+        for (a, b) in self.acc_bias[range.clone()]
+            .iter_mut()
+            .zip(bias.chunks_exact(8))
+        {
+            *a = f(b);
+        }
+        for (t, &b) in self.touched[range].iter_mut().zip(touched) {
+            *t = b != 0;
         }
         Ok(())
     }
