@@ -441,9 +441,20 @@ fn train(a: TrainArgs) -> Result<()> {
     } else {
         serve_rank(&a, &link)
     };
-    // A failed rank ends every rank (MPI_Abort); a finished job finalises MPI on drop.
-    done.unwrap_or_else(|e| job.fail(&e));
-    Ok(())
+    match done {
+        Ok(()) => Ok(()),
+        // SIGINT or SIGTERM (`mpirun` passes them on to every rank): rank 0 ended the round,
+        // wrote its checkpoint and told every rank to stop, so MPI ends normally (on drop)
+        // and each rank exits as the signal says, with its own message.
+        Err(e)
+            if e.downcast_ref::<fedrecon_host_sim::run::Interrupted>()
+                .is_some() =>
+        {
+            Err(e)
+        }
+        // A failed rank ends every rank (MPI_Abort).
+        Err(e) => job.fail(&e),
+    }
 }
 
 /// The configuration `train`'s flags ask for.
@@ -466,6 +477,8 @@ fn train_config(a: &TrainArgs) -> Result<Config> {
 /// A rank other than 0: the run's configuration and data (from the flags, or the checkpoint
 /// of `--resume`, which rank 0 verifies), this rank's boards, then rank 0's orders.
 fn serve_rank(a: &TrainArgs, link: &fedrecon_host_sim::cluster::Link) -> Result<()> {
+    // A signal lets rank 0 finish its round and stop every rank; this rank serves until then.
+    let interrupts = Interrupts::install().context("installing signal handlers")?;
     let (cfg, data) = match &a.reliability.resume {
         Some(dir) => {
             let ck = fedrecon_host_sim::output::checkpoint::load(dir)
@@ -507,7 +520,15 @@ fn serve_rank(a: &TrainArgs, link: &fedrecon_host_sim::cluster::Link) -> Result<
         users: Vec::new(),
         flash_dir: a.board_flash.clone(),
     };
-    fedrecon_host_sim::run::serve(&cfg, &ratings, link, &boards)
+    fedrecon_host_sim::run::serve(&cfg, &ratings, link, &boards)?;
+    match interrupts.pending() {
+        Some(sig) => Err(anyhow::Error::new(sig).context(format!(
+            "rank {} of {}: stopped when rank 0 did",
+            link.rank(),
+            link.size()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// `train` on one process, or as rank 0 of a cluster (`link`).

@@ -191,47 +191,43 @@ impl Aggregator {
         Ok(())
     }
 
-    /// The sums of items `range` (row sums, bias sums, whether touched) as little-endian
-    /// bytes: a shard owner's part of the aggregate, for rank 0.
-    pub(crate) fn shard_bytes(&self, range: std::ops::Range<usize>) -> Vec<u8> {
+    /// The sums of the items `i` with `i mod shards == shard` (per item: its row sums, its
+    /// bias sum, whether touched) as little-endian bytes: a shard owner's part of the
+    /// aggregate, for rank 0.
+    pub(crate) fn shard_bytes(&self, shard: usize, shards: usize) -> Vec<u8> {
         let k = self.k;
-        let mut out = Vec::with_capacity(range.len() * (8 * k + 9));
-        for a in &self.acc[range.start * k..range.end * k] {
-            out.extend_from_slice(&a.to_le_bytes());
+        let mut out = Vec::new();
+        for i in (shard..self.items).step_by(shards.max(1)) {
+            for a in &self.acc[i * k..(i + 1) * k] {
+                out.extend_from_slice(&a.to_le_bytes());
+            }
+            out.extend_from_slice(&self.acc_bias[i].to_le_bytes());
+            out.push(u8::from(self.touched[i]));
         }
-        for a in &self.acc_bias[range.clone()] {
-            out.extend_from_slice(&a.to_le_bytes());
-        }
-        out.extend(self.touched[range].iter().map(|&t| u8::from(t)));
         out
     }
 
-    /// Puts a shard owner's [`Self::shard_bytes`] of items `range` into this aggregate.
-    pub(crate) fn set_shard(&mut self, range: std::ops::Range<usize>, bytes: &[u8]) -> Result<()> {
-        let (k, n) = (self.k, range.len());
+    /// Puts a shard owner's [`Self::shard_bytes`] into this aggregate.
+    pub(crate) fn set_shard(&mut self, shard: usize, shards: usize, bytes: &[u8]) -> Result<()> {
+        let k = self.k;
+        let per_item = 8 * k + 9;
+        let items = (shard..self.items).step_by(shards.max(1));
         ensure!(
-            range.end <= self.items && bytes.len() == n * (8 * k + 9),
-            "a shard of items {range:?} is {} bytes, expected {}",
+            bytes.len() == items.len() * per_item,
+            "shard {shard} of {shards} is {} bytes, expected {}",
             bytes.len(),
-            n * (8 * k + 9)
+            items.len() * per_item
         );
         let f = |b: &[u8]| f64::from_le_bytes(b.try_into().expect("8 bytes"));
-        let (rows, rest) = bytes.split_at(8 * k * n);
-        let (bias, touched) = rest.split_at(8 * n);
-        for (a, b) in self.acc[range.start * k..range.end * k]
-            .iter_mut()
-            .zip(rows.chunks_exact(8))
-        {
-            *a = f(b);
-        }
-        for (a, b) in self.acc_bias[range.clone()]
-            .iter_mut()
-            .zip(bias.chunks_exact(8))
-        {
-            *a = f(b);
-        }
-        for (t, &b) in self.touched[range].iter_mut().zip(touched) {
-            *t = b != 0;
+        for (i, b) in items.zip(bytes.chunks_exact(per_item)) {
+            for (a, v) in self.acc[i * k..(i + 1) * k]
+                .iter_mut()
+                .zip(b.chunks_exact(8))
+            {
+                *a = f(v);
+            }
+            self.acc_bias[i] = f(&b[8 * k..8 * k + 8]);
+            self.touched[i] = b[8 * k + 8] != 0;
         }
         Ok(())
     }

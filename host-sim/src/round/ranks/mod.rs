@@ -405,8 +405,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             "round {round}: the assigned jobs are not in sample order"
         );
         if shard {
-            let me = shard_items(link.rank(), link.size(), self.num_items);
-            link.send(0, &self.agg.shard_bytes(me))
+            link.send(0, &self.agg.shard_bytes(link.rank(), link.size()))
                 .context("sending this rank's shard of the sums")?;
         }
         Ok(())
@@ -429,10 +428,10 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             .filter(|&&j| take[j as usize - range.start] != 0)
             .map(|&j| (j, &self.slots[j as usize - range.start]))
             .collect();
-        let (agg, n) = (&mut self.agg, self.num_items);
+        let agg = &mut self.agg;
         self.devices
             .pool
-            .install(|| exchange_and_fold::<K>(link, agg, n, &taken))
+            .install(|| exchange_and_fold::<K>(link, agg, &taken))
     }
 
     /// Rank 0's fold of one window of a sharded fold (`take`: the window's selected clients):
@@ -457,10 +456,10 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             .filter(|&(i, &t)| t && !ranks.decodes(base + i))
             .map(|(i, _)| ((base + i) as u32, &self.slots[i]))
             .collect();
-        let (agg, n) = (&mut self.agg, self.num_items);
+        let agg = &mut self.agg;
         self.devices
             .pool
-            .install(|| exchange_and_fold::<K>(&link, agg, n, &taken))
+            .install(|| exchange_and_fold::<K>(&link, agg, &taken))
     }
 
     /// Rank 0, at the end of a sharded fold: every other rank's shard of the sums into the
@@ -474,9 +473,8 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             let bytes = link
                 .recv(r)
                 .with_context(|| format!("rank {r}: its shard"))?;
-            let items = shard_items(r, link.size(), self.num_items);
             self.agg
-                .set_shard(items, &bytes)
+                .set_shard(r, link.size(), &bytes)
                 .with_context(|| format!("rank {r}: its shard"))?;
         }
         Ok(())
@@ -533,9 +531,10 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
     }
 }
 
-/// The item rows rank `s` of `size` owns in a sharded fold: equal contiguous ranges.
-pub(crate) fn shard_items(s: usize, size: usize, items: usize) -> Range<usize> {
-    s * items / size..(s + 1) * items / size
+/// The rank that sums item `item`'s row in a sharded fold: strided, not contiguous ranges,
+/// because dense ids follow first appearance, so the popular items crowd the low ids.
+pub(crate) fn shard_of(item: u32, size: usize) -> usize {
+    item as usize % size
 }
 
 /// One window of a sharded fold on any rank: the `taken` clients' rows this rank holds go to
@@ -544,28 +543,32 @@ pub(crate) fn shard_items(s: usize, size: usize, items: usize) -> Range<usize> {
 fn exchange_and_fold<const K: usize>(
     link: &Link,
     agg: &mut Aggregator,
-    items: usize,
     taken: &[(u32, &Slot)],
 ) -> Result<()> {
     let (me, size) = (link.rank(), link.size());
     let mut out: Vec<Vec<Piece>> = (0..size).map(|_| Vec::new()).collect();
+    let mut piece: Vec<Option<Piece>> = (0..size).map(|_| None).collect();
     for &(job, slot) in taken {
-        if slot.header.weight == 0 {
+        let weight = slot.header.weight;
+        if weight == 0 {
             continue;
         }
-        for (s, pieces) in out.iter_mut().enumerate() {
-            let r = shard_items(s, size, items);
-            let a = slot.items.partition_point(|&i| (i as usize) < r.start);
-            let b = slot.items.partition_point(|&i| (i as usize) < r.end);
-            if a < b {
-                pieces.push(Piece {
-                    job,
-                    weight: slot.header.weight,
-                    items: slot.items[a..b].to_vec(),
-                    rows: slot.rows[a * K..b * K].to_vec(),
-                    biases: slot.biases.get(a..b).unwrap_or_default().to_vec(),
-                });
+        for (r, &item) in slot.items.iter().enumerate() {
+            let p = piece[shard_of(item, size)].get_or_insert_with(|| Piece {
+                job,
+                weight,
+                items: Vec::new(),
+                rows: Vec::new(),
+                biases: Vec::new(),
+            });
+            p.items.push(item);
+            p.rows.extend_from_slice(&slot.rows[r * K..(r + 1) * K]);
+            if let Some(&b) = slot.biases.get(r) {
+                p.biases.push(b);
             }
+        }
+        for (pieces, p) in out.iter_mut().zip(&mut piece) {
+            pieces.extend(p.take());
         }
     }
     let mut pieces = std::mem::take(&mut out[me]);
