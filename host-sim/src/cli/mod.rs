@@ -441,19 +441,22 @@ fn train(a: TrainArgs) -> Result<()> {
     } else {
         serve_rank(&a, &link)
     };
-    match done {
-        Ok(()) => Ok(()),
-        // SIGINT or SIGTERM (`mpirun` passes them on to every rank): rank 0 ended the round,
-        // wrote its checkpoint and told every rank to stop, so MPI ends normally (on drop)
-        // and each rank exits as the signal says, with its own message.
-        Err(e)
-            if e.downcast_ref::<fedrecon_host_sim::run::Interrupted>()
-                .is_some() =>
-        {
-            Err(e)
+    let Err(e) = done else {
+        return Ok(());
+    };
+    let interrupted = e.downcast_ref::<fedrecon_host_sim::run::Interrupted>();
+    match interrupted.map(fedrecon_host_sim::run::Interrupted::exit_code) {
+        // SIGINT or SIGTERM to every rank (Slurm's scancel): rank 0 ended the round, wrote its
+        // checkpoint and told every rank to stop. Each rank says so before MPI_Finalize (which
+        // waits for every rank: `mpirun` ends the others once one exits with a signal's
+        // status), then exits as the signal says.
+        Some(code) => {
+            eprintln!("fedrecon: {e:#}");
+            drop(job);
+            std::process::exit(i32::from(code))
         }
         // A failed rank ends every rank (MPI_Abort).
-        Err(e) => job.fail(&e),
+        None => job.fail(&e),
     }
 }
 

@@ -155,6 +155,9 @@ mod tests {
         assert_eq!(got, b"hello");
         assert_eq!(r0.traffic().sent, 1 + 2 + 5 + 5);
         assert_eq!(r1.traffic().received, 1 + 2 + 5);
+        let mut got = Vec::new();
+        r2.broadcast(&mut got).unwrap();
+        assert_eq!(got, b"hello");
         // Every rank's message to every other one, in a single exchange each.
         let done: Vec<_> = [r0.clone(), r1.clone(), r2.clone()]
             .into_iter()

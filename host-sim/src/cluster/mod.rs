@@ -1,17 +1,19 @@
 //! Past one machine: one experiment across several processes (`mpirun -np N fedrecon train`).
 //!
 //! Rank 0 is the server: it samples and configures every round, runs its share of the clients
-//! on its own devices, receives the other ranks' uploads, and validates, selects and folds
-//! every update in sample order exactly as a one-process run does; then it steps the server
-//! optimizer and writes every output and checkpoint. The other ranks are the third client
-//! host of rank 0's round (next to the in-process devices and the boards; `round/ranks`):
-//! each trains the clients it is given on its own thread pool (and its own boards) and sends
-//! back their encoded updates, window by window. Evaluation is shared out the same
-//! way, and the per-user results are summed in user order on rank 0.
+//! on its own devices, receives the other ranks' verdicts on their clients' uploads, and
+//! selects every update in sample order exactly as a one-process run does; then it steps the
+//! server optimizer and writes every output and checkpoint. The other ranks are the third
+//! client host of rank 0's round (next to the in-process devices and the boards;
+//! `round/ranks`): each holds only its own users' ratings ([`owner`]), trains and validates
+//! them on its own thread pool (and its own boards), window by window. The plain mean is
+//! folded sharded by item rows (each rank sums its rows over the selected clients in sample
+//! order); DP and the robust rules fold on rank 0. Evaluation is shared out the same way, and
+//! the per-user results are summed in user order on rank 0.
 //!
-//! Because the server consumes the same bytes in the same order, the model is bit-identical to
-//! the one-process run for any number of ranks and threads, and a checkpoint can be resumed
-//! with any number of ranks. Ranks talk through the [`Transport`] seam: MPI
+//! Because every row is summed over the same updates in the same order, the model is
+//! bit-identical to the one-process run for any number of ranks and threads, and a checkpoint
+//! can be resumed with any number of ranks. Ranks talk through the [`Transport`] seam: MPI
 //! (`mpi`, with the `mpi` feature) or threads of one process ([`local`], for tests).
 
 pub mod local;
