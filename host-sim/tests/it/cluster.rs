@@ -403,3 +403,63 @@ fn a_sharded_fold_keeps_the_rows_off_rank_0() {
         "DP: rank 0 received only {whole} B of {payload} B"
     );
 }
+
+/// Boards on a rank other than 0 (two QEMU boards attached to rank 1, which holds only its
+/// own users' ratings): they train some of rank 1's clients, and the run's
+/// records and model are the one-process run's. Needs `cargo build-fw` and qemu-system-arm.
+#[test]
+fn qemu_boards_on_rank_1_are_bit_identical_to_one_process() {
+    if !crate::common::qemu_boards_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), 120, 300, 20);
+    let ratings = load(dir.path());
+    let mut cfg = crate::common::board_config();
+    cfg.run.rounds = 2;
+    cfg.run.clients_per_round = 12;
+    cfg.run.eval_every = 0;
+    cfg.run.eval_clients = Some(12);
+    cfg.run.threads = Some(1);
+    cfg.run.seed = 11;
+    let strip = |records: &[Record]| -> Vec<String> {
+        records
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap();
+                let o = v.as_object_mut().unwrap();
+                // A board's upload also carries its serial link's framing (payloads match).
+                for k in ["seconds", "bytes_up", "bytes_up_max", "bytes_up_mean"] {
+                    o.remove(k);
+                }
+                v.to_string()
+            })
+            .collect()
+    };
+    let single = run(&cfg, &ratings, &RunOptions::default()).unwrap();
+    let mut links = cluster::local::cluster(2);
+    let rank0 = links.remove(0);
+    let one = links.remove(0);
+    let (clustered, boards) = thread::scope(|s| {
+        let (cfg, dir) = (&cfg, dir.path());
+        let rank1 = s.spawn(move || {
+            let ratings = share(dir, 1, 2);
+            let boards = fedrecon_host_sim::BoardOptions {
+                qemu_devices: 2,
+                ..Default::default()
+            };
+            fedrecon_host_sim::run::serve(cfg, &ratings, &one, &boards).unwrap()
+        });
+        let opts = RunOptions {
+            cluster: Some(rank0),
+            ..RunOptions::default()
+        };
+        let out = run(cfg, &ratings, &opts).unwrap();
+        (out, rank1.join().unwrap())
+    });
+    let trained: u64 = boards.iter().map(|(_, s)| s.clients).sum();
+    assert_eq!(boards.len(), 2);
+    assert!(trained >= 2, "rank 1's boards trained {trained} clients");
+    assert_eq!(strip(&clustered.records), strip(&single.records));
+    assert!(clustered.items == single.items, "items differ");
+}
