@@ -92,3 +92,45 @@ FEDRECON_CLUSTER_FAULT=error:2:2 expect_failure 2 "$work/error.log" \
 mpirun_n 2 "$bin" train --resume "$work/killed" --no-progress --no-plots
 cmp "$work/whole/items.npy" "$work/killed/items.npy"
 echo "mpi: the killed 3-rank run resumed on 2 ranks to the one-process model"
+
+# SIGTERM to every rank (what Slurm's scancel does): rank 0 ends its round, checkpoints and
+# stops the others; each rank says so and exits 143; the run resumes on 2 ranks to the
+# one-process model. SIGTERM to mpirun (or Ctrl-C): Open MPI kills the ranks within about a
+# second; the job ends and its last checkpoint resumes the same way.
+interrupt() {
+    local name=$1 who=$2 t0=$SECONDS status=0
+    mpirun --oversubscribe -np 3 "$bin" train "${args[@]}" --out "$work/$name" \
+        >"$work/$name.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 600); do
+        [ -f "$work/$name/checkpoint.bin" ] && break
+        sleep 0.1
+    done
+    if [ "$who" = "every rank" ]; then
+        # shellcheck disable=SC2046 # one PID per word
+        kill -TERM $(pgrep -P "$pid")
+    else
+        kill -TERM "$pid"
+    fi
+    timeout 120 tail --pid="$pid" -f /dev/null || { echo "mpi: $name hung"; exit 1; }
+    wait "$pid" || status=$?
+    if [ "$status" -eq 0 ]; then
+        cat "$work/$name.log"
+        echo "mpi: $name: expected the run to be interrupted"
+        exit 1
+    fi
+    if [ "$who" = "every rank" ]; then
+        for r in 1 2; do
+            grep -q "rank $r of 3: stopped when rank 0 did: interrupted by SIGTERM" \
+                "$work/$name.log" || { cat "$work/$name.log"; exit 1; }
+        done
+        grep -q "checkpoint of round [0-9]* written" "$work/$name.log" ||
+            { cat "$work/$name.log"; exit 1; }
+    fi
+    mpirun_n 2 "$bin" train --resume "$work/$name" --no-progress --no-plots >/dev/null
+    cmp "$work/whole/items.npy" "$work/$name/items.npy"
+    echo "mpi: SIGTERM to $who: the job ended (status $status), its checkpoint resumed on 2 \
+ranks to the one-process model ($((SECONDS - t0)) s)"
+}
+interrupt sigterm-ranks "every rank"
+interrupt sigterm-mpirun mpirun

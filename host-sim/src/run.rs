@@ -480,13 +480,14 @@ fn run_k<S: SimScalar, const K: usize>(
 }
 
 /// Another rank of a cluster ([`crate::cluster`]): partitions `ratings` as `cfg` says, attaches
-/// this rank's `boards`, and runs rank 0's orders until it says stop.
+/// this rank's `boards`, and runs rank 0's orders until it says stop. Returns what each of
+/// its boards did.
 pub fn serve(
     cfg: &Config,
     ratings: &Ratings,
     link: &crate::cluster::Link,
     boards: &BoardOptions,
-) -> Result<()> {
+) -> Result<Vec<(String, BoardStats)>> {
     let part = partition(ratings, &cfg.data);
     dispatch!(
         cfg.run.scalar,
@@ -501,7 +502,7 @@ fn serve_k<S: SimScalar, const K: usize>(
     num_items: usize,
     link: &crate::cluster::Link,
     boards: &BoardOptions,
-) -> Result<()> {
+) -> Result<Vec<(String, BoardStats)>> {
     let mut sim = Simulation::<S, K>::new(cfg, part, num_items)?;
     if boards.any() {
         let opened =
@@ -521,5 +522,10 @@ fn serve_k<S: SimScalar, const K: usize>(
         bytes_received = t.received,
         "cluster traffic"
     );
-    Ok(())
+    Ok(sim
+        .boards()
+        .boards()
+        .iter()
+        .map(|b| (b.name().to_string(), b.stats()))
+        .collect())
 }

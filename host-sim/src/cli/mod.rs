@@ -408,8 +408,14 @@ pub fn init_logging() {
 
 /// Loads a MovieLens folder, naming the flag in errors.
 pub fn load_data(dir: &Path) -> Result<Ratings> {
+    load_data_share(dir, None)
+}
+
+/// [`load_data`], keeping only `share`'s users' ratings (a rank of a cluster other than 0).
+fn load_data_share(dir: &Path, share: Option<movielens::UserShare>) -> Result<Ratings> {
     let t = std::time::Instant::now();
-    let r = movielens::load(dir).with_context(|| format!("--data {}", dir.display()))?;
+    let r =
+        movielens::load_share(dir, share).with_context(|| format!("--data {}", dir.display()))?;
     tracing::info!(
         ratings = r.len(),
         users = r.users(),
@@ -432,9 +438,23 @@ fn train(a: TrainArgs) -> Result<()> {
     } else {
         serve_rank(&a, &link)
     };
-    // A failed rank ends every rank (MPI_Abort); a finished job finalises MPI on drop.
-    done.unwrap_or_else(|e| job.fail(&e));
-    Ok(())
+    let Err(e) = done else {
+        return Ok(());
+    };
+    let interrupted = e.downcast_ref::<fedrecon_host_sim::run::Interrupted>();
+    match interrupted.map(fedrecon_host_sim::run::Interrupted::exit_code) {
+        // SIGINT or SIGTERM to every rank (Slurm's scancel): rank 0 ended the round, wrote its
+        // checkpoint and told every rank to stop. Each rank says so before MPI_Finalize (which
+        // waits for every rank: `mpirun` ends the others once one exits with a signal's
+        // status), then exits as the signal says.
+        Some(code) => {
+            eprintln!("fedrecon: {e:#}");
+            drop(job);
+            std::process::exit(i32::from(code))
+        }
+        // A failed rank ends every rank (MPI_Abort).
+        None => job.fail(&e),
+    }
 }
 
 /// The configuration `train`'s flags ask for.
@@ -457,6 +477,8 @@ fn train_config(a: &TrainArgs) -> Result<Config> {
 /// A rank other than 0: the run's configuration and data (from the flags, or the checkpoint
 /// of `--resume`, which rank 0 verifies), this rank's boards, then rank 0's orders.
 fn serve_rank(a: &TrainArgs, link: &fedrecon_host_sim::cluster::Link) -> Result<()> {
+    // A signal lets rank 0 finish its round and stop every rank; this rank serves until then.
+    let interrupts = Interrupts::install().context("installing signal handlers")?;
     let (cfg, data) = match &a.reliability.resume {
         Some(dir) => {
             let ck = fedrecon_host_sim::output::checkpoint::load(dir)
@@ -476,7 +498,12 @@ fn serve_rank(a: &TrainArgs, link: &fedrecon_host_sim::cluster::Link) -> Result<
             a.data.clone().context("--data is required")?,
         ),
     };
-    let ratings = load_data(&data)?;
+    // This rank runs and evaluates only the users it owns (`cluster::owner`).
+    let share = movielens::UserShare {
+        rank: link.rank(),
+        ranks: link.size(),
+    };
+    let ratings = load_data_share(&data, Some(share))?;
     ensure!(
         a.board_users.is_empty(),
         "--board-users: boards that keep their own user's data run on rank 0 only (rank {})",
@@ -493,7 +520,15 @@ fn serve_rank(a: &TrainArgs, link: &fedrecon_host_sim::cluster::Link) -> Result<
         users: Vec::new(),
         flash_dir: a.board_flash.clone(),
     };
-    fedrecon_host_sim::run::serve(&cfg, &ratings, link, &boards)
+    fedrecon_host_sim::run::serve(&cfg, &ratings, link, &boards)?;
+    match interrupts.pending() {
+        Some(sig) => Err(anyhow::Error::new(sig).context(format!(
+            "rank {} of {}: stopped when rank 0 did",
+            link.rank(),
+            link.size()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// `train` on one process, or as rank 0 of a cluster (`link`).

@@ -1,17 +1,19 @@
 //! Past one machine: one experiment across several processes (`mpirun -np N fedrecon train`).
 //!
 //! Rank 0 is the server: it samples and configures every round, runs its share of the clients
-//! on its own devices, receives the other ranks' uploads, and validates, selects and folds
-//! every update in sample order exactly as a one-process run does; then it steps the server
-//! optimizer and writes every output and checkpoint. The other ranks are the third client
-//! host of rank 0's round (next to the in-process devices and the boards; `round/ranks`):
-//! each trains the clients it is given on its own thread pool (and its own boards) and sends
-//! back their encoded updates, window by window. Evaluation is shared out the same
-//! way, and the per-user results are summed in user order on rank 0.
+//! on its own devices, receives the other ranks' verdicts on their clients' uploads, and
+//! selects every update in sample order exactly as a one-process run does; then it steps the
+//! server optimizer and writes every output and checkpoint. The other ranks are the third
+//! client host of rank 0's round (next to the in-process devices and the boards;
+//! `round/ranks`): each holds only its own users' ratings ([`owner`]), trains and validates
+//! them on its own thread pool (and its own boards), window by window. The plain mean is
+//! folded sharded by item rows (each rank sums its rows over the selected clients in sample
+//! order); DP and the robust rules fold on rank 0. Evaluation is shared out the same way, and
+//! the per-user results are summed in user order on rank 0.
 //!
-//! Because the server consumes the same bytes in the same order, the model is bit-identical to
-//! the one-process run for any number of ranks and threads, and a checkpoint can be resumed
-//! with any number of ranks. Ranks talk through the [`Transport`] seam: MPI
+//! Because every row is summed over the same updates in the same order, the model is
+//! bit-identical to the one-process run for any number of ranks and threads, and a checkpoint
+//! can be resumed with any number of ranks. Ranks talk through the [`Transport`] seam: MPI
 //! (`mpi`, with the `mpi` feature) or threads of one process ([`local`], for tests).
 
 pub mod local;
@@ -48,6 +50,9 @@ pub trait Transport: Send + Sync + Debug {
     fn recv(&self, from: usize) -> Result<Vec<u8>>;
     /// Rank 0's `bytes` to every rank (every rank calls it; the others' `bytes` are replaced).
     fn broadcast(&self, bytes: &mut Vec<u8>) -> Result<()>;
+    /// All to all (every rank calls it): `out[j]` goes to rank `j` and the result's `[j]` is
+    /// what rank `j` sent here (`out[rank]` stays here as is).
+    fn exchange(&self, out: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>>;
     /// Bytes sent and received so far.
     fn traffic(&self) -> Traffic;
     /// Ends every rank of the job now (MPI); a no-op where a failed rank's peers see it
@@ -141,10 +146,11 @@ pub(crate) fn injected_fault(rank: usize, round: u32) -> Result<()> {
     }
 }
 
-/// Which rank runs the `i`-th of the round's (or evaluation's) clients left to share out:
-/// round-robin, so every window of the sample keeps every rank busy.
-pub(crate) fn rank_of(i: usize, size: usize) -> usize {
-    i % size
+/// The rank that holds dense user `user`'s ratings and so runs and evaluates that user when
+/// rank 0's boards do not (every rank but 0 loads only its own users' ratings). The sample is
+/// random, so every window of it keeps every rank about equally busy.
+pub(crate) fn owner(user: u32, size: usize) -> usize {
+    crate::data::movielens::UserShare::owner(user, size)
 }
 
 /// Boards of `specs` that attach on `rank`: `R=SPEC` attaches `SPEC` on rank `R`; a spec

@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Result, ensure};
 use mpi::Threading;
+use mpi::datatype::{Partition, PartitionMut};
 use mpi::environment::Universe;
 use mpi::point_to_point::{Destination, Source};
 use mpi::topology::{Communicator, SimpleCommunicator};
-use mpi::traits::Root;
+use mpi::traits::{CommunicatorCollectives, Root};
 
 use super::{Link, Traffic, Transport};
 
@@ -100,6 +101,46 @@ impl Transport for MpiTransport {
             self.received.fetch_add(len, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    fn exchange(&self, mut out: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        ensure!(
+            out.len() == self.size,
+            "an exchange needs a message per rank"
+        );
+        let world = SimpleCommunicator::world();
+        let mine = std::mem::take(&mut out[self.rank]);
+        let count = |b: &Vec<u8>| i32::try_from(b.len());
+        let counts = out.iter().map(count).collect::<Result<Vec<i32>, _>>()?;
+        let mut incoming = vec![0i32; self.size];
+        world.all_to_all_into(&counts[..], &mut incoming[..]);
+        let displs = |c: &[i32]| {
+            c.iter()
+                .scan(0i32, |at, &n| Some(std::mem::replace(at, *at + n)))
+                .collect::<Vec<i32>>()
+        };
+        let send: Vec<u8> = out.concat();
+        let total: usize = incoming.iter().map(|&n| n as usize).sum();
+        let mut recv = vec![0u8; total];
+        {
+            let (sd, rd) = (displs(&counts), displs(&incoming));
+            let s = Partition::new(&send[..], &counts[..], &sd[..]);
+            let mut r = PartitionMut::new(&mut recv[..], &incoming[..], &rd[..]);
+            world.all_to_all_varcount_into(&s, &mut r);
+        }
+        self.sent.fetch_add(send.len() as u64, Ordering::Relaxed);
+        self.received.fetch_add(total as u64, Ordering::Relaxed);
+        let mut at = 0;
+        let mut got: Vec<Vec<u8>> = incoming
+            .iter()
+            .map(|&n| {
+                let part = recv[at..at + n as usize].to_vec();
+                at += n as usize;
+                part
+            })
+            .collect();
+        got[self.rank] = mine;
+        Ok(got)
     }
 
     fn traffic(&self) -> Traffic {

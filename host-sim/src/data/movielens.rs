@@ -191,6 +191,30 @@ pub struct Ratings {
     values: Vec<f32>,
     timestamps: Vec<u32>,
     titles: Vec<Option<String>>,
+    share: Option<UserShare>,
+}
+
+/// The users a rank of a cluster keeps the ratings of: dense user `u` belongs to rank
+/// `u mod ranks`. A share still numbers every user and item as the whole file does, so ids,
+/// the user split and each kept user's ratings are those of a whole load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserShare {
+    /// This rank.
+    pub rank: usize,
+    /// Ranks in the cluster.
+    pub ranks: usize,
+}
+
+impl UserShare {
+    /// The rank that owns dense user `user` in a cluster of `ranks` ranks.
+    pub fn owner(user: u32, ranks: usize) -> usize {
+        user as usize % ranks.max(1)
+    }
+
+    /// Whether this share keeps dense user `user`'s ratings.
+    pub fn owns(&self, user: u32) -> bool {
+        Self::owner(user, self.ranks) == self.rank
+    }
 }
 
 /// One user's ratings, borrowed from [`Ratings`], in ratings-file order.
@@ -208,11 +232,16 @@ impl Ratings {
     /// Builds from `(raw user id, raw movie id, rating, timestamp)` records in file order, without
     /// titles; the loader and tests use it so both share one remapping and grouping path.
     pub fn from_records(records: impl IntoIterator<Item = (u32, u32, f32, u32)>) -> Self {
-        let mut b = Builder::with_capacity(0);
+        let mut b = Builder::with_capacity(0, None);
         for (u, i, r, t) in records {
             b.push(u, i, r, t);
         }
         b.finish(None)
+    }
+
+    /// The share of the users whose ratings were kept (`None`: every user's).
+    pub fn share(&self) -> Option<UserShare> {
+        self.share
     }
 
     /// The layout it was loaded from (`None` when built from records).
@@ -370,11 +399,14 @@ struct Builder {
     items_of: Vec<u32>,
     values: Vec<f32>,
     timestamps: Vec<u32>,
+    /// Keep only these users' ratings (every record still numbers its user and item).
+    share: Option<UserShare>,
 }
 
 impl Builder {
-    fn with_capacity(n: usize) -> Self {
+    fn with_capacity(n: usize, share: Option<UserShare>) -> Self {
         Self {
+            share,
             users: IdMap::default(),
             items: IdMap::default(),
             last: None,
@@ -402,10 +434,14 @@ impl Builder {
                 u
             }
         };
+        let item = self.items.get_or_insert(item);
+        if self.share.is_some_and(|s| !s.owns(u)) {
+            return;
+        }
         if let Some(user_of) = &mut self.user_of {
             user_of.push(u);
         }
-        self.items_of.push(self.items.get_or_insert(item));
+        self.items_of.push(item);
         self.values.push(value);
         self.timestamps.push(timestamp);
     }
@@ -467,6 +503,7 @@ impl Builder {
             values,
             timestamps,
             titles,
+            share: self.share,
         };
         r.items_of.shrink_to_fit();
         r.values.shrink_to_fit();
@@ -529,9 +566,15 @@ pub fn detect_format(dir: &Path) -> Result<Format, LoadError> {
 
 /// Loads the ratings (and titles, when the movie file is present) of the MovieLens folder `dir`.
 pub fn load(dir: &Path) -> Result<Ratings, LoadError> {
+    load_share(dir, None)
+}
+
+/// [`load`], keeping only the ratings of `share`'s users (all with `None`): a rank of a
+/// cluster holds its own users' ratings while the file streams past, never the whole file.
+pub fn load_share(dir: &Path, share: Option<UserShare>) -> Result<Ratings, LoadError> {
     let format = detect_format(dir)?;
     let path = dir.join(format.ratings_file());
-    let mut ratings = read_ratings(&path, format)?;
+    let mut ratings = read_ratings(&path, format, share)?;
     let movies = dir.join(format.movies_file());
     if movies.is_file() {
         let bytes = read(&movies)?;
@@ -549,7 +592,7 @@ pub fn parse(
     movies: Option<(&Path, &[u8])>,
 ) -> Result<Ratings, LoadError> {
     let (path, bytes) = ratings;
-    let mut ratings = parse_ratings(bytes, bytes.len() as u64, format, path)?;
+    let mut ratings = parse_ratings(bytes, bytes.len() as u64, format, path, None)?;
     if let Some(movies) = movies {
         add_titles(&mut ratings, format, movies)?;
     }
@@ -716,14 +759,18 @@ struct Parsed {
 }
 
 /// Reads, parses (in parallel on the rayon pool) and merges a ratings file chunk by chunk.
-fn read_ratings(path: &Path, format: Format) -> Result<Ratings, LoadError> {
+fn read_ratings(
+    path: &Path,
+    format: Format,
+    share: Option<UserShare>,
+) -> Result<Ratings, LoadError> {
     let io_err = |source| LoadError::Io {
         path: path.to_path_buf(),
         source,
     };
     let file = fs::File::open(path).map_err(io_err)?;
     let size = file.metadata().map_err(io_err)?.len();
-    parse_ratings(file, size, format, path)
+    parse_ratings(file, size, format, path, share)
 }
 
 /// Parses the ratings streamed from `source` (about `size` bytes; `path` names it in errors):
@@ -734,13 +781,14 @@ fn parse_ratings(
     size: u64,
     format: Format,
     path: &Path,
+    share: Option<UserShare>,
 ) -> Result<Ratings, LoadError> {
     let io_err = |source| LoadError::Io {
         path: path.to_path_buf(),
         source,
     };
     // About 27 bytes a line in ML-25M; a slight over-reservation costs address space only.
-    let mut builder = Builder::with_capacity((size / 24) as usize + 1);
+    let mut builder = Builder::with_capacity((size / 24) as usize + 1, share);
     let batch = rayon::current_num_threads().max(1) * 2;
     let mut carry = Vec::new();
     let mut eof = false;
@@ -820,7 +868,8 @@ fn parse_ratings(
         parsed = next;
         chunks = read.map_err(io_err)?;
     }
-    if builder.values.is_empty() {
+    // Every record numbers its user, also those a share does not keep.
+    if builder.users.raw.is_empty() {
         return Err(LoadError::EmptyFile(path.to_path_buf()));
     }
     Ok(builder.finish(Some(format)))

@@ -95,6 +95,8 @@ pub(crate) struct Slot {
     pub(crate) down: LinkBytes,
     /// Length of the upload when another rank decoded it (its bytes then stay there).
     pub(crate) up_len: Option<u64>,
+    /// Rows of the update when they stay on the rank that decoded it (a sharded fold).
+    pub(crate) rows_elsewhere: Option<u32>,
     /// L2 norm of the decoded update (computed while validating, in parallel).
     pub(crate) norm: f64,
     /// Padded uplink: the client touched more rows than `comm.pad_rows` (and sent them all).
@@ -125,12 +127,18 @@ impl Slot {
         self.framing_up = 0;
         self.down = LinkBytes::default();
         self.up_len = None;
+        self.rows_elsewhere = None;
         self.norm = 0.0;
         self.padded_overflow = false;
         // A malformed upload leaves no header: the previous client's must not be counted.
         self.header = UpdateHeader::default();
         self.reject = None;
         self.malicious = false;
+    }
+
+    /// Rows the update sends (held here or on the rank that decoded it).
+    pub(crate) fn row_count(&self) -> u32 {
+        self.rows_elsewhere.unwrap_or(self.items.len() as u32)
     }
 
     /// Bytes of the upload the server received.

@@ -70,6 +70,12 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         // The other ranks decode and validate their clients' uploads, unless a tamper hook
         // must see the bytes here first.
         self.ranks.decode_remotely = self.tamper.is_none();
+        // The plain mean sums each row on the rank that owns it; DP and the robust rules
+        // need every update whole, on rank 0.
+        self.ranks.shard = self.ranks.decode_remotely
+            && self.ranks.size() > 1
+            && self.dp.is_none()
+            && self.robust.is_none();
         let free = jobs.iter().map(|j| !j.dropped).collect();
         self.claim_free(round, &jobs, free);
         self.agg.reset();
@@ -87,8 +93,20 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             let t = Instant::now();
             let take = self.select(round, &jobs, range.clone(), &mut s)?;
             let t_fold = Instant::now();
-            self.fold(round, &take, range.len())?;
+            if self.ranks.shard {
+                self.fold_sharded(range.start, &take)
+                    .with_context(|| format!("round {round}: aggregating updates"))?;
+            } else {
+                self.fold(round, &take, range.len())?;
+            }
             s.aggregate_seconds += t_fold.elapsed().as_secs_f64();
+            s.select_seconds += t.elapsed().as_secs_f64();
+        }
+        if self.ranks.shard {
+            let t = Instant::now();
+            self.gather_shards()
+                .with_context(|| format!("round {round}: aggregating updates"))?;
+            s.aggregate_seconds += t.elapsed().as_secs_f64();
             s.select_seconds += t.elapsed().as_secs_f64();
         }
         let device_seconds = t0.elapsed().as_secs_f64() - s.select_seconds;
@@ -367,7 +385,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             s.per_client.push(ClientTraffic {
                 bytes_down: slot.down.total,
                 bytes_up: slot.up_bytes(),
-                rows: slot.items.len() as u32,
+                rows: slot.row_count(),
                 padded_overflow: slot.padded_overflow,
                 norm: slot.norm,
             });

@@ -122,8 +122,23 @@ impl Aggregator {
         clients: &[(ClientRows<'_>, Metrics)],
         scale: impl Fn(usize) -> f64 + Sync,
     ) -> Result<()> {
+        let rows: Vec<ClientRows<'_>> = clients.iter().map(|(c, _)| *c).collect();
+        self.add_rows_scaled(&rows, scale)?;
+        for (c, m) in clients {
+            self.add_client(c.weight, m);
+        }
+        Ok(())
+    }
+
+    /// The rows of [`Self::add_clients_scaled`] without recording the clients: a shard
+    /// owner of a cluster sums the rows of its item range, rank 0 records every client.
+    pub(crate) fn add_rows_scaled(
+        &mut self,
+        clients: &[ClientRows<'_>],
+        scale: impl Fn(usize) -> f64 + Sync,
+    ) -> Result<()> {
         let (k, n) = (self.k, self.items);
-        for (c, _) in clients {
+        for c in clients {
             ensure!(
                 c.rows.len() == c.items.len() * k,
                 "update rows have the wrong length"
@@ -153,7 +168,7 @@ impl Aggregator {
             .for_each(|(s, ((acc, acc_bias), touched))| {
                 let lo = (s * stripe) as u32;
                 let hi = lo + touched.len() as u32;
-                for (ci, (c, _)) in clients.iter().enumerate() {
+                for (ci, c) in clients.iter().enumerate() {
                     if c.weight == 0 {
                         continue;
                     }
@@ -173,8 +188,46 @@ impl Aggregator {
                     }
                 }
             });
-        for (c, m) in clients {
-            self.add_client(c.weight, m);
+        Ok(())
+    }
+
+    /// The sums of the items `i` with `i mod shards == shard` (per item: its row sums, its
+    /// bias sum, whether touched) as little-endian bytes: a shard owner's part of the
+    /// aggregate, for rank 0.
+    pub(crate) fn shard_bytes(&self, shard: usize, shards: usize) -> Vec<u8> {
+        let k = self.k;
+        let mut out = Vec::new();
+        for i in (shard..self.items).step_by(shards.max(1)) {
+            for a in &self.acc[i * k..(i + 1) * k] {
+                out.extend_from_slice(&a.to_le_bytes());
+            }
+            out.extend_from_slice(&self.acc_bias[i].to_le_bytes());
+            out.push(u8::from(self.touched[i]));
+        }
+        out
+    }
+
+    /// Puts a shard owner's [`Self::shard_bytes`] into this aggregate.
+    pub(crate) fn set_shard(&mut self, shard: usize, shards: usize, bytes: &[u8]) -> Result<()> {
+        let k = self.k;
+        let per_item = 8 * k + 9;
+        let items = (shard..self.items).step_by(shards.max(1));
+        ensure!(
+            bytes.len() == items.len() * per_item,
+            "shard {shard} of {shards} is {} bytes, expected {}",
+            bytes.len(),
+            items.len() * per_item
+        );
+        let f = |b: &[u8]| f64::from_le_bytes(b.try_into().expect("8 bytes"));
+        for (i, b) in items.zip(bytes.chunks_exact(per_item)) {
+            for (a, v) in self.acc[i * k..(i + 1) * k]
+                .iter_mut()
+                .zip(b.chunks_exact(8))
+            {
+                *a = f(v);
+            }
+            self.acc_bias[i] = f(&b[8 * k..8 * k + 8]);
+            self.touched[i] = b[8 * k + 8] != 0;
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! The other ranks of a cluster ([`crate::cluster`]) as a host of rank 0's round, and a
-//! rank's side of it. Rank 0 shares out the clients no board took, round-robin, sends each
+//! rank's side of it. Rank 0 gives each client no board took to the rank that holds its
+//! user's ratings ([`cluster::owner`]; the other ranks load only their own users), sends each
 //! rank its jobs and the model, and takes the ranks' uploads window by window into the
 //! clients' slots; from there the server's phases run as in one process. A rank rebuilds the
 //! round's jobs from the seed (the same sample and configuration as rank 0's), trains its
@@ -11,14 +12,15 @@ use std::ops::Range;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
-use self::wire::{ClientReport, Command, Decoded, EvalReply, Ran, WindowReport};
+use self::wire::{ClientReport, Command, Decoded, EvalReply, Piece, Ran, WindowReport};
 use super::clients::{ClientHost, Outcome, RoundInput, Slot};
 use super::evaluate::UserEval;
 use super::{SimScalar, Simulation, Split};
-use crate::cluster::{self, Link, Traffic, rank_of, recv_msg, send_msg};
+use crate::cluster::{self, Link, Traffic, owner, recv_msg, send_msg};
 use crate::comm::LinkBytes;
 use crate::comm::transport::{self, UpdateHeader};
 use crate::round::faults::RoundFaults;
+use crate::server::{Aggregator, ClientRows};
 use fedrecon_core::wire::Framing;
 
 /// Rank 0's view of the other ranks (empty in a one-process run).
@@ -30,6 +32,9 @@ pub(crate) struct RankHost {
     /// The ranks count their clients' downlinks and decode and validate their uploads
     /// (rank 0 then only selects and folds); else they send the upload bytes.
     pub(crate) decode_remotely: bool,
+    /// The fold is sharded by item rows over the ranks ([`Simulation::fold_sharded`]); else
+    /// rank 0 folds every update.
+    pub(crate) shard: bool,
     /// The rank running each job of the round (0: not another rank's).
     owner: Vec<u32>,
     /// A rank failed this round: every later client of another rank fails with this.
@@ -99,9 +104,8 @@ impl<const K: usize> ClientHost<K> for RankHost {
         };
         let size = link.size();
         let mut assigned = vec![Vec::new(); size];
-        let mine = free.iter_mut().enumerate().filter(|(_, f)| **f);
-        for (f, (i, free)) in mine.enumerate() {
-            let r = rank_of(f, size);
+        for (i, free) in free.iter_mut().enumerate().filter(|(_, f)| **f) {
+            let r = owner(input.jobs[i].user, size);
             if r != 0 {
                 *free = false;
                 self.owner[i] = r as u32;
@@ -115,6 +119,7 @@ impl<const K: usize> ClientHost<K> for RankHost {
                     window: self.window as u32,
                     assigned: std::mem::take(&mut assigned[r]),
                     decode: self.decode_remotely,
+                    shard: self.shard,
                 };
                 send_msg(&*link, r, &cmd)
             })
@@ -208,6 +213,8 @@ impl RankHost {
                     slot.items = d.items;
                     slot.rows = d.rows;
                     slot.biases = d.biases;
+                    slot.rows_elsewhere = self.shard.then_some(d.row_count);
+                    slot.malicious = d.malicious;
                     slot.reject = d.reject;
                     slot.down = LinkBytes {
                         total: d.bytes_down,
@@ -236,6 +243,11 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             link.rank()
         );
         self.ranks.stop();
+        // The other ranks hold only their own users' ratings: the training mean comes from here.
+        let global_mean = super::mean_rating(&self.part.train).to_bits();
+        for r in 1..link.size() {
+            send_msg(&*link, r, &Command::Setup { global_mean })?;
+        }
         self.ranks.link = Some(link);
         Ok(())
     }
@@ -258,19 +270,24 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         loop {
             match recv_msg::<Command>(&**link, 0)? {
                 Command::Stop => return Ok(()),
+                Command::Setup { global_mean } => {
+                    let mean = f32::from_bits(global_mean);
+                    self.train_cfg = super::round_config(&self.cfg, false, mean)?;
+                    self.eval_cfg = super::round_config(&self.cfg, true, mean)?;
+                }
                 Command::Train {
                     round,
                     window,
                     assigned,
                     decode,
+                    shard,
                 } => {
                     cluster::receive_model(&**link, &mut self.params)?;
                     cluster::injected_fault(link.rank(), round)?;
                     self.round = round.saturating_sub(1);
                     let window = (window as usize).max(1);
-                    self.run_share(round, &assigned, window, decode, |w| {
-                        send_msg(&**link, 0, &w)
-                    })?;
+                    let shard = shard && decode;
+                    self.run_share(link, round, &assigned, window, decode, shard)?;
                 }
                 Command::Evaluate { round, test, users } => {
                     cluster::receive_model(&**link, &mut self.params)?;
@@ -289,15 +306,18 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
 
     /// A rank's part of round `round`: the `assigned` jobs, run by this rank's boards and
     /// devices, reported window by window (every window, possibly empty); with `decode`, their
-    /// downlinks counted and their uploads decoded and validated here.
+    /// downlinks counted and their uploads decoded and validated here; with `shard`, this
+    /// rank's shard of the round's sums folded here and sent to rank 0 at the end.
     fn run_share(
         &mut self,
+        link: &Link,
         round: u32,
         assigned: &[u32],
         window: usize,
         decode: bool,
-        mut report: impl FnMut(WindowReport) -> Result<()>,
+        shard: bool,
     ) -> Result<()> {
+        self.agg.reset();
         let sample = self.sample(round);
         let jobs = self.configure(round, &sample);
         self.prepare_downlink(round)?;
@@ -340,13 +360,19 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                     Outcome::Failed(e) => Ran::Failed(format!("{e:#}")),
                     Outcome::NotRun | Outcome::Dropped => Ran::NotRun,
                 };
+                // In a sharded fold the rows stay here until rank 0 has selected.
+                fn keep<T>(shard: bool, v: &mut Vec<T>) -> Vec<T> {
+                    if shard { Vec::new() } else { std::mem::take(v) }
+                }
                 let decoded = (decode && matches!(ran, Ran::Sent { .. })).then(|| Decoded {
                     weight: slot.header.weight,
+                    row_count: slot.items.len() as u32,
+                    malicious: slot.malicious,
                     metrics: slot.header.metrics,
                     rows_in_header: slot.header.rows,
-                    items: std::mem::take(&mut slot.items),
-                    rows: std::mem::take(&mut slot.rows),
-                    biases: std::mem::take(&mut slot.biases),
+                    items: keep(shard, &mut slot.items),
+                    rows: keep(shard, &mut slot.rows),
+                    biases: keep(shard, &mut slot.biases),
                     reject: slot.reject.take(),
                     bytes_down: slot.down.total,
                     framing_down: slot.down.framing,
@@ -368,17 +394,94 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                     decoded,
                 });
             }
-            report(w)?;
+            let mine: Vec<u32> = w.clients.iter().map(|c| c.job).collect();
+            send_msg(&**link, 0, &w)?;
+            if shard {
+                self.fold_window_share(link, &range, &mine)?;
+            }
         }
         ensure!(
             next.next().is_none(),
             "round {round}: the assigned jobs are not in sample order"
         );
+        if shard {
+            link.send(0, &self.agg.shard_bytes(link.rank(), link.size()))
+                .context("sending this rank's shard of the sums")?;
+        }
         Ok(())
     }
 
-    /// Rank 0's evaluation of `users` of `split`, shared out round-robin over the ranks and
-    /// put back in user order.
+    /// A rank's side of one window of a sharded fold: which of its jobs `mine` rank 0 took,
+    /// then the exchange of their rows and this rank's shard summed.
+    fn fold_window_share(&mut self, link: &Link, range: &Range<usize>, mine: &[u32]) -> Result<()> {
+        let mut take = Vec::new();
+        link.broadcast(&mut take)
+            .context("receiving the window's selection from rank 0")?;
+        ensure!(
+            take.len() == range.len(),
+            "rank 0 selected over {} clients, the window has {}",
+            take.len(),
+            range.len()
+        );
+        let taken: Vec<(u32, &Slot)> = mine
+            .iter()
+            .filter(|&&j| take[j as usize - range.start] != 0)
+            .map(|&j| (j, &self.slots[j as usize - range.start]))
+            .collect();
+        let agg = &mut self.agg;
+        self.devices
+            .pool
+            .install(|| exchange_and_fold::<K>(link, agg, &taken))
+    }
+
+    /// Rank 0's fold of one window of a sharded fold (`take`: the window's selected clients):
+    /// tells the ranks which it took, records every taken client's weight and metrics in
+    /// sample order, and sums its own shard of the rows while every rank sums its own.
+    pub(crate) fn fold_sharded(&mut self, base: usize, take: &[bool]) -> Result<()> {
+        let link = self
+            .ranks
+            .link()
+            .context("internal: a sharded fold without ranks")?;
+        let mut bits: Vec<u8> = take.iter().map(|&t| u8::from(t)).collect();
+        link.broadcast(&mut bits)
+            .context("broadcasting the window's selection")?;
+        for (slot, _) in self.slots.iter().zip(take).filter(|&(_, &t)| t) {
+            self.agg
+                .add_client(slot.header.weight, &slot.header.metrics);
+        }
+        let ranks = &self.ranks;
+        let taken: Vec<(u32, &Slot)> = take
+            .iter()
+            .enumerate()
+            .filter(|&(i, &t)| t && !ranks.decodes(base + i))
+            .map(|(i, _)| ((base + i) as u32, &self.slots[i]))
+            .collect();
+        let agg = &mut self.agg;
+        self.devices
+            .pool
+            .install(|| exchange_and_fold::<K>(&link, agg, &taken))
+    }
+
+    /// Rank 0, at the end of a sharded fold: every other rank's shard of the sums into the
+    /// aggregate, which then holds what one process would have summed.
+    pub(crate) fn gather_shards(&mut self) -> Result<()> {
+        let link = self
+            .ranks
+            .link()
+            .context("internal: a sharded fold without ranks")?;
+        for r in 1..link.size() {
+            let bytes = link
+                .recv(r)
+                .with_context(|| format!("rank {r}: its shard"))?;
+            self.agg
+                .set_shard(r, link.size(), &bytes)
+                .with_context(|| format!("rank {r}: its shard"))?;
+        }
+        Ok(())
+    }
+
+    /// Rank 0's evaluation of `users` of `split`, each on the rank that holds its ratings, put
+    /// back in user order.
     pub(crate) fn evaluate_across(
         &mut self,
         link: &Link,
@@ -387,12 +490,11 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         split: Split,
     ) -> Result<Vec<Option<UserEval>>> {
         let size = link.size();
+        let rank_of = |p: usize| owner(set.users()[users[p]], size);
         let share = |r: usize| -> Vec<usize> {
-            users
-                .iter()
-                .enumerate()
-                .filter(|&(p, _)| rank_of(p, size) == r)
-                .map(|(_, &u)| u)
+            (0..users.len())
+                .filter(|&p| rank_of(p) == r)
+                .map(|p| users[p])
                 .collect()
         };
         for r in 1..size {
@@ -421,10 +523,76 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
         }
         Ok((0..users.len())
             .map(|p| {
-                parts[rank_of(p, size)]
+                parts[rank_of(p)]
                     .next()
                     .expect("each rank's share has its users")
             })
             .collect())
     }
+}
+
+/// The rank that sums item `item`'s row in a sharded fold: strided, not contiguous ranges,
+/// because dense ids follow first appearance, so the popular items crowd the low ids.
+pub(crate) fn shard_of(item: u32, size: usize) -> usize {
+    item as usize % size
+}
+
+/// One window of a sharded fold on any rank: the `taken` clients' rows this rank holds go to
+/// their shards' owners (all to all), and this rank sums the rows of its own shard over every
+/// rank's taken clients in sample order: each row's sum is the one-process sum, bit for bit.
+fn exchange_and_fold<const K: usize>(
+    link: &Link,
+    agg: &mut Aggregator,
+    taken: &[(u32, &Slot)],
+) -> Result<()> {
+    let (me, size) = (link.rank(), link.size());
+    let mut out: Vec<Vec<Piece>> = (0..size).map(|_| Vec::new()).collect();
+    let mut piece: Vec<Option<Piece>> = (0..size).map(|_| None).collect();
+    for &(job, slot) in taken {
+        let weight = slot.header.weight;
+        if weight == 0 {
+            continue;
+        }
+        for (r, &item) in slot.items.iter().enumerate() {
+            let p = piece[shard_of(item, size)].get_or_insert_with(|| Piece {
+                job,
+                weight,
+                items: Vec::new(),
+                rows: Vec::new(),
+                biases: Vec::new(),
+            });
+            p.items.push(item);
+            p.rows.extend_from_slice(&slot.rows[r * K..(r + 1) * K]);
+            if let Some(&b) = slot.biases.get(r) {
+                p.biases.push(b);
+            }
+        }
+        for (pieces, p) in out.iter_mut().zip(&mut piece) {
+            pieces.extend(p.take());
+        }
+    }
+    let mut pieces = std::mem::take(&mut out[me]);
+    let bytes = out
+        .iter()
+        .map(postcard::to_allocvec)
+        .collect::<Result<Vec<_>, _>>()
+        .context("encoding update rows")?;
+    let got = link.exchange(bytes).context("exchanging update rows")?;
+    for (r, b) in got.iter().enumerate().filter(|&(r, _)| r != me) {
+        let p: Vec<Piece> = postcard::from_bytes(b)
+            .with_context(|| format!("rank {r} sent malformed update rows"))?;
+        pieces.extend(p);
+    }
+    // A client sends a shard one piece at most, so the job alone orders them.
+    pieces.sort_unstable_by_key(|p| p.job);
+    let rows: Vec<ClientRows<'_>> = pieces
+        .iter()
+        .map(|p| ClientRows {
+            weight: p.weight,
+            items: &p.items,
+            rows: &p.rows,
+            biases: &p.biases,
+        })
+        .collect();
+    agg.add_rows_scaled(&rows, |_| 1.0)
 }

@@ -11,6 +11,9 @@ use crate::server::validate::Reject;
 /// broadcast.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Command {
+    /// The run's constants that need the whole training split (`f32` bits of its mean rating),
+    /// sent once when rank 0 takes the lead.
+    Setup { global_mean: u32 },
     /// Run these jobs (indices into the round's sample) of round `round`, reporting window by
     /// window of `window` jobs.
     Train {
@@ -20,6 +23,10 @@ pub(crate) enum Command {
         /// Count the downlink and decode and validate the uploads there (else rank 0 does,
         /// from the bytes).
         decode: bool,
+        /// Fold the round sharded by item rows: after each window's report, rank 0
+        /// broadcasts which of its jobs it took and the ranks exchange those updates' rows by
+        /// shard ([`Piece`]); the rank's shard of the sums goes to rank 0 at the round's end.
+        shard: bool,
     },
     /// Evaluate these users (indices into the split's clients) on the model after `round`
     /// rounds.
@@ -56,10 +63,13 @@ pub(crate) struct ClientReport {
     pub(crate) decoded: Option<Decoded>,
 }
 
-/// An upload as the server's decoder and validator read it on the rank that ran the client.
+/// An upload as the server's decoder and validator read it on the rank that ran the client
+/// (without its rows in a sharded fold: they go to their shards' owners).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Decoded {
     pub(crate) weight: u32,
+    pub(crate) row_count: u32,
+    pub(crate) malicious: bool,
     pub(crate) metrics: Metrics,
     pub(crate) rows_in_header: u32,
     pub(crate) items: Vec<u32>,
@@ -80,6 +90,17 @@ pub(crate) struct WindowReport {
     pub(crate) link_faults: u64,
     pub(crate) link_errors: u32,
     pub(crate) link_retries: u32,
+}
+
+/// The rows of one taken client that fall in one shard of the items, for the shard's owner.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Piece {
+    /// The client's index in the round's sample (the order every row is summed in).
+    pub(crate) job: u32,
+    pub(crate) weight: u32,
+    pub(crate) items: Vec<u32>,
+    pub(crate) rows: Vec<f32>,
+    pub(crate) biases: Vec<f32>,
 }
 
 /// A rank's evaluation of its users, in order (`None`: the user had no example to evaluate).
