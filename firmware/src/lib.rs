@@ -28,6 +28,8 @@ pub mod rows;
 pub mod store;
 
 #[cfg(test)]
+mod proto_auth_tests;
+#[cfg(test)]
 mod proto_tests;
 
 #[cfg(target_os = "none")]
@@ -47,7 +49,7 @@ pub mod semihosting_link;
 #[cfg(target_os = "none")]
 pub mod stack;
 
-pub use proto::{Board, BoardInfo, LinkError};
+pub use proto::{Board, BoardInfo, BoardKey, LinkError, sealed_buf_len};
 
 /// This firmware's version, sent in `Hello` (the build id is 0: no commit hash is embedded).
 pub const FIRMWARE_VERSION: fedrecon_core::wire::FirmwareVersion =

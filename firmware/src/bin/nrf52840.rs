@@ -10,8 +10,8 @@ use cortex_m_rt::entry;
 use defmt_rtt as _;
 use embedded_io::{ErrorKind, ErrorType, Read, Write};
 use fedrecon_core::Device;
-use fedrecon_core::wire::max_frame_buf_len;
-use fedrecon_firmware::{Board, BoardInfo, CachedRows};
+use fedrecon_core::wire::auth::DeviceKey;
+use fedrecon_firmware::{Board, BoardInfo, BoardKey, CachedRows, sealed_buf_len};
 use nrf52840_hal::gpio::{Level, p0};
 use nrf52840_hal::pac;
 use nrf52840_hal::uarte::{self, Baudrate, Parity, Uarte};
@@ -20,7 +20,42 @@ use static_cell::ConstStaticCell;
 
 const K: usize = 50;
 const N: usize = 300;
-const FB: usize = max_frame_buf_len(K);
+const FB: usize = sealed_buf_len(K);
+/// The board's enrolled id and key (core/WIRE.md 7), from the build (`build.rs` checks them).
+const DEVICE_ID: u32 = parse_u32(env!("FEDRECON_DEVICE_ID"));
+const DEVICE_KEY: [u8; 32] = parse_key(env!("FEDRECON_DEVICE_KEY"));
+
+const fn parse_u32(s: &str) -> u32 {
+    let b = s.as_bytes();
+    let mut v: u32 = 0;
+    let mut i = 0;
+    while i < b.len() {
+        v = v * 10 + (b[i] - b'0') as u32;
+        i += 1;
+    }
+    v
+}
+
+const fn hex(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        b'A'..=b'F' => c - b'A' + 10,
+        _ => panic!("FEDRECON_DEVICE_KEY: not a hex digit"),
+    }
+}
+
+const fn parse_key(s: &str) -> [u8; 32] {
+    let b = s.as_bytes();
+    assert!(b.len() == 64, "FEDRECON_DEVICE_KEY: 64 hex digits");
+    let mut k = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        k[i] = hex(b[2 * i]) << 4 | hex(b[2 * i + 1]);
+        i += 1;
+    }
+    k
+}
 
 static DEVICE: ConstStaticCell<Device<f32, N, K>> = ConstStaticCell::new(Device::new());
 // Item biases kept (N of them, 1.2 KB): every model of the simulator runs on the board.
@@ -76,11 +111,19 @@ fn main() -> ! {
         firmware: fedrecon_firmware::FIRMWARE_VERSION,
     };
     let mut board: Board<'_, f32, N, K, FB, N> = Board::new(DEVICE.take(), ROWS.take(), info);
+    // No random source or boot counter here: the device nonce starts at 0 every boot (the
+    // server's nonce is fresh per session, which is what keeps session keys apart).
+    board.set_key(BoardKey {
+        device: DEVICE_ID,
+        key: DeviceKey(DEVICE_KEY),
+        nonce: 0,
+    });
     defmt::info!(
-        "fedrecon nRF52840-DK board: K={} N={} max_frame={}",
+        "fedrecon nRF52840-DK board: K={} N={} max_frame={} device={}",
         K,
         N,
-        FB
+        FB,
+        DEVICE_ID
     );
     loop {
         // The UARTE reports framing/overrun errors; log them and keep serving (the host

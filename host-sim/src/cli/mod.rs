@@ -211,6 +211,10 @@ pub struct TrainArgs {
     /// Repeat for several.
     #[arg(long = "device", value_name = "SPEC")]
     pub devices: Vec<String>,
+    /// The enrolment file of the --device boards (`ID KEY` lines, host-sim/SECURITY.md):
+    /// every real board's link is authenticated, so --device needs it.
+    #[arg(long, value_name = "FILE")]
+    pub enrolment: Option<PathBuf>,
     /// Inject faults into the QEMU boards' links at RATE per frame and direction (bit flips,
     /// dropped / duplicated bytes, truncated frames, board resets; seeded by --seed): failed
     /// exchanges are retried once, then the client is dropped (host-sim/RELIABILITY.md).
@@ -360,6 +364,10 @@ pub struct RecommendArgs {
     /// Compute it on a real board: `tcp:HOST:PORT` or a serial port (`/dev/ttyACM0`).
     #[arg(long = "device", value_name = "SPEC")]
     pub devices: Vec<String>,
+    /// The enrolment file of the --device boards (`ID KEY` lines, host-sim/SECURITY.md):
+    /// every real board's link is authenticated, so --device needs it.
+    #[arg(long, value_name = "FILE")]
+    pub enrolment: Option<PathBuf>,
 }
 
 /// Parses arguments, sets up logging, runs the command.
@@ -495,6 +503,7 @@ fn serve_rank(a: &TrainArgs, link: &fedrecon_host_sim::cluster::Link) -> Result<
         timeouts: None,
         users: Vec::new(),
         flash_dir: a.board_flash.clone(),
+        enrolment: a.enrolment.clone(),
     };
     fedrecon_host_sim::run::serve(&cfg, &ratings, link, &boards)
 }
@@ -554,6 +563,7 @@ fn train_as(a: TrainArgs, link: Option<fedrecon_host_sim::cluster::Link>) -> Res
             })
             .collect::<Result<_>>()?,
         flash_dir: a.board_flash.clone(),
+        enrolment: a.enrolment.clone(),
     };
     let res = fedrecon_host_sim::run::run_checkpointed(&cfg, &ratings, &opts, &ck, &boards)?;
     println!("{}", output::summary_table(&res.records, res.seconds));
@@ -665,6 +675,7 @@ fn recommend(a: RecommendArgs) -> Result<()> {
         qemu_devices: a.qemu_devices,
         firmware: a.firmware.clone(),
         devices: a.devices.clone(),
+        enrolment: a.enrolment.clone(),
         ..Default::default()
     };
     let top = if boards.any() {

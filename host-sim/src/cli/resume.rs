@@ -131,6 +131,7 @@ pub fn resume(a: TrainArgs, link: Option<fedrecon_host_sim::cluster::Link>) -> R
         (a.board_eval, "--board-eval"),
         (!a.board_users.is_empty(), "--board-users"),
         (a.board_flash.is_some(), "--board-flash"),
+        (a.enrolment.is_some(), "--enrolment"),
     ] {
         ensure!(
             !given,

@@ -430,6 +430,9 @@ impl<const K: usize> ClientHost<K> for BoardHost {
             for (i, report) in at.into_iter().zip(self.boards.finish(pending)) {
                 faults.link_errors += report.link_errors;
                 faults.link_retries += u32::from(report.retried);
+                if let Some(why) = report.auth_refused {
+                    *faults.auth_refused.entry(why.to_owned()).or_default() += 1;
+                }
                 self.ready.push(match report.update {
                     Ok(Some((bytes, rows))) => (
                         i,

@@ -1,0 +1,208 @@
+//! The host's end of an authenticated board link (core/WIRE.md 7): the session it opens with
+//! a board's `SessionOpen` ([`Enrolment::accept`]), the sealing of every frame it sends and
+//! the opening of every frame it receives.
+//!
+//! The rest of the board code speaks plain frames: [`LinkAuth::seal`] reseals a run of plain
+//! frames before they go on the link, [`LinkAuth::open`] turns a received sealed frame back
+//! into the plain frame it carries (same kind and payload), so the update decoder the engine
+//! shares with virtual devices reads a board's update unchanged. Refusals are counted by name
+//! ([`AuthCounts`]) and reported as a [`Refused`] error.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow};
+use fedrecon_core::wire::auth::{AuthError, SEAL_LEN, Session, SessionOpen, sealed_frame_buf_len};
+use fedrecon_core::wire::{ErrorCode, ErrorMsg, Frame, encode_frame_with, next_raw_frame};
+
+use crate::board::enrol::{AuthCounts, Enrolment};
+use fedrecon_core::wire::auth::DeviceKey;
+
+/// The QEMU board images' key file in their working directory
+/// (`firmware/src/qemu_board.rs`): device id (`u32` LE), key (32 bytes), first session
+/// nonce (`u64` LE).
+pub const KEY_FILE: &str = "fedrecon-key.bin";
+
+/// Provisions a QEMU board that will run in `dir`: draws a fresh random key (and first
+/// device nonce) from the OS, writes the board's key file (owner-only permissions) and
+/// returns the enrolment holding only that device, which the simulator keeps in memory.
+pub fn provision_key_file(dir: &std::path::Path, device: u32) -> Result<Enrolment> {
+    let mut secret = [0u8; 40];
+    getrandom::fill(&mut secret).map_err(|e| anyhow!("drawing a device key: {e}"))?;
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&secret[..32]);
+    let mut file = Vec::with_capacity(44);
+    file.extend_from_slice(&device.to_le_bytes());
+    file.extend_from_slice(&secret);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(KEY_FILE);
+    write_private(&path, &file).with_context(|| format!("writing {}", path.display()))?;
+    let mut enrolment = Enrolment::default();
+    enrolment.enrol(device, DeviceKey(key))?;
+    Ok(enrolment)
+}
+
+/// Writes a file only its owner can read (on Unix).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(bytes)
+}
+
+/// A frame (or a session) the authentication layer refused: the board's client is dropped
+/// for the round and the link gets a new session. `name` is [`AuthError::name`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The refusal's stable name (for metrics).
+    pub name: &'static str,
+    /// What was refused, and by whom.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "refused by authentication ({}): {}",
+            self.name, self.detail
+        )
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl Refused {
+    /// The host refused a board's frame.
+    pub(crate) fn by_host(e: &AuthError) -> Refused {
+        Refused {
+            name: e.name(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// The board refused one of the host's frames (its `Error` of code `Unauthenticated`).
+    pub(crate) fn by_board(e: &ErrorMsg) -> Option<Refused> {
+        if e.code != ErrorCode::Unauthenticated {
+            return None;
+        }
+        let name = match e.detail {
+            Some(1) => "unsealed",
+            Some(2) => "bad_tag",
+            Some(3) => "replayed",
+            Some(4) => "sequence_gap",
+            Some(5) => "sequence_exhausted",
+            Some(6) => "not_enrolled",
+            Some(7) => "wrong_device",
+            _ => "unauthenticated",
+        };
+        Some(Refused {
+            name,
+            detail: format!("the board refused a frame of round {} ({name})", e.round),
+        })
+    }
+}
+
+/// The host's side of one board's authenticated link.
+#[derive(Debug)]
+pub(crate) struct LinkAuth {
+    enrolment: Arc<Enrolment>,
+    /// The device this link belongs to: known for a QEMU board the simulator provisioned,
+    /// learnt from the first session of a real board (a later session naming another device
+    /// is refused as `WrongDevice`).
+    pub(crate) device: Option<u32>,
+    session: Option<Session>,
+    /// Refusals so far, by name.
+    pub(crate) refused: AuthCounts,
+}
+
+impl LinkAuth {
+    pub(crate) fn new(enrolment: Arc<Enrolment>, device: Option<u32>) -> LinkAuth {
+        LinkAuth {
+            enrolment,
+            device,
+            session: None,
+            refused: AuthCounts::default(),
+        }
+    }
+
+    /// Forgets the session (a resync opens a new one).
+    pub(crate) fn close(&mut self) {
+        self.session = None;
+    }
+
+    /// Whether a session is open.
+    pub(crate) fn is_open(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// Answers a board's `SessionOpen`: a new session, and the encoded answer to send; a
+    /// refusal (not enrolled, another device than the link's) is counted.
+    pub(crate) fn accept(&mut self, open: &SessionOpen) -> Result<Vec<u8>, AuthError> {
+        let (session, answer) = self
+            .enrolment
+            .accept(open, self.device, &mut self.refused)?;
+        let mut buf = vec![0u8; sealed_frame_buf_len(32)];
+        let n = answer.encode(&mut buf)?;
+        buf.truncate(n);
+        self.device = Some(open.device);
+        self.session = Some(session);
+        Ok(buf)
+    }
+
+    /// Seals a run of plain frames (each ending in `0x00`; empty frames, e.g. a leading
+    /// delimiter, are kept as they are) with the open session.
+    pub(crate) fn seal(&mut self, plain: &[u8]) -> Result<Vec<u8>> {
+        let session = self
+            .session
+            .as_mut()
+            .ok_or_else(|| anyhow!("no authenticated session to seal frames with"))?;
+        let mut out = Vec::with_capacity(plain.len() + plain.len() / 64 * SEAL_LEN + 64);
+        let mut raw = Vec::new();
+        let mut sealed = Vec::new();
+        let mut parts = plain.split(|&b| b == 0).peekable();
+        while let Some(part) = parts.next() {
+            if !part.is_empty() {
+                let mut encoded = part.to_vec();
+                encoded.push(0);
+                raw.resize(encoded.len() + 8, 0);
+                let (_, r) = next_raw_frame(&encoded, &mut raw);
+                let r = r
+                    .context("sealing a plain frame")?
+                    .context("sealing an empty frame")?;
+                let frame = Frame::check(r).context("sealing a plain frame")?;
+                sealed.resize(sealed_frame_buf_len(frame.payload.len()), 0);
+                let n = session
+                    .seal_frame_with(frame.kind, &mut sealed, |p| {
+                        p[..frame.payload.len()].copy_from_slice(frame.payload);
+                        Ok(frame.payload.len())
+                    })
+                    .map_err(|e| anyhow!("sealing a {:?} frame: {e}", frame.kind))?;
+                // Without its delimiter: the split's join puts it back.
+                out.extend_from_slice(&sealed[..n - 1]);
+            }
+            if parts.peek().is_some() {
+                out.push(0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens one received frame (its encoded bytes, delimiter included) with the session and
+    /// returns the plain frame it carries, encoded. The session is unchanged by a refusal.
+    pub(crate) fn open(&mut self, encoded: &[u8]) -> Result<Vec<u8>, AuthError> {
+        let session = self.session.as_mut().ok_or(AuthError::BadTag)?;
+        let mut raw = vec![0u8; encoded.len() + 8];
+        let (_, r) = next_raw_frame(encoded, &mut raw);
+        let r = r?.ok_or(AuthError::Wire(fedrecon_core::wire::WireError::Truncated))?;
+        let frame = session.open(r)?;
+        let mut plain = vec![0u8; sealed_frame_buf_len(frame.payload.len())];
+        let n = encode_frame_with(frame.kind, &mut plain, |p| {
+            p[..frame.payload.len()].copy_from_slice(frame.payload);
+            Ok(frame.payload.len())
+        })?;
+        plain.truncate(n);
+        Ok(plain)
+    }
+}
