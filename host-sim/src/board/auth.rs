@@ -113,8 +113,6 @@ pub(crate) struct LinkAuth {
     /// is refused as `WrongDevice`).
     pub(crate) device: Option<u32>,
     session: Option<Session>,
-    /// Refusals so far, by name.
-    pub(crate) refused: AuthCounts,
 }
 
 impl LinkAuth {
@@ -123,7 +121,6 @@ impl LinkAuth {
             enrolment,
             device,
             session: None,
-            refused: AuthCounts::default(),
         }
     }
 
@@ -138,11 +135,13 @@ impl LinkAuth {
     }
 
     /// Answers a board's `SessionOpen`: a new session, and the encoded answer to send; a
-    /// refusal (not enrolled, another device than the link's) is counted.
-    pub(crate) fn accept(&mut self, open: &SessionOpen) -> Result<Vec<u8>, AuthError> {
-        let (session, answer) = self
-            .enrolment
-            .accept(open, self.device, &mut self.refused)?;
+    /// refusal (not enrolled, another device than the link's) is counted in `refused`.
+    pub(crate) fn accept(
+        &mut self,
+        open: &SessionOpen,
+        refused: &mut AuthCounts,
+    ) -> Result<Vec<u8>, AuthError> {
+        let (session, answer) = self.enrolment.accept(open, self.device, refused)?;
         let mut buf = vec![0u8; sealed_frame_buf_len(32)];
         let n = answer.encode(&mut buf)?;
         buf.truncate(n);

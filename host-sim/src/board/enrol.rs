@@ -170,6 +170,22 @@ impl AuthCounts {
     pub fn total(&self) -> u64 {
         self.0.values().sum()
     }
+
+    /// Counts one refusal by name (a board's own refusal, reported in its `Error`).
+    pub fn count_name(&mut self, name: &str) {
+        *self.0.entry(name.to_owned()).or_default() += 1;
+    }
+
+    /// The refusals counted since `before` (an earlier copy of these counts).
+    pub fn since(&self, before: &AuthCounts) -> AuthCounts {
+        AuthCounts(
+            self.0
+                .iter()
+                .map(|(k, &v)| (k.clone(), v - before.0.get(k).copied().unwrap_or(0)))
+                .filter(|&(_, v)| v > 0)
+                .collect(),
+        )
+    }
 }
 
 #[cfg(test)]

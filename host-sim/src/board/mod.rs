@@ -39,7 +39,7 @@ use fedrecon_core::wire::{
 use fedrecon_core::{Phase, RoundConfig, ScalarKind};
 
 use crate::board::auth::{LinkAuth, Refused};
-use crate::board::enrol::Enrolment;
+use crate::board::enrol::{AuthCounts, Enrolment};
 use crate::board::link_faults::{FaultCounts, FaultyLink, Reconnect};
 use crate::board::links::LinkTimeouts;
 use fedrecon_core::wire::auth::SessionOpen;
@@ -68,6 +68,10 @@ pub struct BoardOptions {
     /// Fault rate per frame and direction injected on every board's link
     /// (`--link-faults RATE`, [`crate::board::link_faults`]); 0 = none.
     pub link_faults: f64,
+    /// Attack rate per frame and direction on every QEMU board's authenticated link: forged,
+    /// altered, replayed and wrong-device frames (`--link-attacks RATE`,
+    /// [`crate::board::link_faults`]); 0 = none.
+    pub link_attacks: f64,
     /// The read timeout of a faulty link (default [`FAULTY_READ_TIMEOUT`]); shorter suits
     /// boards that only get small clients.
     pub link_timeout: Option<Duration>,
@@ -221,6 +225,8 @@ pub struct Board {
     auth: Option<LinkAuth>,
     /// Bytes read from the link (sealed frames as they arrived).
     rx_bytes: u64,
+    /// Frames and sessions refused by the authentication layer, by the host or the board.
+    refused: AuthCounts,
     /// A QEMU board's working directory when no flash directory was asked for (holds its
     /// key file), removed with the board.
     _dir: Option<tempfile::TempDir>,
@@ -238,8 +244,9 @@ pub struct BoardReport {
     pub link_errors: u32,
     /// Whether the client was retried.
     pub retried: bool,
-    /// The authentication refusal that dropped the client ([`auth::Refused::name`]).
-    pub auth_refused: Option<&'static str>,
+    /// Refusals by the authentication layer during the exchange, by name (one of them
+    /// dropped the client; others may come from the resynchronisations).
+    pub auth_refused: AuthCounts,
 }
 
 impl std::fmt::Debug for Board {
@@ -396,16 +403,17 @@ impl Board {
         seed: u64,
         timeout: Duration,
     ) -> Result<Vec<Board>> {
-        Board::boot_qemu_in(elf, n, k, rate, seed, timeout, None)
+        Board::boot_qemu_in(elf, n, k, (rate, 0.0), seed, timeout, None)
     }
 
     /// [`Board::boot_qemu_with_faults`] with each board's emulated flash (its own dataset,
-    /// `--board-users`) in `flash/qemu{i}/` when `flash` is given, kept across restarts.
+    /// `--board-users`) in `flash/qemu{i}/` when `flash` is given, kept across restarts;
+    /// `(rate, attacks)`: the fault and attack rates of its link.
     pub fn boot_qemu_in(
         elf: &Path,
         n: usize,
         k: usize,
-        rate: f64,
+        (rate, attacks): (f64, f64),
         seed: u64,
         timeout: Duration,
         flash: Option<&Path>,
@@ -436,7 +444,7 @@ impl Board {
             )
             .with_context(|| format!("board {name}: provisioning its key"))?;
             let (qemu, s) = spawn_qemu(elf, &name, dir.as_deref())?;
-            let mut b = if rate > 0.0 {
+            let mut b = if rate > 0.0 || attacks > 0.0 {
                 s.set_read_timeout(Some(timeout))?;
                 s.set_nodelay(true)?;
                 let reconnect =
@@ -446,7 +454,8 @@ impl Board {
                     rate,
                     crate::seeds::derive(&[seed, 0x4c49_4e4b, i as u64]),
                     Some(reconnect),
-                );
+                )
+                .with_attacks(attacks, crate::seeds::derive(&[seed, 0x4154_4b, i as u64]));
                 let counts = link.counts();
                 let mut b = Board::over_link(name, Box::new(link));
                 b.faults = Some(counts);
@@ -530,6 +539,7 @@ impl Board {
             owner: None,
             auth: None,
             rx_bytes: 0,
+            refused: AuthCounts::default(),
             _dir: None,
             _qemu: None,
         }
@@ -628,10 +638,9 @@ impl Board {
         match SessionOpen::check(raw) {
             Ok(Some(open)) => {
                 let auth = self.auth.as_mut().expect("checked by the caller");
-                let answer = match auth.accept(&open) {
+                let answer = match auth.accept(&open, &mut self.refused) {
                     Ok(a) => a,
                     Err(e) => {
-                        self.stats.auth_refused += 1;
                         return Err(anyhow::Error::new(Refused::by_host(&e))
                             .context(format!("board {name}: session refused")));
                     }
@@ -737,6 +746,7 @@ impl Board {
     /// What the board did so far.
     pub fn stats(&self) -> BoardStats {
         let mut s = self.stats;
+        s.auth_refused = self.refused.total();
         if let Some(c) = &self.faults {
             s.faults = *c.lock().expect("fault counters");
         }
@@ -765,8 +775,9 @@ impl Board {
             update: Ok(None),
             link_errors: 0,
             retried: false,
-            auth_refused: None,
+            auth_refused: AuthCounts::default(),
         };
+        let refused_before = self.refused.clone();
         for attempt in 0..2 {
             if attempt == 1 {
                 report.retried = true;
@@ -775,6 +786,7 @@ impl Board {
             match self.train::<K>(cfg, num_items, rows, job) {
                 Ok(u) => {
                     report.update = Ok(Some(u));
+                    report.auth_refused = self.refused.since(&refused_before);
                     return report;
                 }
                 Err(e) => {
@@ -789,8 +801,7 @@ impl Board {
                     // A refused frame is not line noise: the client is not retried (nothing
                     // of its exchange is trusted), the link gets a new session.
                     let refused = e.chain().find_map(|c| c.downcast_ref::<Refused>());
-                    if let Some(r) = refused {
-                        report.auth_refused = Some(r.name);
+                    if refused.is_some() {
                         if let Err(e) = self.resync() {
                             tracing::warn!(board = %self.name, "board lost: {e:#}");
                             self.lost = true;
@@ -808,6 +819,7 @@ impl Board {
             }
         }
         self.stats.link_failures += 1;
+        report.auth_refused = self.refused.since(&refused_before);
         tracing::warn!(
             board = %self.name,
             round = job.round,
@@ -851,9 +863,19 @@ impl Board {
             Err(fedrecon_core::wire::auth::AuthError::Wire(e)) => {
                 Err(anyhow::Error::new(e).context(format!("board {}: bad frame", self.name)))
             }
+            Err(e @ fedrecon_core::wire::auth::AuthError::Unsealed { .. }) => {
+                // A board that refused the session (another device named, no session) can
+                // only answer plain: its reason is the one to count.
+                let by_board = match self.decode(&frame) {
+                    Ok(Message::Error(m)) => Refused::by_board(&m),
+                    _ => None,
+                };
+                let r = by_board.unwrap_or_else(|| Refused::by_host(&e));
+                self.refused.count_name(r.name);
+                Err(anyhow::Error::new(r).context(format!("board {}: frame refused", self.name)))
+            }
             Err(e) => {
-                a.refused.count(&e);
-                self.stats.auth_refused += 1;
+                self.refused.count(&e);
                 Err(anyhow::Error::new(Refused::by_host(&e))
                     .context(format!("board {}: frame refused", self.name)))
             }
@@ -996,8 +1018,8 @@ impl Board {
                 (b.rows as usize).div_ceil(fedrecon_core::wire::ROWS_PER_CHUNK)
             }
             Message::Error(e) if Refused::by_board(&e).is_some() => {
-                self.stats.auth_refused += 1;
                 let r = Refused::by_board(&e).expect("checked");
+                self.refused.count_name(r.name);
                 return Err(anyhow::Error::new(r).context(format!("board {name}")));
             }
             Message::Error(e) => bail!(
@@ -1059,6 +1081,11 @@ impl Boards {
             "link fault rate {}: must be in [0, 1)",
             opts.link_faults
         );
+        ensure!(
+            (0.0..1.0).contains(&opts.link_attacks),
+            "link attack rate {}: must be in [0, 1)",
+            opts.link_attacks
+        );
         let mut boards = Vec::new();
         if opts.qemu_devices > 0 {
             let elf = find_image(opts.firmware.as_deref(), scalar, k)?;
@@ -1075,9 +1102,9 @@ impl Boards {
                 &elf,
                 opts.qemu_devices,
                 k,
-                opts.link_faults,
+                (opts.link_faults, opts.link_attacks),
                 seed,
-                if opts.link_faults > 0.0 {
+                if opts.link_faults > 0.0 || opts.link_attacks > 0.0 {
                     opts.link_timeout.unwrap_or(FAULTY_READ_TIMEOUT)
                 } else {
                     opts.timeouts.unwrap_or_default().read
@@ -1097,8 +1124,8 @@ impl Boards {
         };
         for spec in &opts.devices {
             ensure!(
-                opts.link_faults == 0.0,
-                "link faults apply to QEMU boards only (BoardOptions::qemu_devices)"
+                opts.link_faults == 0.0 && opts.link_attacks == 0.0,
+                "link faults and attacks apply to QEMU boards only (BoardOptions::qemu_devices)"
             );
             boards.push(Board::open_with(
                 spec,
@@ -1251,7 +1278,7 @@ impl Boards {
                             update: Err(anyhow!("board {}: a rated item is out of range", b.name)),
                             link_errors: 0,
                             retried: false,
-                            auth_refused: None,
+                            auth_refused: AuthCounts::default(),
                         }
                     };
                     (b, res)
@@ -1277,7 +1304,7 @@ impl Boards {
                     update: Err(anyhow!("a board thread panicked")),
                     link_errors: 0,
                     retried: false,
-                    auth_refused: None,
+                    auth_refused: AuthCounts::default(),
                 },
             })
             .collect()

@@ -220,6 +220,11 @@ pub struct TrainArgs {
     /// exchanges are retried once, then the client is dropped (host-sim/RELIABILITY.md).
     #[arg(long, value_name = "RATE", default_value_t = 0.0)]
     pub link_faults: f64,
+    /// Attack the QEMU boards' authenticated links at RATE per frame and direction (forged,
+    /// altered, replayed and wrong-device frames; seeded by --seed): each is refused, counted
+    /// in the round's auth_refused, and its client dropped for the round (SECURITY.md).
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    pub link_attacks: f64,
     /// The boards also evaluate held-out users (the first of each evaluation that fit, one per
     /// board; the catalogue is streamed through the board for recall and NDCG): the metrics
     /// are identical to virtual evaluation.
@@ -498,6 +503,7 @@ fn serve_rank(a: &TrainArgs, link: &fedrecon_host_sim::cluster::Link) -> Result<
         firmware: a.firmware.clone(),
         devices: fedrecon_host_sim::cluster::devices_for_rank(&a.devices, link.rank())?,
         link_faults: a.link_faults,
+        link_attacks: a.link_attacks,
         link_timeout: None,
         evaluate: a.board_eval,
         timeouts: None,
@@ -546,6 +552,7 @@ fn train_as(a: TrainArgs, link: Option<fedrecon_host_sim::cluster::Link>) -> Res
             None => a.devices.clone(),
         },
         link_faults: a.link_faults,
+        link_attacks: a.link_attacks,
         link_timeout: None,
         evaluate: a.board_eval,
         // From the configuration's [reliability] section (run.rs).

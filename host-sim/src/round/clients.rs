@@ -430,8 +430,8 @@ impl<const K: usize> ClientHost<K> for BoardHost {
             for (i, report) in at.into_iter().zip(self.boards.finish(pending)) {
                 faults.link_errors += report.link_errors;
                 faults.link_retries += u32::from(report.retried);
-                if let Some(why) = report.auth_refused {
-                    *faults.auth_refused.entry(why.to_owned()).or_default() += 1;
+                for (why, n) in &report.auth_refused.0 {
+                    *faults.auth_refused.entry(why.clone()).or_default() += *n as u32;
                 }
                 self.ready.push(match report.update {
                     Ok(Some((bytes, rows))) => (
