@@ -366,6 +366,19 @@ fn link_is_dead(e: &anyhow::Error) -> bool {
         })
 }
 
+/// A board that answers a session request with a plain `Hello`: it has no key, and every
+/// board link is authenticated.
+#[derive(Debug)]
+struct NoKey;
+
+impl std::fmt::Display for NoKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the board does not authenticate its link")
+    }
+}
+
+impl std::error::Error for NoKey {}
+
 /// True when `encoded` is a board's `SessionOpen` (a keyed board asking for a session).
 fn is_session_open(encoded: &[u8]) -> bool {
     let mut raw = vec![0u8; encoded.len() + 8];
@@ -575,11 +588,19 @@ impl Board {
                     Ok(raw) if self.auth.as_ref().is_some_and(|a| !a.is_open()) => {
                         match self.handshake(&raw, k) {
                             Ok(()) => {}
-                            Err(e) if e.downcast_ref::<Refused>().is_some() => {
+                            Err(e) if e.downcast_ref::<NoKey>().is_some() => return Err(e),
+                            // Refused, or the link failed while answering: as a failed
+                            // exchange, a new attempt (or a reconnect).
+                            Err(e) => {
+                                let dead = self.reconnect.is_some() && link_is_dead(&e);
                                 last = e;
+                                if dead {
+                                    return Err(
+                                        last.context(format!("board {}: link lost", self.name))
+                                    );
+                                }
                                 break;
                             }
-                            Err(e) => return Err(e),
                         }
                     }
                     // A refused frame during the exchange: counted; a new session next.
@@ -589,6 +610,15 @@ impl Board {
                     }
                     Ok(raw) => match self.decode(&raw) {
                         Ok(Message::Hello(h)) => return Ok(h),
+                        // The board refused a frame of the new session (forged on the way):
+                        // no Hello will come; a new session next.
+                        Ok(Message::Error(m)) if Refused::by_board(&m).is_some() => {
+                            let r = Refused::by_board(&m).expect("checked");
+                            self.refused.count_name(r.name);
+                            last = anyhow::Error::new(r)
+                                .context(format!("board {}: session refused", self.name));
+                            break;
+                        }
                         Err(e) if plain && is_session_open(&raw) => {
                             return Err(e.context(format!(
                                 "board {}: it authenticates its link (core/WIRE.md 7): give \
@@ -657,11 +687,11 @@ impl Board {
             }
             Ok(None) => {
                 if matches!(self.decode(encoded), Ok(Message::Hello(_))) {
-                    bail!(
+                    return Err(anyhow::Error::new(NoKey).context(format!(
                         "board {name} answered without authenticating: its image has no key \
                          (QEMU: rebuild the images with `cargo build-fw`; a real board: build \
                          it with FEDRECON_DEVICE_ID / FEDRECON_DEVICE_KEY and enrol it)"
-                    );
+                    )));
                 }
                 Ok(())
             }
@@ -731,6 +761,11 @@ impl Board {
             "board ready"
         );
         Ok(())
+    }
+
+    /// Whether the link is authenticated and its session open (core/WIRE.md 7).
+    pub fn authenticated(&self) -> bool {
+        self.auth.as_ref().is_some_and(LinkAuth::is_open)
     }
 
     /// The board's name (`qemu0`, `tcp:...`, a port path).
