@@ -205,3 +205,119 @@ impl LinkAuth {
         Ok(plain)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedrecon_core::wire::auth::Role;
+    use fedrecon_core::wire::{Kind, Message, TopKRequest, next_frame};
+
+    fn linked() -> (LinkAuth, Session) {
+        let mut e = Enrolment::default();
+        e.enrol(5, DeviceKey([3; 32])).unwrap();
+        let mut host = LinkAuth::new(Arc::new(e), Some(5));
+        let mut counts = AuthCounts::default();
+        let answer = host
+            .accept(
+                &SessionOpen {
+                    device: 5,
+                    nonce: 77,
+                },
+                &mut counts,
+            )
+            .unwrap();
+        let mut raw = vec![0u8; 64];
+        let (_, r) = next_raw_frame(&answer, &mut raw);
+        let server = SessionOpen::check(r.unwrap().unwrap()).unwrap().unwrap();
+        let device = Session::new(&DeviceKey([3; 32]), Role::Device, 5, server.nonce, 77);
+        (host, device)
+    }
+
+    fn plain(round: u32) -> Vec<u8> {
+        let mut buf = vec![0u8; 64];
+        let n = Message::TopKRequest(TopKRequest { round, k: 4 })
+            .encode(&mut buf)
+            .unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    /// Sealed runs keep their empty frames, open at the device with the same payloads, and a
+    /// device's sealed frame opens back to the plain frame; a tampered one is refused and
+    /// the next genuine one still opens.
+    #[test]
+    fn seals_and_opens_frame_for_frame() {
+        let (mut host, mut device) = linked();
+        let run: Vec<u8> = [vec![0], plain(1), plain(2), vec![0]].concat();
+        let sealed = host.seal(&run).unwrap();
+        assert_eq!((sealed[0], sealed[sealed.len() - 1]), (0, 0));
+        let frames: Vec<&[u8]> = sealed
+            .split_inclusive(|&b| b == 0)
+            .filter(|f| f.len() > 1)
+            .collect();
+        assert_eq!(frames.len(), 2);
+        for (f, round) in frames.iter().zip([1, 2]) {
+            let mut raw = vec![0u8; 128];
+            let (_, r) = next_raw_frame(f, &mut raw);
+            let frame = device.open(r.unwrap().unwrap()).unwrap();
+            assert_eq!(frame.kind, Kind::TopKRequest);
+            let mut want = vec![0u8; 64];
+            let (_, w) = next_frame(&plain(round), &mut want);
+            assert_eq!(frame.payload, w.unwrap().unwrap().payload);
+        }
+        let mut buf = vec![0u8; 128];
+        let n = device
+            .seal_frame(Kind::TopKRequest, &TopKRequest { round: 9, k: 4 }, &mut buf)
+            .unwrap();
+        let mut forged = buf[..n].to_vec();
+        // A bit of the tag (COBS leaves non-zero bytes where they are, after the first).
+        let at = n - 8;
+        forged[at] ^= if forged[at] == 1 { 2 } else { 1 };
+        let e = host.open(&forged).unwrap_err();
+        assert!(matches!(e, AuthError::BadTag | AuthError::Wire(_)), "{e:?}");
+        assert_eq!(host.open(&buf[..n]).unwrap(), plain(9));
+        assert_eq!(
+            host.open(&buf[..n]).unwrap_err(),
+            AuthError::Replayed {
+                seq: 0,
+                expected: 1
+            }
+        );
+    }
+
+    /// The key file is what the QEMU images read (id, key, nonce: 44 bytes, owner-only), and
+    /// every board gets a key of its own.
+    #[test]
+    fn provisioned_key_files_are_private_and_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        provision_key_file(&dir.path().join("a"), 1).unwrap();
+        provision_key_file(&dir.path().join("b"), 2).unwrap();
+        let a = std::fs::read(dir.path().join("a").join(KEY_FILE)).unwrap();
+        let b = std::fs::read(dir.path().join("b").join(KEY_FILE)).unwrap();
+        assert_eq!((a.len(), &a[..4]), (44, &1u32.to_le_bytes()[..]));
+        assert_eq!(&b[..4], &2u32.to_le_bytes()[..]);
+        assert_ne!(a[4..36], b[4..36], "keys must be drawn per board");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("a").join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{mode:o}");
+        }
+    }
+
+    /// A real board without an enrolment file is refused before anything is opened.
+    #[test]
+    fn real_boards_need_an_enrolment() {
+        let opts = crate::board::BoardOptions {
+            devices: vec!["tcp:127.0.0.1:1".into()],
+            ..Default::default()
+        };
+        let e = crate::board::Boards::open(&opts, 8, fedrecon_core::ScalarKind::F32, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--enrolment FILE"), "{e}");
+    }
+}
