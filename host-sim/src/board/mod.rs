@@ -468,7 +468,10 @@ impl Board {
                     crate::seeds::derive(&[seed, 0x4c49_4e4b, i as u64]),
                     Some(reconnect),
                 )
-                .with_attacks(attacks, crate::seeds::derive(&[seed, 0x0041_544b, i as u64]));
+                .with_attacks(
+                    attacks,
+                    crate::seeds::derive(&[seed, 0x0041_544b, i as u64]),
+                );
                 let counts = link.counts();
                 let mut b = Board::over_link(name, Box::new(link));
                 b.faults = Some(counts);
