@@ -595,4 +595,88 @@ mod tests {
         assert_ne!(a, input);
         assert!(ca.total() > 50 && ca.resets > 0, "{ca:?}");
     }
+
+    /// Each attack does what it says: forged and altered frames fail the tag, a replay is the
+    /// previous frame again (refused as replayed) before the genuine one, a `SessionOpen`
+    /// names another device; frames that are neither sealed nor `SessionOpen` pass.
+    #[test]
+    fn attacks_are_refused_for_what_they_are() {
+        use fedrecon_core::wire::auth::{AuthError, DeviceKey, Role, Session};
+        use fedrecon_core::wire::{Kind, Message, TopKRequest};
+        let key = DeviceKey([1; 32]);
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..64u64 {
+            let mut tx = Session::new(&key, Role::Server, 3, 9, 4);
+            let mut rx = Session::new(&key, Role::Device, 3, 9, 4);
+            let mut a = AttackStream::new(1.0, seed);
+            let mut buf = vec![0u8; 128];
+            let mut raw = vec![0u8; 256];
+            let mut frames = Vec::new();
+            for round in 0..2 {
+                let n = tx
+                    .seal_frame(Kind::TopKRequest, &TopKRequest { round, k: 2 }, &mut buf)
+                    .unwrap();
+                frames.push(buf[..n].to_vec());
+            }
+            // The first frame goes through untouched for the replay to have something.
+            let mut first = frames[0].clone();
+            let mut quiet = AttackStream::new(0.0, seed);
+            assert_eq!(quiet.attack(&mut first), None);
+            a.last_sealed = Some(frames[0].clone());
+            let (_, r) = next_raw_frame(&frames[0], &mut raw);
+            rx.open(r.unwrap().unwrap()).unwrap();
+            let mut f = frames[1].clone();
+            let kind = a.attack(&mut f).expect("rate 1 attacks a sealed frame");
+            seen.insert(format!("{kind:?}"));
+            let (used, r) = next_raw_frame(&f, &mut raw);
+            let got = r.unwrap().map(|r| rx.open(r).map(|_| ()));
+            match kind {
+                Attack::Forge | Attack::Alter => {
+                    assert!(
+                        matches!(got, Some(Err(AuthError::BadTag))),
+                        "{kind:?} {got:?}"
+                    )
+                }
+                Attack::Replay => {
+                    assert_eq!(
+                        got,
+                        Some(Err(AuthError::Replayed {
+                            seq: 0,
+                            expected: 1
+                        }))
+                    );
+                    let (_, r) = next_raw_frame(&f[used..], &mut raw);
+                    assert!(
+                        rx.open(r.unwrap().unwrap()).is_ok(),
+                        "the genuine frame after it"
+                    );
+                }
+                Attack::WrongDevice => panic!("a sealed frame is not a SessionOpen"),
+            }
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        let mut open = vec![0u8; 64];
+        let n = SessionOpen {
+            device: 3,
+            nonce: 1,
+        }
+        .encode(&mut open)
+        .unwrap();
+        let mut f = open[..n].to_vec();
+        assert_eq!(
+            AttackStream::new(1.0, 1).attack(&mut f),
+            Some(Attack::WrongDevice)
+        );
+        let mut raw = vec![0u8; 64];
+        let (_, r) = next_raw_frame(&f, &mut raw);
+        let named = SessionOpen::check(r.unwrap().unwrap()).unwrap().unwrap();
+        assert_ne!(named.device, 3);
+        let mut plain = vec![0u8; 64];
+        let n = Message::TopKRequest(TopKRequest { round: 1, k: 2 })
+            .encode(&mut plain)
+            .unwrap();
+        let mut p = plain[..n].to_vec();
+        assert_eq!(AttackStream::new(1.0, 1).attack(&mut p), None);
+        assert_eq!(p, plain[..n]);
+    }
 }
