@@ -238,3 +238,77 @@ proptest::proptest! {
         proptest::prop_assert!(device.open(&r).is_ok());
     }
 }
+
+/// A `Session` is a `FrameWriter`: an update streamed through it is, frame for frame, the
+/// plain encoder's messages sealed in sequence (the device's uplink, WIRE.md 7.3), and the
+/// refusal codes map to `Error` code 16 with the reason's number.
+#[test]
+fn streaming_encoders_seal_frame_for_frame() {
+    use fedrecon_core::Device;
+    use fedrecon_core::wire::{
+        ErrorCode, ErrorMsg, Frame, RowEncoding, UpdateInfo, encode_update, encode_update_with,
+        update_buf_len,
+    };
+    const K: usize = 4;
+    let mut dev = Device::<f32, 16, K>::new();
+    for i in 0..8u32 {
+        dev.data_mut()
+            .push(i * 3, 1.0 + (i % 5) as f32, 40)
+            .unwrap();
+    }
+    let rows: Vec<[f32; K]> = (0..40)
+        .map(|i| core::array::from_fn(|j| ((i * 7 + j) % 11) as f32 / 11.0 - 0.5))
+        .collect();
+    let cfg = fedrecon_core::RoundConfig::default();
+    let update = dev
+        .train(&fedrecon_core::DenseRows::new(&rows), &cfg, 3)
+        .unwrap();
+    let info = UpdateInfo {
+        round: 2,
+        client: 9,
+    };
+    let mut buf = vec![0u8; sealed_frame_buf_len(update_buf_len(K))];
+    let mut plain = Vec::new();
+    encode_update(info, &update, RowEncoding::F32, &mut buf, |f: &[u8]| {
+        plain.push(f.to_vec());
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    let (mut server, mut device) = pair(&KEY, SERVER_NONCE);
+    let mut sealed = Vec::new();
+    encode_update_with(
+        &mut device,
+        info,
+        &update,
+        RowEncoding::F32,
+        &mut buf,
+        |f: &[u8]| {
+            sealed.push(f.to_vec());
+            Ok::<(), ()>(())
+        },
+    )
+    .unwrap();
+    assert_eq!(sealed.len(), plain.len());
+    assert!(plain.len() >= 2, "an UpdateBegin and at least one chunk");
+    for (s, p) in sealed.iter().zip(&plain) {
+        let s_raw = raw(s);
+        let opened = server.open(&s_raw).unwrap();
+        let p_raw = raw(p);
+        let want = Frame::check(&p_raw).unwrap();
+        assert_eq!((opened.kind, opened.payload), (want.kind, want.payload));
+        assert_eq!(s_raw.len(), p_raw.len() + SEAL_LEN);
+    }
+    let msg = ErrorMsg::from_auth(
+        4,
+        &AuthError::Replayed {
+            seq: 1,
+            expected: 2,
+        },
+    );
+    assert_eq!(
+        (msg.round, msg.code, msg.detail),
+        (4, ErrorCode::Unauthenticated, Some(3))
+    );
+    let wire = ErrorMsg::from_auth(4, &AuthError::Wire(WireError::Truncated));
+    assert_eq!(wire.code, ErrorCode::Truncated);
+}

@@ -331,7 +331,8 @@ fn arb_message_owned() -> impl Strategy<Value = Message<'static>> {
                 ErrorCode::BadChunkSequence,
                 ErrorCode::RoundFailed,
                 ErrorCode::Other,
-            ][usize::from(c % 6)],
+                ErrorCode::Unauthenticated,
+            ][usize::from(c % 7)],
             detail,
         })),
         (any::<(u32, u32)>())

@@ -5,25 +5,62 @@
 //! The dataset page is the last 4 KB of flash (`0xFF000`), which `memory-nrf52840.x` keeps
 //! out of the image, so flashing a new image leaves the user's data in place. The record
 //! format and checksum are `store`'s, as on QEMU; the NVMC erases the page and writes it
-//! word by word (`nor_store`).
+//! word by word (`nor_store`). Both images hold the device key they were built with and
+//! authenticate every frame (core/WIRE.md 7).
 
 use defmt_rtt as _;
 use embedded_io::{Read, Write};
 use fedrecon_core::Device;
-use fedrecon_core::wire::max_frame_buf_len;
+use fedrecon_core::wire::auth::DeviceKey;
 use nrf52840_hal::nvmc::Nvmc;
 use nrf52840_hal::pac;
 use panic_probe as _;
 use static_cell::ConstStaticCell;
 
 use crate::nor_store::NorStore;
-use crate::{Board, BoardInfo, CachedRows};
+use crate::{Board, BoardInfo, BoardKey, CachedRows, sealed_buf_len};
 
 /// Embedding width (the presets' K).
 pub const K: usize = 50;
 /// Ratings per client the board accepts (the tutorial's and the paper's per-user cap).
 pub const N: usize = 300;
-const FB: usize = max_frame_buf_len(K);
+const FB: usize = sealed_buf_len(K);
+/// The board's enrolled id and key (core/WIRE.md 7), from the build (`build.rs` checks them;
+/// `cargo build-fw` draws them and writes the enrolment line).
+const DEVICE_ID: u32 = parse_u32(env!("FEDRECON_DEVICE_ID"));
+const DEVICE_KEY: [u8; 32] = parse_key(env!("FEDRECON_DEVICE_KEY"));
+
+const fn parse_u32(s: &str) -> u32 {
+    let b = s.as_bytes();
+    let mut v: u32 = 0;
+    let mut i = 0;
+    while i < b.len() {
+        v = v * 10 + (b[i] - b'0') as u32;
+        i += 1;
+    }
+    v
+}
+
+const fn hex(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        b'A'..=b'F' => c - b'A' + 10,
+        _ => panic!("FEDRECON_DEVICE_KEY: not a hex digit"),
+    }
+}
+
+const fn parse_key(s: &str) -> [u8; 32] {
+    let b = s.as_bytes();
+    assert!(b.len() == 64, "FEDRECON_DEVICE_KEY: 64 hex digits");
+    let mut k = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        k[i] = hex(b[2 * i]) << 4 | hex(b[2 * i + 1]);
+        i += 1;
+    }
+    k
+}
 /// The dataset page: the last 4 KB of the 1 MB flash (outside `memory-nrf52840.x`'s FLASH).
 pub const STORE_START: usize = 0x000F_F000;
 /// One NVMC page: a record of up to 510 ratings.
@@ -58,12 +95,20 @@ pub fn serve_forever(link: &mut (impl Read + Write), store: &mut Store, name: &s
     };
     let mut board: Board<'_, f32, N, K, FB, N> =
         Board::with_store(DEVICE.take(), ROWS.take(), info, store);
+    // No random source or boot counter here: the device nonce starts at 0 every boot (the
+    // server's nonce is fresh per session, which is what keeps session keys apart).
+    board.set_key(BoardKey {
+        device: DEVICE_ID,
+        key: DeviceKey(DEVICE_KEY),
+        nonce: 0,
+    });
     defmt::info!(
-        "fedrecon nRF52840-DK board ({}): K={} N={} max_frame={} stored ratings={}",
+        "fedrecon nRF52840-DK board ({}): K={} N={} max_frame={} device={} stored ratings={}",
         name,
         K,
         N,
         FB,
+        DEVICE_ID,
         board.owned().map_or(0, |s| s.ratings)
     );
     loop {

@@ -39,6 +39,8 @@ pub mod usb_link;
 pub mod dk;
 
 #[cfg(test)]
+mod proto_auth_tests;
+#[cfg(test)]
 mod proto_tests;
 
 #[cfg(target_os = "none")]
@@ -58,7 +60,7 @@ pub mod semihosting_link;
 #[cfg(target_os = "none")]
 pub mod stack;
 
-pub use proto::{Board, BoardInfo, LinkError};
+pub use proto::{Board, BoardInfo, BoardKey, LinkError, sealed_buf_len};
 
 /// This firmware's version, sent in `Hello` (the build id is 0: no commit hash is embedded).
 pub const FIRMWARE_VERSION: fedrecon_core::wire::FirmwareVersion =

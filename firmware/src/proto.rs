@@ -17,6 +17,15 @@
 //!    so ranking needs no more RAM than the round. (This convention is the device's; WIRE.md
 //!    leaves the catalogue transfer of a top-k request open.)
 //!
+//! A board with a key ([`Board::set_key`], core/WIRE.md 7) authenticates its link: a plain
+//! `Hello` from the host asks it for a session (it answers with its plain `SessionOpen`, the
+//! host with its own), after which it opens every frame with the session
+//! ([`fedrecon_core::wire::auth::Session::open`]) and seals every frame it sends, updates
+//! included. A frame that does not open (forged, altered, replayed, another device's or
+//! another session's, or plain) is never acted on: it is answered with an `Error` of code
+//! `Unauthenticated` (sealed when a session is open) like any refusal, and the session stays
+//! as it was. A plain `Hello` always starts a new session (so a host can resynchronise).
+//!
 //! Nothing the peer sends can make the board panic: every refusal is a typed [`WireError`] or
 //! [`fedrecon_core::Error`], answered with an `Error` message, after which the board drops the
 //! stream in progress and waits for the next `RoundStart` (or `Ratings`, or `Hello`). Only a
@@ -26,12 +35,16 @@ use crate::rows::{CacheError, CachedRows};
 use crate::store::{DataStore, read_record, write_record};
 use embedded_io::{Read, Write};
 use fedrecon_core::rank::TopK;
+use fedrecon_core::wire::auth::{
+    self, AuthError, DeviceKey, Role, SEALED, SESSION_OPEN, SessionOpen,
+};
 use fedrecon_core::wire::{
-    EncodeError, ErrorCode, ErrorMsg, EvalReport, Feed, FirmwareVersion, Frame, FrameAccumulator,
-    Hello, Message, PROTOCOL_MAJOR, PROTOCOL_MINOR, RatingsChunk, RatingsDigest, RatingsStream,
-    RoundMode, RoundStart, RowChunk, RowEncoding, RowStream, Scored, StoreRatings, StoredData,
-    TOP_K_MAX, TopKAnswer, TopKRequest, UpdateInfo, UpdateShape, Version, WireError,
-    encode_shaped_update, encode_update, encoding_bit, max_frame_buf_len,
+    EncodeError, ErrorCode, ErrorMsg, EvalReport, Feed, FeedRaw, FirmwareVersion, Frame,
+    FrameAccumulator, FrameWriter, Framing, Hello, Kind, Message, PROTOCOL_MAJOR, PROTOCOL_MINOR,
+    RatingsChunk, RatingsDigest, RatingsStream, RoundMode, RoundStart, RowChunk, RowEncoding,
+    RowStream, Scored, StoreRatings, StoredData, TOP_K_MAX, TopKAnswer, TopKRequest, UpdateInfo,
+    UpdateShape, Version, WireError, encode_shaped_update_with, encode_update_with, encoding_bit,
+    max_frame_buf_len, max_payload_any,
 };
 use fedrecon_core::{Device, Scalar};
 
@@ -54,6 +67,66 @@ pub enum LinkError<E> {
     Io(E),
     /// A frame the board built did not encode (a bug: its buffer is sized for every frame).
     Encode(WireError),
+}
+
+/// What a board authenticates its link with (core/WIRE.md 7): its enrolled id and device key,
+/// and its first session nonce (counted up for every session; a boot count or, on QEMU, a
+/// random value the simulator provisions). `Debug` does not print the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoardKey {
+    /// The enrolled device id.
+    pub device: u32,
+    /// The device key.
+    pub key: DeviceKey,
+    /// The device nonce of the first session.
+    pub nonce: u64,
+}
+
+/// Where a keyed board's link is.
+enum LinkPhase {
+    /// No session: only a plain `Hello` (a session request) is heard.
+    Closed,
+    /// `SessionOpen` sent with this device nonce; waiting for the server's.
+    Offered(u64),
+    /// Every frame is sealed and opened with this session.
+    Open(auth::Session),
+}
+
+/// A keyed board's authentication state.
+struct Keyed {
+    key: BoardKey,
+    phase: LinkPhase,
+}
+
+/// Writes the board's frames: plain, or sealed by the open session.
+enum Tx<'s> {
+    Plain,
+    Sealed(&'s mut auth::Session),
+}
+
+impl FrameWriter for Tx<'_> {
+    fn write_frame(
+        &mut self,
+        kind: Kind,
+        buf: &mut [u8],
+        payload: &mut dyn FnMut(&mut [u8]) -> Result<usize, WireError>,
+    ) -> Result<usize, WireError> {
+        match self {
+            Tx::Plain => Framing::Stream.write_frame(kind, buf, payload),
+            Tx::Sealed(s) => s.write_frame(kind, buf, payload),
+        }
+    }
+}
+
+/// The writer for a board's next frames.
+fn tx_writer(keyed: &mut Option<Keyed>) -> Tx<'_> {
+    match keyed {
+        Some(Keyed {
+            phase: LinkPhase::Open(s),
+            ..
+        }) => Tx::Sealed(s),
+        _ => Tx::Plain,
+    }
 }
 
 /// Where the session is.
@@ -87,6 +160,7 @@ type Refusal = ErrorMsg;
 /// The device's protocol session over a device workspace and a row cache it borrows (both
 /// usually `static`s). `FB` is the frame buffer size, at least
 /// [`max_frame_buf_len`]`(K)` (checked at compile time); two such buffers live in the board.
+/// A keyed board ([`Board::set_key`]) needs [`sealed_buf_len`]`(K)` (20 bytes more).
 pub struct Board<
     'a,
     S: Scalar,
@@ -110,6 +184,8 @@ struct Session<'a, S: Scalar, const N: usize, const K: usize, const FB: usize, c
     shape: Option<UpdateShape>,
     /// Flash for the board's own dataset (kinds 12 and 13); `None`: the board keeps none.
     store: Option<&'a mut dyn DataStore>,
+    /// The link's authentication (`None`: a plain link, as a board without a key).
+    keyed: Option<Keyed>,
     /// What the store holds (announced when the server asks, kind 12).
     owned: Option<StoredData>,
     /// Digest of the ratings upload in progress.
@@ -144,6 +220,7 @@ impl<'a, S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: u
                 state: State::AwaitHello,
                 shape: None,
                 store: None,
+                keyed: None,
                 owned: None,
                 upload: RatingsDigest::new(),
                 uploaded: None,
@@ -174,6 +251,34 @@ impl<'a, S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: u
         board.session.owned = owned;
         board.session.store = Some(store);
         board
+    }
+
+    /// Makes this a keyed board: from now on it only speaks sealed frames in a session it
+    /// opened with `key` (core/WIRE.md 7). `FB` must be at least [`sealed_buf_len`]`(K)`.
+    pub fn set_key(&mut self, key: BoardKey) {
+        const {
+            assert!(
+                FB >= sealed_buf_len(K),
+                "a keyed board's FB must hold any sealed frame: use sealed_buf_len(K)"
+            )
+        };
+        self.session.keyed = Some(Keyed {
+            key,
+            phase: LinkPhase::Closed,
+        });
+        self.session.state = State::AwaitHello;
+    }
+
+    /// Whether an authenticated session is open (a keyed board after its `SessionOpen`
+    /// exchange).
+    pub fn session_open(&self) -> bool {
+        matches!(
+            self.session.keyed,
+            Some(Keyed {
+                phase: LinkPhase::Open(_),
+                ..
+            })
+        )
     }
 
     /// What the board's flash holds (`None` without a valid record or without flash).
@@ -213,6 +318,21 @@ impl<'a, S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: u
         link: &mut W,
     ) -> Result<(), LinkError<W::Error>> {
         let mut input = bytes;
+        if self.session.keyed.is_some() {
+            loop {
+                match self.rx.feed_raw(input) {
+                    FeedRaw::Consumed => return Ok(()),
+                    FeedRaw::Frame { raw, rest } => {
+                        self.session.keyed_frame(raw, link)?;
+                        input = rest;
+                    }
+                    FeedRaw::Error { error, rest } => {
+                        self.session.refuse_wire(&error, link)?;
+                        input = rest;
+                    }
+                }
+            }
+        }
         loop {
             match self.rx.feed(input) {
                 Feed::Consumed => return Ok(()),
@@ -265,8 +385,105 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: usize
         msg: &Message<'_>,
         link: &mut W,
     ) -> Result<(), LinkError<W::Error>> {
-        let len = msg.encode(&mut self.tx).map_err(LinkError::Encode)?;
+        let len = msg
+            .encode_with(&mut tx_writer(&mut self.keyed), &mut self.tx)
+            .map_err(LinkError::Encode)?;
         link.write_all(&self.tx[..len]).map_err(LinkError::Io)
+    }
+
+    /// A keyed board's received frame (COBS-decoded): a `SessionOpen` answer, a plain
+    /// `Hello` (a session request), or a sealed frame to open; anything else is refused
+    /// unread (core/WIRE.md 7).
+    fn keyed_frame<W: Write>(
+        &mut self,
+        raw: &[u8],
+        link: &mut W,
+    ) -> Result<(), LinkError<W::Error>> {
+        let Some(keyed) = self.keyed.as_mut() else {
+            return Ok(());
+        };
+        match SessionOpen::check(raw) {
+            Err(e) => return self.refuse_auth(&e, link),
+            Ok(Some(open)) => {
+                let LinkPhase::Offered(nonce) = keyed.phase else {
+                    let e = WireError::UnexpectedKind {
+                        got: SESSION_OPEN,
+                        expected: 0,
+                    };
+                    return self.refuse_wire(&e, link);
+                };
+                if open.device != keyed.key.device {
+                    let e = AuthError::WrongDevice {
+                        expected: keyed.key.device,
+                        got: open.device,
+                    };
+                    keyed.phase = LinkPhase::Closed;
+                    return self.refuse_auth(&e, link);
+                }
+                let s = auth::Session::new(
+                    &keyed.key.key,
+                    Role::Device,
+                    open.device,
+                    open.nonce,
+                    nonce,
+                );
+                keyed.phase = LinkPhase::Open(s);
+                self.restart();
+                return Ok(());
+            }
+            Ok(None) => {}
+        }
+        // SessionOpen::check passed the envelope: the header is there.
+        if raw[2] & SEALED == 0 {
+            if Frame::check(raw).is_ok_and(|f| f.kind == Kind::Hello) {
+                return self.offer_session(link);
+            }
+            return self.refuse_auth(&AuthError::Unsealed { kind: raw[2] }, link);
+        }
+        let LinkPhase::Open(s) = &mut keyed.phase else {
+            // No session key to check it with.
+            return self.refuse_auth(&AuthError::BadTag, link);
+        };
+        match s.open(raw) {
+            Ok(frame) => self.frame(&frame, link),
+            Err(e) => self.refuse_auth(&e, link),
+        }
+    }
+
+    /// Answers a session request (a plain `Hello`): drops any session and stream in
+    /// progress and sends `SessionOpen` with the next device nonce.
+    fn offer_session<W: Write>(&mut self, link: &mut W) -> Result<(), LinkError<W::Error>> {
+        self.restart();
+        let Some(keyed) = self.keyed.as_mut() else {
+            return Ok(());
+        };
+        let open = SessionOpen {
+            device: keyed.key.device,
+            nonce: keyed.key.nonce,
+        };
+        keyed.key.nonce = keyed.key.nonce.wrapping_add(1);
+        keyed.phase = LinkPhase::Offered(open.nonce);
+        let len = open.encode(&mut self.tx).map_err(LinkError::Encode)?;
+        link.write_all(&self.tx[..len]).map_err(LinkError::Io)
+    }
+
+    /// Back to `AwaitHello` (a new session): a partial ratings upload is dropped.
+    fn restart(&mut self) {
+        if matches!(self.state, State::Ratings(_)) {
+            self.device.data_mut().clear();
+        }
+        self.state = State::AwaitHello;
+        self.shape = None;
+    }
+
+    /// Refuses a frame the authentication layer did not open; the session is unchanged.
+    fn refuse_auth<W: Write>(
+        &mut self,
+        e: &AuthError,
+        link: &mut W,
+    ) -> Result<(), LinkError<W::Error>> {
+        let msg = ErrorMsg::from_auth(self.round(), e);
+        self.refuse(msg, link)
     }
 
     /// Sends an `Error` and drops whatever stream was in progress. A failed ratings upload
@@ -547,8 +764,10 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: usize
                 };
                 let info = UpdateInfo { round, client };
                 let sink = |f: &[u8]| link.write_all(f);
+                let mut w = tx_writer(&mut self.keyed);
                 let res = match self.shape.take() {
-                    Some(shape) if !shape.is_plain() => encode_shaped_update::<S, K, N, _>(
+                    Some(shape) if !shape.is_plain() => encode_shaped_update_with::<S, K, N, _>(
+                        &mut w,
                         info,
                         &update,
                         start.up,
@@ -558,7 +777,8 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: usize
                         sink,
                     )
                     .map(|_| ()),
-                    _ => encode_update(info, &update, start.up, &mut self.tx, sink).map(|_| ()),
+                    _ => encode_update_with(&mut w, info, &update, start.up, &mut self.tx, sink)
+                        .map(|_| ()),
                 };
                 match res {
                     Ok(_) => Ok(Ok(())),
@@ -688,6 +908,12 @@ impl<S: Scalar, const N: usize, const K: usize, const FB: usize, const NB: usize
         self.send(&Message::TopKAnswer(answer), link)?;
         Ok(Ok(()))
     }
+}
+
+/// Bytes of a keyed board's frame buffers at width `k`: [`max_frame_buf_len`] with room for
+/// the seal (sequence and tag, core/WIRE.md 7.3).
+pub const fn sealed_buf_len(k: usize) -> usize {
+    auth::sealed_frame_buf_len(max_payload_any(k))
 }
 
 fn capacity(round: u32, cap: usize) -> ErrorMsg {

@@ -8,9 +8,10 @@
 
 use crate::cmsdk_uart::{CmsdkUart, UART0_BASE};
 use crate::semihosting_flash::FlashFile;
-use crate::{Board, BoardInfo, CachedRows};
-use fedrecon_core::wire::max_frame_buf_len;
+use crate::{Board, BoardInfo, BoardKey, CachedRows, sealed_buf_len};
+use fedrecon_core::wire::auth::DeviceKey;
 use fedrecon_core::{Device, Scalar};
+use semihosting::io::Read as _;
 
 /// The images' embedding width: `FEDRECON_FW_K` at build time, 50 without it.
 pub const K: usize = match option_env!("FEDRECON_FW_K") {
@@ -21,7 +22,40 @@ pub const K: usize = match option_env!("FEDRECON_FW_K") {
 pub const N: usize = 300;
 /// The emulated flash's host file, relative to QEMU's working directory.
 pub const FLASH_FILE: &core::ffi::CStr = c"fedrecon-flash.bin";
-const FB: usize = max_frame_buf_len(K);
+/// The board's key file (core/WIRE.md 7), relative to QEMU's working directory: written by
+/// the simulator that boots the board (`host-sim/src/board/`, a fresh key per board), read
+/// once at boot. Without it the board speaks plain frames.
+pub const KEY_FILE: &core::ffi::CStr = c"fedrecon-key.bin";
+/// Bytes of the key file: device id (`u32` LE), key (32 bytes), first session nonce (`u64` LE).
+pub const KEY_FILE_LEN: usize = 4 + 32 + 8;
+// Sealed frames are 20 bytes longer: the buffers fit them whether or not the board is keyed.
+const FB: usize = sealed_buf_len(K);
+
+/// The key the simulator provisioned in [`KEY_FILE`], if any (a file of another length is
+/// ignored: the board stays plain and the simulator, expecting a session, refuses it).
+fn provisioned_key() -> Option<BoardKey> {
+    let mut f = semihosting::fs::File::open(KEY_FILE).ok()?;
+    let mut b = [0u8; KEY_FILE_LEN + 1];
+    let mut n = 0;
+    while n < b.len() {
+        match f.read(&mut b[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    if n != KEY_FILE_LEN {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&b[4..36]);
+    let mut nonce = [0u8; 8];
+    nonce.copy_from_slice(&b[36..44]);
+    Some(BoardKey {
+        device: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        key: DeviceKey(key),
+        nonce: u64::from_le_bytes(nonce),
+    })
+}
 
 /// `FEDRECON_FW_K` as a number; any other text stops the build with this message.
 const fn parse_k(s: &str) -> usize {
@@ -59,13 +93,19 @@ pub fn run<S: Scalar>(device: &mut Device<S, N, K>, rows: &mut CachedRows<S, N, 
     // board with its own user a directory of its own).
     let mut flash = FlashFile::new(FLASH_FILE);
     let mut board: Board<'_, S, N, K, FB, N> = Board::with_store(device, rows, info, &mut flash);
+    let key = provisioned_key();
+    let device_id = key.as_ref().map(|k| k.device);
+    if let Some(key) = key {
+        board.set_key(key);
+    }
     semihosting::eprintln!(
-        "fedrecon qemu board: {:?} K={} N={} max_frame={} own ratings={:?}",
+        "fedrecon qemu board: {:?} K={} N={} max_frame={} own ratings={:?} device={:?}",
         S::KIND,
         K,
         N,
         FB,
-        board.owned().map(|d| d.ratings)
+        board.owned().map(|d| d.ratings),
+        device_id
     );
     // A UART never reaches end of input and cannot fail, so this only returns on a bug.
     let _ = board.serve(&mut uart);

@@ -37,6 +37,28 @@ pub enum Feed<'a, 'b> {
     },
 }
 
+/// The result of [`FrameAccumulator::feed_raw`]: as [`Feed`], without the layer-one check.
+#[derive(Debug)]
+pub enum FeedRaw<'a, 'b> {
+    /// All input was consumed without completing a frame.
+    Consumed,
+    /// A frame was delimited and COBS-decoded; `rest` is the input after its delimiter.
+    Frame {
+        /// The decoded frame (header, payload, CRC), for the authentication layer
+        /// ([`super::auth::Session::open`]) or [`Frame::check`].
+        raw: &'b [u8],
+        /// Unconsumed input.
+        rest: &'a [u8],
+    },
+    /// A frame was refused (too large, bad COBS); `rest` is the input after its delimiter.
+    Error {
+        /// Why.
+        error: WireError,
+        /// Unconsumed input.
+        rest: &'a [u8],
+    },
+}
+
 impl<const N: usize> Default for FrameAccumulator<N> {
     fn default() -> Self {
         Self::new()
@@ -60,11 +82,24 @@ impl<const N: usize> FrameAccumulator<N> {
     /// Consumes input up to and including the next frame's delimiter. Call again with
     /// `rest` until [`Feed::Consumed`]. Empty frames (consecutive delimiters) are skipped.
     pub fn feed<'a, 'b>(&'b mut self, input: &'a [u8]) -> Feed<'a, 'b> {
+        match self.feed_raw(input) {
+            FeedRaw::Consumed => Feed::Consumed,
+            FeedRaw::Frame { raw, rest } => match Frame::check(raw) {
+                Ok(frame) => Feed::Frame { frame, rest },
+                Err(error) => Feed::Error { error, rest },
+            },
+            FeedRaw::Error { error, rest } => Feed::Error { error, rest },
+        }
+    }
+
+    /// [`Self::feed`] without the layer-one check: the COBS-decoded frame, for a link whose
+    /// frames are sealed (WIRE.md 7), which checks them itself.
+    pub fn feed_raw<'a, 'b>(&'b mut self, input: &'a [u8]) -> FeedRaw<'a, 'b> {
         let mut input = input;
         loop {
             let Some(z) = input.iter().position(|&b| b == DELIMITER) else {
                 self.push(input);
-                return Feed::Consumed;
+                return FeedRaw::Consumed;
             };
             self.push(&input[..z]);
             let rest = &input[z + 1..];
@@ -74,17 +109,17 @@ impl<const N: usize> FrameAccumulator<N> {
                 continue;
             }
             if len > N {
-                return Feed::Error {
+                return FeedRaw::Error {
                     error: WireError::TooLarge { len, max: N },
                     rest,
                 };
             }
             return match cobs::decode_in_place(&mut self.buf, len) {
-                Ok(n) => match Frame::check(&self.buf[..n]) {
-                    Ok(frame) => Feed::Frame { frame, rest },
-                    Err(error) => Feed::Error { error, rest },
+                Ok(n) => FeedRaw::Frame {
+                    raw: &self.buf[..n],
+                    rest,
                 },
-                Err(error) => Feed::Error { error, rest },
+                Err(error) => FeedRaw::Error { error, rest },
             };
         }
     }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::crc::crc32;
 use super::{CRC_LEN, Frame, HEADER_LEN, Kind, PROTOCOL_MAJOR, PROTOCOL_MINOR, WireError};
+use super::{ErrorCode, ErrorMsg, FrameWriter};
 use super::{encode_frame_raw, frame_buf_len};
 
 /// Bit set in the kind byte of a sealed frame.
@@ -192,6 +193,29 @@ impl AuthError {
     }
 }
 
+impl ErrorMsg {
+    /// The message that reports an authentication refusal to the peer: the envelope's own
+    /// errors as [`ErrorMsg::from_wire`], the others as [`ErrorCode::Unauthenticated`] with
+    /// the reason's number as `detail` (WIRE.md 7.3).
+    pub fn from_auth(round: u32, e: &AuthError) -> Self {
+        let reason = match e {
+            AuthError::Wire(w) => return ErrorMsg::from_wire(round, w),
+            AuthError::Unsealed { .. } => 1,
+            AuthError::BadTag => 2,
+            AuthError::Replayed { .. } => 3,
+            AuthError::Gap { .. } => 4,
+            AuthError::Exhausted => 5,
+            AuthError::NotEnrolled { .. } => 6,
+            AuthError::WrongDevice { .. } => 7,
+        };
+        ErrorMsg {
+            round,
+            code: ErrorCode::Unauthenticated,
+            detail: Some(reason),
+        }
+    }
+}
+
 impl fmt::Display for AuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -238,6 +262,26 @@ fn envelope(raw: &[u8]) -> Result<([u8; HEADER_LEN], &[u8]), WireError> {
         });
     }
     Ok(([body[0], body[1], body[2]], &body[HEADER_LEN..]))
+}
+
+/// A session writes sealed frames, so every encoder that takes a [`FrameWriter`] (updates,
+/// item rows, [`super::Message::encode_with`]) sends them sealed. An exhausted sequence is
+/// [`WireError::InvalidValue`] here (open a new session).
+impl FrameWriter for Session {
+    fn write_frame(
+        &mut self,
+        kind: Kind,
+        buf: &mut [u8],
+        payload: &mut dyn FnMut(&mut [u8]) -> Result<usize, WireError>,
+    ) -> Result<usize, WireError> {
+        self.seal_frame_with(kind, buf, payload)
+            .map_err(|e| match e {
+                AuthError::Wire(w) => w,
+                _ => WireError::InvalidValue {
+                    what: "the session's frame sequence is exhausted: open a new session",
+                },
+            })
+    }
 }
 
 /// One end of an authenticated link: the session key and both directions' sequences.

@@ -275,6 +275,23 @@ pub fn encode_frame_in<T: Serialize + ?Sized>(
     })
 }
 
+/// Writes `msg` with postcard into a frame's payload slice `out`; returns its length.
+pub(crate) fn postcard_payload<T: Serialize + ?Sized>(
+    msg: &T,
+    out: &mut [u8],
+) -> Result<usize, WireError> {
+    let have = out.len();
+    postcard::to_slice(msg, out)
+        .map(|s| s.len())
+        .map_err(|e| match e {
+            postcard::Error::SerializeBufferFull => WireError::BufferTooSmall {
+                need: have + 1,
+                have,
+            },
+            _ => WireError::Encode,
+        })
+}
+
 /// Splits the next frame off `input` and checks it (layer one), decoding the COBS stuffing
 /// into `buf`. Leading `0x00` bytes (empty frames) are skipped.
 ///

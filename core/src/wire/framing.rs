@@ -11,7 +11,7 @@
 //! message's payload bytes do not depend on the link it crossed.
 
 use super::WireError;
-use super::frame::{Frame, HEADER_LEN, encode_frame_raw};
+use super::frame::{Frame, HEADER_LEN, Kind, PROTOCOL_MAJOR, PROTOCOL_MINOR, encode_frame_raw};
 
 /// Bytes of a packet's length prefix.
 pub const PACKET_LEN_BYTES: usize = 2;
@@ -49,6 +49,31 @@ impl Framing {
             Framing::Stream => encoded - body,
             Framing::Packet => PACKET_LEN_BYTES,
         }
+    }
+}
+
+/// Writes whole frames: a [`Framing`], or an authenticated session that seals what it writes
+/// ([`super::auth::Session`]). The encoders that stream several frames (updates, item rows)
+/// take one, so a sealed link reuses them frame for frame.
+pub trait FrameWriter {
+    /// Writes one frame of `kind` into `buf`, `payload` filling the payload slice it is given
+    /// and returning its length; returns the bytes written (the frame is `buf[..len]`).
+    fn write_frame(
+        &mut self,
+        kind: Kind,
+        buf: &mut [u8],
+        payload: &mut dyn FnMut(&mut [u8]) -> Result<usize, WireError>,
+    ) -> Result<usize, WireError>;
+}
+
+impl FrameWriter for Framing {
+    fn write_frame(
+        &mut self,
+        kind: Kind,
+        buf: &mut [u8],
+        payload: &mut dyn FnMut(&mut [u8]) -> Result<usize, WireError>,
+    ) -> Result<usize, WireError> {
+        self.encode_raw([PROTOCOL_MAJOR, PROTOCOL_MINOR, kind as u8], buf, payload)
     }
 }
 

@@ -70,7 +70,7 @@ mod rows;
 mod shape;
 mod update;
 
-pub use accum::{Feed, FrameAccumulator};
+pub use accum::{Feed, FeedRaw, FrameAccumulator};
 pub use cobs::max_encoded_len as cobs_max_encoded_len;
 pub use error::{EncodeError, WireError};
 pub use frame::{
@@ -78,7 +78,7 @@ pub use frame::{
     encode_frame_in, encode_frame_raw, encode_frame_with, encode_frame_with_in, frame_buf_len,
     max_frame_len, next_frame, next_raw_frame,
 };
-pub use framing::{Framing, PACKET_LEN_BYTES, next_packet};
+pub use framing::{FrameWriter, Framing, PACKET_LEN_BYTES, next_packet};
 pub use msg::{
     ErrorCode, ErrorMsg, EvalReport, FirmwareVersion, Hello, Message, RATINGS_PER_CHUNK, Rating,
     RatingsChunk, RatingsStream, RoundMode, RoundStart, Scored, TOP_K_MAX, TopKAnswer, TopKRequest,
@@ -89,9 +89,12 @@ pub use rows::{
     Bytes, ROWS_PER_CHUNK, RowChunk, RowEncoding, pack_row, row_chunk_max_payload, unpack_row,
     varint_len,
 };
-pub use shape::{UpdateShape, UplinkRows, encode_shaped_update, qmax, stochastic_round};
+pub use shape::{
+    UpdateShape, UplinkRows, encode_shaped_update, encode_shaped_update_with, qmax,
+    stochastic_round,
+};
 pub use update::{
     RowStream, UpdateBegin, UpdateInfo, UpdateReceiver, UpdateSummary, decode_update,
-    decode_update_in, encode_item_rows, encode_item_rows_in, encode_update, encode_update_in,
-    update_buf_len,
+    decode_update_in, encode_item_rows, encode_item_rows_in, encode_item_rows_with, encode_update,
+    encode_update_in, encode_update_with, update_buf_len,
 };

@@ -1,7 +1,8 @@
 //! The messages of the protocol (one per frame kind), their maximum sizes, and the typed
 //! layer of decoding ([`Message::decode`]).
 
-use super::frame::{Frame, Kind, encode_frame, frame_buf_len};
+use super::frame::{Frame, Kind, encode_frame, frame_buf_len, postcard_payload};
+use super::framing::{FrameWriter, Framing};
 use super::owned::{StoreRatings, StoredData};
 use super::rows::{RowChunk, RowEncoding, row_chunk_max_payload, varint_len};
 use super::shape::UpdateShape;
@@ -209,6 +210,9 @@ pub enum ErrorCode {
     RoundFailed,
     /// Anything else.
     Other,
+    /// A frame refused by the authentication layer (WIRE.md 7; `detail`: 1 unsealed, 2 bad
+    /// tag, 3 replayed, 4 sequence gap, 5 sequence exhausted, 6 not enrolled, 7 wrong device).
+    Unauthenticated,
 }
 
 /// A refusal (kind 10). `detail` is a code-specific number (see [`ErrorCode`]), `None` when
@@ -426,21 +430,30 @@ impl<'a> Message<'a> {
     /// [`frame_buf_len`]`(max_payload(kind, K))` bytes); returns the frame's length,
     /// delimiter included.
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        self.encode_with(&mut Framing::Stream, buf)
+    }
+
+    /// [`Self::encode`] through any [`FrameWriter`] (a sealing session: WIRE.md 7).
+    pub fn encode_with(
+        &self,
+        w: &mut impl FrameWriter,
+        buf: &mut [u8],
+    ) -> Result<usize, WireError> {
         let kind = self.kind();
-        match self {
-            Message::Hello(m) => encode_frame(kind, m, buf),
-            Message::RoundStart(m) => encode_frame(kind, m, buf),
-            Message::ItemRows(m) | Message::UpdateRows(m) => encode_frame(kind, m, buf),
-            Message::Ratings(m) => encode_frame(kind, m, buf),
-            Message::UpdateBegin(m) => encode_frame(kind, m, buf),
-            Message::EvalReport(m) => encode_frame(kind, m, buf),
-            Message::TopKRequest(m) => encode_frame(kind, m, buf),
-            Message::TopKAnswer(m) => encode_frame(kind, m, buf),
-            Message::Error(m) => encode_frame(kind, m, buf),
-            Message::UpdateShape(m) => encode_frame(kind, m, buf),
-            Message::StoredData(m) => encode_frame(kind, m, buf),
-            Message::StoreRatings(m) => encode_frame(kind, m, buf),
-        }
+        w.write_frame(kind, buf, &mut |out| match self {
+            Message::Hello(m) => postcard_payload(m, out),
+            Message::RoundStart(m) => postcard_payload(m, out),
+            Message::ItemRows(m) | Message::UpdateRows(m) => postcard_payload(m, out),
+            Message::Ratings(m) => postcard_payload(m, out),
+            Message::UpdateBegin(m) => postcard_payload(m, out),
+            Message::EvalReport(m) => postcard_payload(m, out),
+            Message::TopKRequest(m) => postcard_payload(m, out),
+            Message::TopKAnswer(m) => postcard_payload(m, out),
+            Message::Error(m) => postcard_payload(m, out),
+            Message::UpdateShape(m) => postcard_payload(m, out),
+            Message::StoredData(m) => postcard_payload(m, out),
+            Message::StoreRatings(m) => postcard_payload(m, out),
+        })
     }
 }
 

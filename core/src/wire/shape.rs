@@ -9,7 +9,7 @@
 use super::frame::Kind;
 use super::rows::RowEncoding;
 use super::update::{check_update_args, encode_row_chunks, send_begin};
-use super::{EncodeError, Framing, UpdateInfo, WireError};
+use super::{EncodeError, FrameWriter, Framing, UpdateInfo, WireError};
 use crate::device::Update;
 use crate::rng::DeviceRng;
 use crate::scalar::Scalar;
@@ -96,6 +96,30 @@ pub fn encode_shaped_update<S: Scalar, const K: usize, const P: usize, E>(
     shape: &UpdateShape,
     num_items: u32,
     buf: &mut [u8],
+    sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<u32, EncodeError<E>> {
+    encode_shaped_update_with::<S, K, P, E>(
+        &mut Framing::Stream,
+        info,
+        update,
+        encoding,
+        shape,
+        num_items,
+        buf,
+        sink,
+    )
+}
+
+/// [`encode_shaped_update`] through any [`FrameWriter`] (a sealing session: WIRE.md 7).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_shaped_update_with<S: Scalar, const K: usize, const P: usize, E>(
+    w: &mut impl FrameWriter,
+    info: UpdateInfo,
+    update: &Update<'_, S, K>,
+    encoding: RowEncoding,
+    shape: &UpdateShape,
+    num_items: u32,
+    buf: &mut [u8],
     mut sink: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<u32, EncodeError<E>> {
     check_update_args(update, buf)?;
@@ -138,20 +162,12 @@ pub fn encode_shaped_update<S: Scalar, const K: usize, const P: usize, E>(
     }
     let rows = if dense { n } else { touched + decoys.len() };
     let has_bias = update.bias_deltas.is_some();
-    send_begin(
-        Framing::Stream,
-        info,
-        update,
-        encoding,
-        rows,
-        buf,
-        &mut sink,
-    )?;
+    send_begin(w, info, update, encoding, rows, buf, &mut sink)?;
     let q = qmax(encoding);
     // Merge cursors: the next touched row and the next decoy.
     let (mut t, mut d) = (0usize, 0usize);
     encode_row_chunks(
-        Framing::Stream,
+        w,
         Kind::UpdateRows,
         info.round,
         info.client,

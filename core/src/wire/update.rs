@@ -1,9 +1,7 @@
 //! The update path: a client's sparse update streamed as frames, and its validating decoder.
 
-use super::frame::{
-    Frame, HEADER_LEN, Kind, encode_frame_in, encode_frame_with_in, frame_buf_len, next_frame,
-};
-use super::framing::{Framing, next_packet};
+use super::frame::{Frame, HEADER_LEN, Kind, frame_buf_len, next_frame, postcard_payload};
+use super::framing::{FrameWriter, Framing, next_packet};
 use super::rows::{
     ROWS_PER_CHUNK, RowChunk, RowChunkHead, RowEncoding, pack_row, row_chunk_max_payload,
     unpack_row, varint_len,
@@ -89,7 +87,7 @@ fn chunk_count(rows: usize) -> usize {
 /// deltas, see `super::shape`). Returns bytes written.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_row_chunks<S: Scalar, const K: usize, E>(
-    framing: Framing,
+    w: &mut impl FrameWriter,
     kind: Kind,
     round: u32,
     stream: u32,
@@ -116,7 +114,7 @@ pub(crate) fn encode_row_chunks<S: Scalar, const K: usize, E>(
             count: (hi - lo) as u16,
         };
         let data_len = (hi - lo) * stride;
-        let len = encode_frame_with_in(framing, kind, buf, |out| {
+        let len = w.write_frame(kind, buf, &mut |out| {
             let have = out.len();
             let too_small = WireError::BufferTooSmall {
                 need: row_chunk_max_payload(K),
@@ -183,6 +181,22 @@ pub fn encode_item_rows_in<'r, S: Scalar, const K: usize, E>(
     n: usize,
     row: impl FnMut(usize) -> (u32, &'r [S; K], Option<S>),
     buf: &mut [u8],
+    sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<usize, EncodeError<E>> {
+    let mut framing = framing;
+    encode_item_rows_with(&mut framing, round, encoding, has_bias, n, row, buf, sink)
+}
+
+/// [`encode_item_rows`] through any [`FrameWriter`] (a sealing session: WIRE.md 7).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_item_rows_with<'r, S: Scalar, const K: usize, E>(
+    w: &mut impl FrameWriter,
+    round: u32,
+    encoding: RowEncoding,
+    has_bias: bool,
+    n: usize,
+    row: impl FnMut(usize) -> (u32, &'r [S; K], Option<S>),
+    buf: &mut [u8],
     mut sink: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<usize, EncodeError<E>> {
     if buf.len() < update_buf_len(K) {
@@ -194,7 +208,7 @@ pub fn encode_item_rows_in<'r, S: Scalar, const K: usize, E>(
     }
     let mut row = row;
     encode_row_chunks(
-        framing,
+        w,
         Kind::ItemRows,
         round,
         0,
@@ -236,14 +250,28 @@ pub fn encode_update_in<S: Scalar, const K: usize, E>(
     update: &Update<'_, S, K>,
     encoding: RowEncoding,
     buf: &mut [u8],
+    sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<usize, EncodeError<E>> {
+    let mut framing = framing;
+    encode_update_with(&mut framing, info, update, encoding, buf, sink)
+}
+
+/// [`encode_update`] through any [`FrameWriter`]: a sealing session (WIRE.md 7) sends the
+/// same messages, each sealed.
+pub fn encode_update_with<S: Scalar, const K: usize, E>(
+    w: &mut impl FrameWriter,
+    info: UpdateInfo,
+    update: &Update<'_, S, K>,
+    encoding: RowEncoding,
+    buf: &mut [u8],
     mut sink: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<usize, EncodeError<E>> {
     check_update_args(update, buf)?;
     let n = update.items.len();
     let has_bias = update.bias_deltas.is_some();
-    let len = send_begin(framing, info, update, encoding, n, buf, &mut sink)?;
+    let len = send_begin(w, info, update, encoding, n, buf, &mut sink)?;
     let rows = encode_row_chunks(
-        framing,
+        w,
         Kind::UpdateRows,
         info.round,
         info.client,
@@ -284,7 +312,7 @@ pub(crate) fn check_update_args<S: Scalar, const K: usize>(
 /// Encodes and sends the [`UpdateBegin`] of `update` announcing `rows` rows in `encoding`
 /// (sequence 0 of its stream); returns the bytes written.
 pub(crate) fn send_begin<S: Scalar, const K: usize, E>(
-    framing: Framing,
+    w: &mut impl FrameWriter,
     info: UpdateInfo,
     update: &Update<'_, S, K>,
     encoding: RowEncoding,
@@ -302,7 +330,9 @@ pub(crate) fn send_begin<S: Scalar, const K: usize, E>(
         weight: update.weight,
         metrics: canonical_nans(update.metrics),
     };
-    let len = encode_frame_in(framing, Kind::UpdateBegin, &begin, buf)?;
+    let len = w.write_frame(Kind::UpdateBegin, buf, &mut |out| {
+        postcard_payload(&begin, out)
+    })?;
     sink(&buf[..len]).map_err(EncodeError::Sink)?;
     Ok(len)
 }

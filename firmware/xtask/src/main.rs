@@ -231,11 +231,16 @@ fn build() -> Result<Vec<PathBuf>, String> {
         }
         dirs.push(out);
     }
-    // The nRF52840-DK image: its board support (HAL, defmt) is behind its own feature, so it
-    // is one more build of that binary alone.
-    eprintln!("building the nRF52840-DK image");
+    // The nRF52840-DK images (UART and USB): their board support (HAL, defmt, USB) is behind
+    // its own feature, so they are one more build of those binaries alone, with one key.
+    eprintln!("building the nRF52840-DK images");
+    let out = fw.join("target").join("images").join("nrf52840-dk");
+    fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let (device_id, device_key) = device_key(&out)?;
     let status = Command::new(&cargo)
         .current_dir(&fw)
+        .env("FEDRECON_DEVICE_ID", &device_id)
+        .env("FEDRECON_DEVICE_KEY", &device_key)
         .args([
             "build",
             "--release",
@@ -250,12 +255,54 @@ fn build() -> Result<Vec<PathBuf>, String> {
         return Err("the nRF52840-DK image did not build".into());
     }
     let release = fw.join("target").join(DK_TARGET).join("release");
-    let out = fw.join("target").join("images").join("nrf52840-dk");
-    fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     for image in [DK_IMAGE, DK_USB_IMAGE] {
         fs::copy(release.join(image), out.join(image)).map_err(|e| format!("copy {image}: {e}"))?;
     }
     Ok(dirs)
+}
+
+/// The nRF52840-DK image's device id and key (core/WIRE.md 7): `FEDRECON_DEVICE_ID` and
+/// `FEDRECON_DEVICE_KEY` when set, else the pair kept in `out/enrolment.txt`, else a fresh
+/// random key (device id 1) written there, so the image is rebuilt only when the key changes.
+/// `enrolment.txt` is the line the simulator's `--enrolment FILE` needs for this board.
+fn device_key(out: &Path) -> Result<(String, String), String> {
+    let file = out.join("enrolment.txt");
+    let (id, key) = match (
+        env::var("FEDRECON_DEVICE_ID"),
+        env::var("FEDRECON_DEVICE_KEY"),
+    ) {
+        (Ok(id), Ok(key)) => (id, key),
+        _ => match fs::read_to_string(&file) {
+            Ok(text) => {
+                let line = text
+                    .lines()
+                    .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                    .unwrap_or("");
+                let mut f = line.split_whitespace();
+                match (f.next(), f.next()) {
+                    (Some(id), Some(key)) => (id.to_string(), key.to_string()),
+                    _ => return Err(format!("{}: expected `ID KEY`", file.display())),
+                }
+            }
+            Err(_) => {
+                let mut key = [0u8; 32];
+                fs::File::open("/dev/urandom")
+                    .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
+                    .map_err(|e| format!("drawing a device key from /dev/urandom: {e}"))?;
+                let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+                ("1".to_string(), hex)
+            }
+        },
+    };
+    let text = format!(
+        "# The nRF52840-DK image's device key (core/WIRE.md 7): pass this file to\n\
+         # `fedrecon train --device PORT --enrolment FILE`. Secret: keep it out of version control.\n\
+         {id} {key}\n"
+    );
+    if fs::read_to_string(&file).ok().as_deref() != Some(text.as_str()) {
+        fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
+    }
+    Ok((id, key))
 }
 
 /// The QEMU board images, one per scalar (`src/qemu_board.rs`).

@@ -37,6 +37,19 @@ fn to_records(stream: &[u8]) -> Vec<u8> {
     out
 }
 
+/// [`to_records`] with every record marked genuine for `firmware_keyed_board` (its first
+/// header byte, the major, replaced by 0xFF: the target seals the kind and payload).
+fn sealed_records(stream: &[u8]) -> Vec<u8> {
+    let mut recs = to_records(stream);
+    let mut pos = 0;
+    while pos + 2 < recs.len() {
+        let len = u16::from_le_bytes([recs[pos], recs[pos + 1]]) as usize;
+        recs[pos + 2] = 0xFF;
+        pos += 2 + len;
+    }
+    recs
+}
+
 fn msg<const W: usize>(m: &Message<'_>) -> Vec<u8> {
     let mut buf = vec![0u8; max_frame_buf_len(W)];
     let n = m.encode(&mut buf).unwrap();
@@ -427,6 +440,11 @@ fn main() {
             r.extend(to_records(s));
             write(&root.join("firmware_board"), &format!("{name}-{tag}"), &r);
         }
+        // The keyed board's seeds: the same session, every frame genuine (sealed by the
+        // target's server: a record whose first byte is 0xFF).
+        let mut r = vec![12u8];
+        r.extend(sealed_records(s));
+        write(&root.join("firmware_keyed_board"), name, &r);
     }
     // Seeds that the readers refuse would start the fuzzer in the error paths only.
     for (name, b) in checkpoints() {

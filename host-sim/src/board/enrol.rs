@@ -58,6 +58,33 @@ impl Enrolment {
         Ok(Self { keys, source: None })
     }
 
+    /// Enrols `device` with `key` (the simulator's QEMU boards: a fresh key per board, held
+    /// in memory only); a device enrolled twice is an error.
+    pub fn enrol(&mut self, device: u32, key: DeviceKey) -> Result<()> {
+        if self.keys.insert(device, key).is_some() {
+            bail!("device {device} is enrolled twice");
+        }
+        Ok(())
+    }
+
+    /// Writes the enrolment file (`ID KEY` lines, owner-only permissions on Unix): what
+    /// [`Enrolment::load`] reads back.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        use std::io::Write;
+        let mut text = String::from("# fedrecon enrolment: device id, key (secret)\n");
+        for (id, key) in &self.keys {
+            let hex: String = key.0.iter().map(|b| format!("{b:02x}")).collect();
+            text.push_str(&format!("{id} {hex}\n"));
+        }
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        opts.open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .with_context(|| format!("writing the enrolment file {}", path.display()))
+    }
+
     /// Devices enrolled.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -142,6 +169,22 @@ impl AuthCounts {
     /// Refusals counted.
     pub fn total(&self) -> u64 {
         self.0.values().sum()
+    }
+
+    /// Counts one refusal by name (a board's own refusal, reported in its `Error`).
+    pub fn count_name(&mut self, name: &str) {
+        *self.0.entry(name.to_owned()).or_default() += 1;
+    }
+
+    /// The refusals counted since `before` (an earlier copy of these counts).
+    pub fn since(&self, before: &AuthCounts) -> AuthCounts {
+        AuthCounts(
+            self.0
+                .iter()
+                .map(|(k, &v)| (k.clone(), v - before.0.get(k).copied().unwrap_or(0)))
+                .filter(|&(_, v)| v > 0)
+                .collect(),
+        )
     }
 }
 

@@ -121,9 +121,10 @@ impl Board {
             },
         )
         .map_err(|e| anyhow!("board {name}: encoding the catalogue: {e:?}"))?;
-        self.link.write_all(&self.out)?;
-        self.link.flush()?;
-        self.stats.bytes_down += self.out.len() as u64;
+        let out = std::mem::take(&mut self.out);
+        let sent = self.transmit(&out);
+        self.out = out;
+        self.stats.bytes_down += sent? as u64;
         let round = job.round;
         self.reply(round, |m| match m {
             Message::TopKAnswer(a) if a.round == round => {

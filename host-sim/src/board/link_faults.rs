@@ -17,6 +17,15 @@
 //! deterministic, whatever the timing. Frames are whole when faulted (bytes are held until
 //! their delimiter), so the proxy adds no partial-read behaviour of its own.
 //!
+//! On an authenticated link (core/WIRE.md 7; every QEMU board's) the proxy can also **attack**
+//! (`--link-attacks RATE`, [`FaultyLink::with_attacks`], a stream of its own so the faults
+//! above do not change): with probability `rate` per frame and direction, a sealed frame is
+//! **forged** (its tag replaced), **altered** (a payload or sequence bit flipped, the CRC fixed
+//! up, so only the tag can tell), or **replayed** (the previous sealed frame of that direction
+//! sent again before it), and a `SessionOpen` names **another device**. The receiver refuses
+//! each (`bad_tag`, `replayed`, `wrong_device`: the round's `auth_refused`); the client of the
+//! exchange is dropped for the round, never aggregated, and the link gets a new session.
+//!
 //! The host detects every corruption (CRC, COBS, chunk sequence, unexpected message, the
 //! board's `Error` replies, read timeouts, the reset), resynchronises the board with a fresh
 //! `Hello`, retries the client once and otherwise drops it for the round
@@ -27,6 +36,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::board::Link;
 use crate::seeds::splitmix64;
+use fedrecon_core::wire::auth::{SEALED, SESSION_OPEN, SessionOpen, TAG_LEN};
+use fedrecon_core::wire::{CRC_LEN, HEADER_LEN, encode_frame_raw, next_raw_frame};
 
 /// The kinds of injected faults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +57,18 @@ pub enum Fault {
 /// Injected faults so far (both directions).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FaultCounts {
+    /// Sealed frames forged (tag replaced).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub forged: u64,
+    /// Sealed frames altered (a bit of payload or sequence, CRC fixed up).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub altered: u64,
+    /// Sealed frames replayed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub replayed: u64,
+    /// `SessionOpen` frames naming another device.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub wrong_device: u64,
     /// Frames that went through the proxy.
     pub frames: u64,
     /// Bits flipped.
@@ -60,10 +83,28 @@ pub struct FaultCounts {
     pub resets: u64,
 }
 
+fn is_zero(x: &u64) -> bool {
+    *x == 0
+}
+
 impl FaultCounts {
-    /// All injected faults.
+    /// All injected faults (attacks not included: [`FaultCounts::attacks`]).
     pub fn total(&self) -> u64 {
         self.bit_flips + self.dropped_bytes + self.duplicated_bytes + self.truncated + self.resets
+    }
+
+    /// All injected attacks.
+    pub fn attacks(&self) -> u64 {
+        self.forged + self.altered + self.replayed + self.wrong_device
+    }
+
+    fn count_attack(&mut self, a: Attack) {
+        match a {
+            Attack::Forge => self.forged += 1,
+            Attack::Alter => self.altered += 1,
+            Attack::Replay => self.replayed += 1,
+            Attack::WrongDevice => self.wrong_device += 1,
+        }
     }
 
     fn count(&mut self, f: Fault) {
@@ -146,6 +187,122 @@ impl FaultStream {
     }
 }
 
+/// The attacks on an authenticated link (module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attack {
+    /// A sealed frame's tag replaced by other bytes.
+    Forge,
+    /// One bit of a sealed frame's payload or sequence flipped, the CRC fixed up.
+    Alter,
+    /// The previous sealed frame of the direction sent again first.
+    Replay,
+    /// A `SessionOpen` naming another device.
+    WrongDevice,
+}
+
+/// A seeded per-frame attacker (one per direction): it remembers the last sealed frame it
+/// saw, to replay it.
+#[derive(Clone, Debug)]
+pub struct AttackStream {
+    state: u64,
+    rate: f64,
+    last_sealed: Option<Vec<u8>>,
+}
+
+impl AttackStream {
+    /// Attacks at `rate` per frame, drawn from `seed`.
+    pub fn new(rate: f64, seed: u64) -> AttackStream {
+        AttackStream {
+            state: splitmix64(seed ^ 0x4154_5441_434b),
+            rate,
+            last_sealed: None,
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        self.state = splitmix64(self.state);
+        self.state
+    }
+
+    /// Applies at most one attack to `frame` (its encoded bytes, ending with the delimiter);
+    /// frames that are neither sealed nor a `SessionOpen` pass untouched.
+    pub fn attack(&mut self, frame: &mut Vec<u8>) -> Option<Attack> {
+        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let pick = self.next();
+        let mut raw = vec![0u8; frame.len() + 8];
+        let (_, r) = next_raw_frame(frame, &mut raw);
+        let body = r.ok()??.to_vec();
+        if body.len() < HEADER_LEN + CRC_LEN {
+            return None;
+        }
+        let kind = body[2];
+        let sealed = kind & SEALED != 0;
+        let previous = if sealed {
+            self.last_sealed.replace(frame.clone())
+        } else {
+            None
+        };
+        if u >= self.rate {
+            return None;
+        }
+        let (header, payload) = (
+            [body[0], body[1], body[2]],
+            body[HEADER_LEN..body.len() - CRC_LEN].to_vec(),
+        );
+        let reencode = |payload: &[u8]| {
+            let mut buf = vec![0u8; payload.len() * 2 + 64];
+            let n = encode_frame_raw(header, &mut buf, |p| {
+                p[..payload.len()].copy_from_slice(payload);
+                Ok(payload.len())
+            })
+            .expect("the buffer fits the frame");
+            buf.truncate(n);
+            buf
+        };
+        if kind == SESSION_OPEN {
+            let Ok(Some(mut open)) = SessionOpen::check(&body) else {
+                return None;
+            };
+            open.device ^= 0x0100_0000;
+            let mut buf = vec![0u8; 64];
+            let n = open.encode(&mut buf).ok()?;
+            buf.truncate(n);
+            *frame = buf;
+            return Some(Attack::WrongDevice);
+        }
+        if !sealed || payload.len() < TAG_LEN + 4 {
+            return None;
+        }
+        let choices = if previous.is_some() { 3 } else { 2 };
+        match pick % choices {
+            0 => {
+                let mut p = payload;
+                let at = p.len() - TAG_LEN;
+                for (i, b) in p[at..].iter_mut().enumerate() {
+                    *b = (pick >> (i % 8 * 8)) as u8 ^ 0x5a;
+                }
+                *frame = reencode(&p);
+                Some(Attack::Forge)
+            }
+            1 => {
+                let mut p = payload;
+                // A bit of the payload or the sequence (everything before the tag).
+                let span = p.len() - TAG_LEN;
+                let pos = ((pick >> 8) % span as u64) as usize;
+                p[pos] ^= 1 << ((pick >> 40) % 8);
+                *frame = reencode(&p);
+                Some(Attack::Alter)
+            }
+            _ => {
+                let mut replay = previous.expect("checked");
+                replay.extend_from_slice(frame);
+                *frame = replay;
+                Some(Attack::Replay)
+            }
+        }
+    }
+}
+
 /// Reopens a board's link after a reset (e.g. restarts its QEMU process and connects).
 pub type Reconnect = Box<dyn FnMut() -> io::Result<Box<dyn Link>> + Send>;
 
@@ -155,6 +312,8 @@ pub struct FaultyLink {
     reconnect: Option<Reconnect>,
     down: FaultStream,
     up: FaultStream,
+    /// Attacks per direction (`--link-attacks`), after the faults.
+    attacks: Option<(AttackStream, AttackStream)>,
     /// Outgoing bytes of a frame not yet complete.
     tx: Vec<u8>,
     /// Incoming bytes of a frame not yet complete.
@@ -182,12 +341,37 @@ impl FaultyLink {
             reconnect,
             down: FaultStream::new(rate, seed ^ 0x646f_776e, resets),
             up: FaultStream::new(rate, seed ^ 0x7570, resets),
+            attacks: None,
             tx: Vec::new(),
             rx_raw: Vec::new(),
             rx: Vec::new(),
             rx_pos: 0,
             reset_pending: false,
             counts: Arc::new(Mutex::new(FaultCounts::default())),
+        }
+    }
+
+    /// Also attacks the authenticated link at `rate` per frame and direction, drawn from
+    /// `seed` (module docs).
+    pub fn with_attacks(mut self, rate: f64, seed: u64) -> FaultyLink {
+        if rate > 0.0 {
+            self.attacks = Some((
+                AttackStream::new(rate, seed ^ 0x646f_776e),
+                AttackStream::new(rate, seed ^ 0x7570),
+            ));
+        }
+        self
+    }
+
+    /// Attacks a frame going down (`up == false`) or up, counting it.
+    fn attack(&mut self, frame: &mut Vec<u8>, up: bool) {
+        let Some((down_s, up_s)) = self.attacks.as_mut() else {
+            return;
+        };
+        let s = if up { up_s } else { down_s };
+        if let Some(a) = s.attack(frame) {
+            tracing::debug!(?a, up, "link attack");
+            self.counts.lock().expect("fault counters").count_attack(a);
         }
     }
 
@@ -241,6 +425,7 @@ impl Write for FaultyLink {
                 // The rest of this write is lost with the board.
                 return Ok(bytes.len());
             }
+            self.attack(&mut frame, false);
             self.inner.write_all(&frame)?;
         }
         self.tx.extend_from_slice(rest);
@@ -279,6 +464,7 @@ impl Read for FaultyLink {
                     self.reset()?;
                     break;
                 }
+                self.attack(&mut frame, true);
                 self.rx.extend_from_slice(&frame);
             }
         }
@@ -408,5 +594,89 @@ mod tests {
         assert_eq!((&a, ca, ra), (&b, cb, rb));
         assert_ne!(a, input);
         assert!(ca.total() > 50 && ca.resets > 0, "{ca:?}");
+    }
+
+    /// Each attack does what it says: forged and altered frames fail the tag, a replay is the
+    /// previous frame again (refused as replayed) before the genuine one, a `SessionOpen`
+    /// names another device; frames that are neither sealed nor `SessionOpen` pass.
+    #[test]
+    fn attacks_are_refused_for_what_they_are() {
+        use fedrecon_core::wire::auth::{AuthError, DeviceKey, Role, Session};
+        use fedrecon_core::wire::{Kind, Message, TopKRequest};
+        let key = DeviceKey([1; 32]);
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..64u64 {
+            let mut tx = Session::new(&key, Role::Server, 3, 9, 4);
+            let mut rx = Session::new(&key, Role::Device, 3, 9, 4);
+            let mut a = AttackStream::new(1.0, seed);
+            let mut buf = vec![0u8; 128];
+            let mut raw = vec![0u8; 256];
+            let mut frames = Vec::new();
+            for round in 0..2 {
+                let n = tx
+                    .seal_frame(Kind::TopKRequest, &TopKRequest { round, k: 2 }, &mut buf)
+                    .unwrap();
+                frames.push(buf[..n].to_vec());
+            }
+            // The first frame goes through untouched for the replay to have something.
+            let mut first = frames[0].clone();
+            let mut quiet = AttackStream::new(0.0, seed);
+            assert_eq!(quiet.attack(&mut first), None);
+            a.last_sealed = Some(frames[0].clone());
+            let (_, r) = next_raw_frame(&frames[0], &mut raw);
+            rx.open(r.unwrap().unwrap()).unwrap();
+            let mut f = frames[1].clone();
+            let kind = a.attack(&mut f).expect("rate 1 attacks a sealed frame");
+            seen.insert(format!("{kind:?}"));
+            let (used, r) = next_raw_frame(&f, &mut raw);
+            let got = r.unwrap().map(|r| rx.open(r).map(|_| ()));
+            match kind {
+                Attack::Forge | Attack::Alter => {
+                    assert!(
+                        matches!(got, Some(Err(AuthError::BadTag))),
+                        "{kind:?} {got:?}"
+                    )
+                }
+                Attack::Replay => {
+                    assert_eq!(
+                        got,
+                        Some(Err(AuthError::Replayed {
+                            seq: 0,
+                            expected: 1
+                        }))
+                    );
+                    let (_, r) = next_raw_frame(&f[used..], &mut raw);
+                    assert!(
+                        rx.open(r.unwrap().unwrap()).is_ok(),
+                        "the genuine frame after it"
+                    );
+                }
+                Attack::WrongDevice => panic!("a sealed frame is not a SessionOpen"),
+            }
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        let mut open = vec![0u8; 64];
+        let n = SessionOpen {
+            device: 3,
+            nonce: 1,
+        }
+        .encode(&mut open)
+        .unwrap();
+        let mut f = open[..n].to_vec();
+        assert_eq!(
+            AttackStream::new(1.0, 1).attack(&mut f),
+            Some(Attack::WrongDevice)
+        );
+        let mut raw = vec![0u8; 64];
+        let (_, r) = next_raw_frame(&f, &mut raw);
+        let named = SessionOpen::check(r.unwrap().unwrap()).unwrap().unwrap();
+        assert_ne!(named.device, 3);
+        let mut plain = vec![0u8; 64];
+        let n = Message::TopKRequest(TopKRequest { round: 1, k: 2 })
+            .encode(&mut plain)
+            .unwrap();
+        let mut p = plain[..n].to_vec();
+        assert_eq!(AttackStream::new(1.0, 1).attack(&mut p), None);
+        assert_eq!(p, plain[..n]);
     }
 }

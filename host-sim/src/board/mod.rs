@@ -16,6 +16,7 @@
 //! stays virtual and is logged. Boards run on their own threads, concurrently with the
 //! virtual devices.
 
+pub mod auth;
 pub mod enrol;
 pub mod eval;
 pub mod link_faults;
@@ -37,8 +38,11 @@ use fedrecon_core::wire::{
 };
 use fedrecon_core::{Phase, RoundConfig, ScalarKind};
 
+use crate::board::auth::{LinkAuth, Refused};
+use crate::board::enrol::{AuthCounts, Enrolment};
 use crate::board::link_faults::{FaultCounts, FaultyLink, Reconnect};
 use crate::board::links::LinkTimeouts;
+use fedrecon_core::wire::auth::SessionOpen;
 
 /// The client id a board puts in its updates (`BoardInfo.client` of the firmware images); the
 /// engine decodes board updates expecting it.
@@ -64,6 +68,10 @@ pub struct BoardOptions {
     /// Fault rate per frame and direction injected on every board's link
     /// (`--link-faults RATE`, [`crate::board::link_faults`]); 0 = none.
     pub link_faults: f64,
+    /// Attack rate per frame and direction on every QEMU board's authenticated link: forged,
+    /// altered, replayed and wrong-device frames (`--link-attacks RATE`,
+    /// [`crate::board::link_faults`]); 0 = none.
+    pub link_attacks: f64,
     /// The read timeout of a faulty link (default [`FAULTY_READ_TIMEOUT`]); shorter suits
     /// boards that only get small clients.
     pub link_timeout: Option<Duration>,
@@ -79,6 +87,10 @@ pub struct BoardOptions {
     /// Where QEMU boards keep their emulated flash (`--board-flash`; `DIR/qemu{i}/`), so a
     /// later run finds their users' ratings stored; a fresh temporary directory when `None`.
     pub flash_dir: Option<PathBuf>,
+    /// The enrolment file of the real boards (`--enrolment FILE`, [`enrol`]): every real
+    /// board's link is authenticated (core/WIRE.md 7), so `devices` need it. QEMU boards are
+    /// provisioned by the simulator (a fresh key per board, enrolled in memory).
+    pub enrolment: Option<PathBuf>,
 }
 
 impl BoardOptions {
@@ -179,6 +191,9 @@ pub struct BoardStats {
     pub provisioned: u64,
     /// Faults injected on its link (`--link-faults`).
     pub faults: FaultCounts,
+    /// Frames and sessions refused by the authentication layer, by the host or the board
+    /// (core/WIRE.md 7.3); each dropped its client for the round.
+    pub auth_refused: u64,
 }
 
 /// One connected board after the `Hello` exchange.
@@ -205,6 +220,16 @@ pub struct Board {
     /// The dense user the board is (`--board-users`): it holds that user's ratings and
     /// trains only that user.
     owner: Option<u32>,
+    /// The link's authentication (core/WIRE.md 7); `None`: a plain link (tests only: every
+    /// board the simulator opens is authenticated).
+    auth: Option<LinkAuth>,
+    /// Bytes read from the link (sealed frames as they arrived).
+    rx_bytes: u64,
+    /// Frames and sessions refused by the authentication layer, by the host or the board.
+    refused: AuthCounts,
+    /// A QEMU board's working directory when no flash directory was asked for (holds its
+    /// key file), removed with the board.
+    _dir: Option<tempfile::TempDir>,
     _qemu: Option<Qemu>,
 }
 
@@ -219,6 +244,9 @@ pub struct BoardReport {
     pub link_errors: u32,
     /// Whether the client was retried.
     pub retried: bool,
+    /// Refusals by the authentication layer during the exchange, by name (one of them
+    /// dropped the client; others may come from the resynchronisations).
+    pub auth_refused: AuthCounts,
 }
 
 impl std::fmt::Debug for Board {
@@ -338,6 +366,26 @@ fn link_is_dead(e: &anyhow::Error) -> bool {
         })
 }
 
+/// A board that answers a session request with a plain `Hello`: it has no key, and every
+/// board link is authenticated.
+#[derive(Debug)]
+struct NoKey;
+
+impl std::fmt::Display for NoKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the board does not authenticate its link")
+    }
+}
+
+impl std::error::Error for NoKey {}
+
+/// True when `encoded` is a board's `SessionOpen` (a keyed board asking for a session).
+fn is_session_open(encoded: &[u8]) -> bool {
+    let mut raw = vec![0u8; encoded.len() + 8];
+    let (_, r) = fedrecon_core::wire::next_raw_frame(encoded, &mut raw);
+    matches!(r, Ok(Some(r)) if matches!(SessionOpen::check(r), Ok(Some(_))))
+}
+
 /// True when `e` is a frame in a protocol major this build does not speak.
 fn speaks_other_major(e: &anyhow::Error) -> bool {
     matches!(
@@ -368,16 +416,17 @@ impl Board {
         seed: u64,
         timeout: Duration,
     ) -> Result<Vec<Board>> {
-        Board::boot_qemu_in(elf, n, k, rate, seed, timeout, None)
+        Board::boot_qemu_in(elf, n, k, (rate, 0.0), seed, timeout, None)
     }
 
     /// [`Board::boot_qemu_with_faults`] with each board's emulated flash (its own dataset,
-    /// `--board-users`) in `flash/qemu{i}/` when `flash` is given, kept across restarts.
+    /// `--board-users`) in `flash/qemu{i}/` when `flash` is given, kept across restarts;
+    /// `(rate, attacks)`: the fault and attack rates of its link.
     pub fn boot_qemu_in(
         elf: &Path,
         n: usize,
         k: usize,
-        rate: f64,
+        (rate, attacks): (f64, f64),
         seed: u64,
         timeout: Duration,
         flash: Option<&Path>,
@@ -386,9 +435,29 @@ impl Board {
         let mut boards = Vec::with_capacity(n);
         for i in 0..n {
             let name = format!("qemu{i}");
-            let dir = flash.map(|f| f.join(&name));
+            // The board's key file lives in its working directory: the flash directory when
+            // there is one, else a temporary one of its own.
+            let temp = match flash {
+                Some(_) => None,
+                None => Some(
+                    tempfile::Builder::new()
+                        .prefix("fedrecon-board-")
+                        .tempdir()
+                        .with_context(|| format!("board {name}: a working directory"))?,
+                ),
+            };
+            let dir = match (&temp, flash) {
+                (Some(t), _) => Some(t.path().to_path_buf()),
+                (None, f) => f.map(|f| f.join(&name)),
+            };
+            let device = i as u32 + 1;
+            let enrolment = auth::provision_key_file(
+                dir.as_deref().expect("a directory for every board"),
+                device,
+            )
+            .with_context(|| format!("board {name}: provisioning its key"))?;
             let (qemu, s) = spawn_qemu(elf, &name, dir.as_deref())?;
-            let mut b = if rate > 0.0 {
+            let mut b = if rate > 0.0 || attacks > 0.0 {
                 s.set_read_timeout(Some(timeout))?;
                 s.set_nodelay(true)?;
                 let reconnect =
@@ -398,6 +467,10 @@ impl Board {
                     rate,
                     crate::seeds::derive(&[seed, 0x4c49_4e4b, i as u64]),
                     Some(reconnect),
+                )
+                .with_attacks(
+                    attacks,
+                    crate::seeds::derive(&[seed, 0x0041_544b, i as u64]),
                 );
                 let counts = link.counts();
                 let mut b = Board::over_link(name, Box::new(link));
@@ -411,25 +484,58 @@ impl Board {
                 b.reconnect = Some(qemu_reconnect(elf.to_path_buf(), name, qemu, read, dir));
                 b
             };
+            b.auth = Some(LinkAuth::new(Arc::new(enrolment), Some(device)));
+            b._dir = temp;
             b.greet(k)?;
             boards.push(b);
         }
         Ok(boards)
     }
 
-    /// Connects to a real board (`tcp:HOST:PORT` or a serial port path) and greets it; a
-    /// link that dies later is reopened the same way.
-    pub fn open(spec: &str, k: usize) -> Result<Board> {
-        Board::open_with(spec, k, LinkTimeouts::default())
+    /// Connects to a real board (`tcp:HOST:PORT` or a serial port path) enrolled in
+    /// `enrolment` and greets it (an authenticated session: core/WIRE.md 7); a link that dies
+    /// later is reopened the same way.
+    pub fn open(spec: &str, k: usize, enrolment: Arc<Enrolment>) -> Result<Board> {
+        Board::open_with(spec, k, LinkTimeouts::default(), enrolment)
     }
 
     /// [`Board::open`] with explicit timeouts.
-    pub fn open_with(spec: &str, k: usize, timeouts: LinkTimeouts) -> Result<Board> {
+    pub fn open_with(
+        spec: &str,
+        k: usize,
+        timeouts: LinkTimeouts,
+        enrolment: Arc<Enrolment>,
+    ) -> Result<Board> {
         let link = links::open_device(spec, timeouts)?;
         let mut b = Board::over_link(spec.to_string(), link);
         b.reconnect = Some(links::device_reconnect(spec.to_string(), timeouts));
+        b.auth = Some(LinkAuth::new(enrolment, None));
         b.greet(k).with_context(|| format!("board {spec}"))?;
         Ok(b)
+    }
+
+    /// Makes this (not yet greeted) board's link authenticated with `enrolment`, the link
+    /// belonging to `device` when given ([`Board::greet`] then opens the session).
+    pub fn authenticate(&mut self, enrolment: Arc<Enrolment>, device: Option<u32>) {
+        self.auth = Some(LinkAuth::new(enrolment, device));
+    }
+
+    /// Writes `plain` frames on the link, sealed when a session is open; returns the bytes
+    /// written.
+    fn transmit(&mut self, plain: &[u8]) -> Result<usize> {
+        let sealed;
+        let bytes = match self.auth.as_mut() {
+            Some(a) if a.is_open() => {
+                sealed = a
+                    .seal(plain)
+                    .with_context(|| format!("board {}", self.name))?;
+                &sealed[..]
+            }
+            _ => plain,
+        };
+        self.link.write_all(bytes)?;
+        self.link.flush()?;
+        Ok(bytes.len())
     }
 
     /// A board on any byte link (not yet greeted; [`Board::greet`] next).
@@ -447,6 +553,10 @@ impl Board {
             reconnect: None,
             lost: false,
             owner: None,
+            auth: None,
+            rx_bytes: 0,
+            refused: AuthCounts::default(),
+            _dir: None,
             _qemu: None,
         }
     }
@@ -458,6 +568,10 @@ impl Board {
         let mut last = anyhow!("no attempt");
         for _ in 0..RESYNC_ATTEMPTS {
             self.pending.clear();
+            // A plain Hello asks a keyed board for a new session (core/WIRE.md 7.2).
+            if let Some(a) = self.auth.as_mut() {
+                a.close();
+            }
             let mut out = vec![0u8];
             let n = Message::Hello(host_hello(k))
                 .encode(&mut self.buf)
@@ -471,10 +585,50 @@ impl Board {
                 }
                 continue;
             }
+            let plain = self.auth.is_none();
             loop {
                 match self.read_frame() {
+                    Ok(raw) if self.auth.as_ref().is_some_and(|a| !a.is_open()) => {
+                        match self.handshake(&raw, k) {
+                            Ok(()) => {}
+                            Err(e) if e.downcast_ref::<NoKey>().is_some() => return Err(e),
+                            // Refused, or the link failed while answering: as a failed
+                            // exchange, a new attempt (or a reconnect).
+                            Err(e) => {
+                                let dead = self.reconnect.is_some() && link_is_dead(&e);
+                                last = e;
+                                if dead {
+                                    return Err(
+                                        last.context(format!("board {}: link lost", self.name))
+                                    );
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    // A refused frame during the exchange: counted; a new session next.
+                    Err(e) if e.downcast_ref::<Refused>().is_some() => {
+                        last = e;
+                        break;
+                    }
                     Ok(raw) => match self.decode(&raw) {
                         Ok(Message::Hello(h)) => return Ok(h),
+                        // The board refused a frame of the new session (forged on the way):
+                        // no Hello will come; a new session next.
+                        Ok(Message::Error(m)) if Refused::by_board(&m).is_some() => {
+                            let r = Refused::by_board(&m).expect("checked");
+                            self.refused.count_name(r.name);
+                            last = anyhow::Error::new(r)
+                                .context(format!("board {}: session refused", self.name));
+                            break;
+                        }
+                        Err(e) if plain && is_session_open(&raw) => {
+                            return Err(e.context(format!(
+                                "board {}: it authenticates its link (core/WIRE.md 7): give \
+                                 its enrolment file (--enrolment FILE)",
+                                self.name
+                            )));
+                        }
                         // An image of another wire major answers in frames this build cannot
                         // read: waiting for a Hello would only run into the read timeout.
                         Err(e) if speaks_other_major(&e) => {
@@ -504,6 +658,48 @@ impl Board {
             "board {}: no Hello after {RESYNC_ATTEMPTS} attempts",
             self.name
         )))
+    }
+
+    /// A keyed link before its session: the board's answer to the plain `Hello` must be its
+    /// `SessionOpen`, answered with the host's and then the sealed `Hello`. A plain `Hello`
+    /// means the board has no key: refused (every board link is authenticated). Other frames
+    /// (replies to a failed exchange) are skipped.
+    fn handshake(&mut self, encoded: &[u8], k: usize) -> Result<()> {
+        let name = self.name.clone();
+        let (_, raw) = fedrecon_core::wire::next_raw_frame(encoded, &mut self.buf);
+        let Ok(Some(raw)) = raw else { return Ok(()) };
+        match SessionOpen::check(raw) {
+            Ok(Some(open)) => {
+                let auth = self.auth.as_mut().expect("checked by the caller");
+                let answer = match auth.accept(&open, &mut self.refused) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        return Err(anyhow::Error::new(Refused::by_host(&e))
+                            .context(format!("board {name}: session refused")));
+                    }
+                };
+                let mut hello = vec![0u8; 128];
+                let n = Message::Hello(host_hello(k))
+                    .encode(&mut hello)
+                    .map_err(|e| anyhow!("encoding Hello: {e}"))?;
+                hello.truncate(n);
+                self.link.write_all(&answer)?;
+                self.transmit(&hello)
+                    .with_context(|| format!("board {name}: sending the sealed Hello"))?;
+                Ok(())
+            }
+            Ok(None) => {
+                if matches!(self.decode(encoded), Ok(Message::Hello(_))) {
+                    return Err(anyhow::Error::new(NoKey).context(format!(
+                        "board {name} answered without authenticating: its image has no key \
+                         (QEMU: rebuild the images with `cargo build-fw`; a real board: build \
+                         it with FEDRECON_DEVICE_ID / FEDRECON_DEVICE_KEY and enrol it)"
+                    )));
+                }
+                Ok(())
+            }
+            Err(_) => Ok(()),
+        }
     }
 
     /// Brings the board back to a known state after a failed exchange (a fresh `Hello`: the
@@ -570,6 +766,11 @@ impl Board {
         Ok(())
     }
 
+    /// Whether the link is authenticated and its session open (core/WIRE.md 7).
+    pub fn authenticated(&self) -> bool {
+        self.auth.as_ref().is_some_and(LinkAuth::is_open)
+    }
+
     /// The board's name (`qemu0`, `tcp:...`, a port path).
     pub fn name(&self) -> &str {
         &self.name
@@ -583,6 +784,7 @@ impl Board {
     /// What the board did so far.
     pub fn stats(&self) -> BoardStats {
         let mut s = self.stats;
+        s.auth_refused = self.refused.total();
         if let Some(c) = &self.faults {
             s.faults = *c.lock().expect("fault counters");
         }
@@ -611,7 +813,9 @@ impl Board {
             update: Ok(None),
             link_errors: 0,
             retried: false,
+            auth_refused: AuthCounts::default(),
         };
+        let refused_before = self.refused.clone();
         for attempt in 0..2 {
             if attempt == 1 {
                 report.retried = true;
@@ -620,6 +824,7 @@ impl Board {
             match self.train::<K>(cfg, num_items, rows, job) {
                 Ok(u) => {
                     report.update = Ok(Some(u));
+                    report.auth_refused = self.refused.since(&refused_before);
                     return report;
                 }
                 Err(e) => {
@@ -631,6 +836,16 @@ impl Board {
                         attempt,
                         "board exchange failed: {e:#}"
                     );
+                    // A refused frame is not line noise: the client is not retried (nothing
+                    // of its exchange is trusted), the link gets a new session.
+                    let refused = e.chain().find_map(|c| c.downcast_ref::<Refused>());
+                    if refused.is_some() {
+                        if let Err(e) = self.resync() {
+                            tracing::warn!(board = %self.name, "board lost: {e:#}");
+                            self.lost = true;
+                        }
+                        break;
+                    }
                     if let Err(e) = self.resync() {
                         // The client is dropped for the round like any link failure; the
                         // board takes no more clients.
@@ -642,6 +857,7 @@ impl Board {
             }
         }
         self.stats.link_failures += 1;
+        report.auth_refused = self.refused.since(&refused_before);
         tracing::warn!(
             board = %self.name,
             round = job.round,
@@ -673,14 +889,46 @@ impl Board {
         })
     }
 
-    /// The next frame from the link, delimiter included.
+    /// A received frame as the rest of the board code reads it: opened by the session when
+    /// one is open (a refusal is counted and returned as [`Refused`]; a frame whose envelope
+    /// fails, line noise, is an ordinary error), else as it came.
+    fn open_frame(&mut self, frame: Vec<u8>) -> Result<Vec<u8>> {
+        let Some(a) = self.auth.as_mut().filter(|a| a.is_open()) else {
+            return Ok(frame);
+        };
+        match a.open(&frame) {
+            Ok(plain) => Ok(plain),
+            Err(fedrecon_core::wire::auth::AuthError::Wire(e)) => {
+                Err(anyhow::Error::new(e).context(format!("board {}: bad frame", self.name)))
+            }
+            Err(e @ fedrecon_core::wire::auth::AuthError::Unsealed { .. }) => {
+                // A board that refused the session (another device named, no session) can
+                // only answer plain: its reason is the one to count.
+                let by_board = match self.decode(&frame) {
+                    Ok(Message::Error(m)) => Refused::by_board(&m),
+                    _ => None,
+                };
+                let r = by_board.unwrap_or_else(|| Refused::by_host(&e));
+                self.refused.count_name(r.name);
+                Err(anyhow::Error::new(r).context(format!("board {}: frame refused", self.name)))
+            }
+            Err(e) => {
+                self.refused.count(&e);
+                Err(anyhow::Error::new(Refused::by_host(&e))
+                    .context(format!("board {}: frame refused", self.name)))
+            }
+        }
+    }
+
+    /// The next frame from the link, delimiter included (opened, on an authenticated link).
     fn read_frame(&mut self) -> Result<Vec<u8>> {
         let mut chunk = [0u8; 4096];
         loop {
             if let Some(z) = self.pending.iter().position(|&b| b == 0) {
                 let frame: Vec<u8> = self.pending.drain(..=z).collect();
                 if frame.len() > 1 {
-                    return Ok(frame);
+                    self.rx_bytes += frame.len() as u64;
+                    return self.open_frame(frame);
                 }
                 continue;
             }
@@ -762,11 +1010,12 @@ impl Board {
         )
         .map_err(|e| anyhow!("board {name}: encoding item rows: {e:?}"))?;
         self.out.push(0);
-        self.link
-            .write_all(&self.out)
-            .with_context(|| format!("board {name}: sending the round"))?;
-        self.link.flush()?;
-        self.stats.bytes_down += self.out.len() as u64;
+        let out = std::mem::take(&mut self.out);
+        let sent = self
+            .transmit(&out)
+            .with_context(|| format!("board {name}: sending the round"));
+        self.out = out;
+        self.stats.bytes_down += sent? as u64;
         Ok(())
     }
 
@@ -785,6 +1034,7 @@ impl Board {
         let t0 = Instant::now();
         let name = self.name.clone();
         self.send_round::<K>(RoundMode::Train, cfg, num_items, rows, job)?;
+        let rx0 = self.rx_bytes;
         let mut update = self.read_frame()?;
         // A late answer to a resync's repeated `Hello` precedes this exchange at the board
         // (which handled it before the round's frames): skip it.
@@ -804,6 +1054,11 @@ impl Board {
                     job.up
                 );
                 (b.rows as usize).div_ceil(fedrecon_core::wire::ROWS_PER_CHUNK)
+            }
+            Message::Error(e) if Refused::by_board(&e).is_some() => {
+                let r = Refused::by_board(&e).expect("checked");
+                self.refused.count_name(r.name);
+                return Err(anyhow::Error::new(r).context(format!("board {name}")));
             }
             Message::Error(e) => bail!(
                 "board {name} refused round {} (client of {} ratings): {:?} (detail {:?})",
@@ -828,7 +1083,8 @@ impl Board {
             sum.client,
             job.round
         );
-        self.stats.bytes_up += update.len() as u64;
+        // What crossed the link (sealed frames), not the plain frames decoded here.
+        self.stats.bytes_up += self.rx_bytes - rx0;
         self.stats.clients += 1;
         self.stats.seconds += t0.elapsed().as_secs_f64();
         Ok((update, sum.rows))
@@ -863,6 +1119,11 @@ impl Boards {
             "link fault rate {}: must be in [0, 1)",
             opts.link_faults
         );
+        ensure!(
+            (0.0..1.0).contains(&opts.link_attacks),
+            "link attack rate {}: must be in [0, 1)",
+            opts.link_attacks
+        );
         let mut boards = Vec::new();
         if opts.qemu_devices > 0 {
             let elf = find_image(opts.firmware.as_deref(), scalar, k)?;
@@ -879,9 +1140,9 @@ impl Boards {
                 &elf,
                 opts.qemu_devices,
                 k,
-                opts.link_faults,
+                (opts.link_faults, opts.link_attacks),
                 seed,
-                if opts.link_faults > 0.0 {
+                if opts.link_faults > 0.0 || opts.link_attacks > 0.0 {
                     opts.link_timeout.unwrap_or(FAULTY_READ_TIMEOUT)
                 } else {
                     opts.timeouts.unwrap_or_default().read
@@ -889,15 +1150,26 @@ impl Boards {
                 flash.as_deref(),
             )?);
         }
+        let enrolment = match (&opts.enrolment, opts.devices.is_empty()) {
+            (Some(path), _) => Some(Arc::new(Enrolment::load(path)?)),
+            (None, false) => bail!(
+                "real boards ({}) authenticate their link (core/WIRE.md 7): give their \
+                 enrolment file with --enrolment FILE (`cargo build-fw` writes the nRF52840-DK \
+                 image's to firmware/target/images/nrf52840-dk/enrolment.txt)",
+                opts.devices.join(", ")
+            ),
+            (None, true) => None,
+        };
         for spec in &opts.devices {
             ensure!(
-                opts.link_faults == 0.0,
-                "link faults apply to QEMU boards only (BoardOptions::qemu_devices)"
+                opts.link_faults == 0.0 && opts.link_attacks == 0.0,
+                "link faults and attacks apply to QEMU boards only (BoardOptions::qemu_devices)"
             );
             boards.push(Board::open_with(
                 spec,
                 k,
                 opts.timeouts.unwrap_or_default(),
+                enrolment.clone().expect("checked above"),
             )?);
         }
         for b in &boards {
@@ -1044,6 +1316,7 @@ impl Boards {
                             update: Err(anyhow!("board {}: a rated item is out of range", b.name)),
                             link_errors: 0,
                             retried: false,
+                            auth_refused: AuthCounts::default(),
                         }
                     };
                     (b, res)
@@ -1069,6 +1342,7 @@ impl Boards {
                     update: Err(anyhow!("a board thread panicked")),
                     link_errors: 0,
                     retried: false,
+                    auth_refused: AuthCounts::default(),
                 },
             })
             .collect()

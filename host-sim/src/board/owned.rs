@@ -22,8 +22,7 @@ impl Board {
         .encode(&mut self.buf)
         .map_err(|e| anyhow!("board {name}: encoding StoredData: {e}"))?;
         let frame = self.buf[..n].to_vec();
-        self.link.write_all(&frame)?;
-        self.link.flush()?;
+        self.transmit(&frame)?;
         self.reply(0, |m| match m {
             Message::StoredData(d) => Ok(d),
             m => bail!("board {name}: expected StoredData, got {m:?}"),
@@ -62,9 +61,10 @@ impl Board {
         .encode(buf)
         .map_err(|e| anyhow!("board {name}: encoding StoreRatings: {e}"))?;
         sink(&buf[..n]).expect("infallible");
-        self.link.write_all(&self.out)?;
-        self.link.flush()?;
-        self.stats.bytes_down += self.out.len() as u64;
+        let out = std::mem::take(&mut self.out);
+        let sent = self.transmit(&out);
+        self.out = out;
+        self.stats.bytes_down += sent? as u64;
         let got = self.reply(0, |m| match m {
             Message::StoredData(d) => Ok(d),
             m => bail!("board {name}: expected StoredData, got {m:?}"),

@@ -211,11 +211,20 @@ pub struct TrainArgs {
     /// Repeat for several.
     #[arg(long = "device", value_name = "SPEC")]
     pub devices: Vec<String>,
+    /// The enrolment file of the --device boards (`ID KEY` lines, host-sim/SECURITY.md):
+    /// every real board's link is authenticated, so --device needs it.
+    #[arg(long, value_name = "FILE")]
+    pub enrolment: Option<PathBuf>,
     /// Inject faults into the QEMU boards' links at RATE per frame and direction (bit flips,
     /// dropped / duplicated bytes, truncated frames, board resets; seeded by --seed): failed
     /// exchanges are retried once, then the client is dropped (host-sim/RELIABILITY.md).
     #[arg(long, value_name = "RATE", default_value_t = 0.0)]
     pub link_faults: f64,
+    /// Attack the QEMU boards' authenticated links at RATE per frame and direction (forged,
+    /// altered, replayed and wrong-device frames; seeded by --seed): each is refused, counted
+    /// in the round's auth_refused, and its client dropped for the round (SECURITY.md).
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    pub link_attacks: f64,
     /// The boards also evaluate held-out users (the first of each evaluation that fit, one per
     /// board; the catalogue is streamed through the board for recall and NDCG): the metrics
     /// are identical to virtual evaluation.
@@ -357,6 +366,10 @@ pub struct RecommendArgs {
     /// Compute it on a real board: `tcp:HOST:PORT` or a serial port (`/dev/ttyACM0`).
     #[arg(long = "device", value_name = "SPEC")]
     pub devices: Vec<String>,
+    /// The enrolment file of the --device boards (`ID KEY` lines, host-sim/SECURITY.md):
+    /// every real board's link is authenticated, so --device needs it.
+    #[arg(long, value_name = "FILE")]
+    pub enrolment: Option<PathBuf>,
 }
 
 /// Parses arguments, sets up logging, runs the command.
@@ -514,11 +527,13 @@ fn serve_rank(a: &TrainArgs, link: &fedrecon_host_sim::cluster::Link) -> Result<
         firmware: a.firmware.clone(),
         devices: fedrecon_host_sim::cluster::devices_for_rank(&a.devices, link.rank())?,
         link_faults: a.link_faults,
+        link_attacks: a.link_attacks,
         link_timeout: None,
         evaluate: a.board_eval,
         timeouts: None,
         users: Vec::new(),
         flash_dir: a.board_flash.clone(),
+        enrolment: a.enrolment.clone(),
     };
     fedrecon_host_sim::run::serve(&cfg, &ratings, link, &boards)?;
     match interrupts.pending() {
@@ -569,6 +584,7 @@ fn train_as(a: TrainArgs, link: Option<fedrecon_host_sim::cluster::Link>) -> Res
             None => a.devices.clone(),
         },
         link_faults: a.link_faults,
+        link_attacks: a.link_attacks,
         link_timeout: None,
         evaluate: a.board_eval,
         // From the configuration's [reliability] section (run.rs).
@@ -586,6 +602,7 @@ fn train_as(a: TrainArgs, link: Option<fedrecon_host_sim::cluster::Link>) -> Res
             })
             .collect::<Result<_>>()?,
         flash_dir: a.board_flash.clone(),
+        enrolment: a.enrolment.clone(),
     };
     let res = fedrecon_host_sim::run::run_checkpointed(&cfg, &ratings, &opts, &ck, &boards)?;
     println!("{}", output::summary_table(&res.records, res.seconds));
@@ -697,6 +714,7 @@ fn recommend(a: RecommendArgs) -> Result<()> {
         qemu_devices: a.qemu_devices,
         firmware: a.firmware.clone(),
         devices: a.devices.clone(),
+        enrolment: a.enrolment.clone(),
         ..Default::default()
     };
     let top = if boards.any() {

@@ -128,9 +128,11 @@ pub fn resume(a: TrainArgs, link: Option<fedrecon_host_sim::cluster::Link>) -> R
         (!a.devices.is_empty(), "--device"),
         (a.firmware.is_some(), "--firmware"),
         (a.link_faults != 0.0, "--link-faults"),
+        (a.link_attacks != 0.0, "--link-attacks"),
         (a.board_eval, "--board-eval"),
         (!a.board_users.is_empty(), "--board-users"),
         (a.board_flash.is_some(), "--board-flash"),
+        (a.enrolment.is_some(), "--enrolment"),
     ] {
         ensure!(
             !given,

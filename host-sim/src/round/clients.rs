@@ -438,6 +438,9 @@ impl<const K: usize> ClientHost<K> for BoardHost {
             for (i, report) in at.into_iter().zip(self.boards.finish(pending)) {
                 faults.link_errors += report.link_errors;
                 faults.link_retries += u32::from(report.retried);
+                for (why, n) in &report.auth_refused.0 {
+                    *faults.auth_refused.entry(why.clone()).or_default() += *n as u32;
+                }
                 self.ready.push(match report.update {
                     Ok(Some((bytes, rows))) => (
                         i,

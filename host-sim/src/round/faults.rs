@@ -45,6 +45,11 @@ pub struct RoundFaults {
     /// nothing of theirs is aggregated).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub link_failed: Vec<u32>,
+    /// Board frames and sessions the authentication layer refused (core/WIRE.md 7.3), by
+    /// reason (`bad_tag`, `replayed`, ...; by the host or by the board): each dropped its
+    /// client for the round (its user is in `link_failed`), nothing of it aggregated.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub auth_refused: BTreeMap<String, u32>,
 }
 
 fn is_zero(x: &u32) -> bool {

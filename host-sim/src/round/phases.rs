@@ -490,6 +490,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
             || faults.skipped
             || !faults.rejected.is_empty()
             || faults.link_errors > 0
+            || !faults.auth_refused.is_empty()
         {
             faults.aggregated = Some(if faults.skipped { 0 } else { s.accepted as u32 });
         }

@@ -86,9 +86,16 @@ fn a_board_whose_link_dies_is_reopened_and_its_client_dropped_for_the_round() {
 
     let elf = find_firmware(None).unwrap();
     let uart = fedrecon_qemu::Qemu::free_port().unwrap();
+    // The "real" board is provisioned as one: its key file in its working directory, the
+    // host given the matching enrolment file.
+    let board_dir = dir.path().join("board");
+    let enrolment = fedrecon_host_sim::board::auth::provision_key_file(&board_dir, 7).unwrap();
+    let enrolment_file = dir.path().join("enrolment.txt");
+    enrolment.save(&enrolment_file).unwrap();
     let _qemu = fedrecon_qemu::Qemu::new(fedrecon_qemu::Machine::Mps2An386, &elf)
         .icount(0)
         .serial_socket(uart)
+        .current_dir(&board_dir)
         .spawn(Stdio::null(), Stdio::null())
         .unwrap();
     // The first two connections die 3,000 bytes into what the host sends: inside the first
@@ -96,6 +103,7 @@ fn a_board_whose_link_dies_is_reopened_and_its_client_dropped_for_the_round() {
     let port = bridge(uart, 2, 3000);
     let opts = BoardOptions {
         devices: vec![format!("tcp:127.0.0.1:{port}")],
+        enrolment: Some(enrolment_file),
         timeouts: Some(LinkTimeouts {
             read: Duration::from_secs(5),
             connect: Duration::from_secs(10),

@@ -131,6 +131,8 @@ fn resume_refuses_other_data_flags_and_impossible_checkpoints_touching_nothing()
         ("--qemu-devices", "1", "--qemu-devices"),
         ("--device", "/dev/null", "--device"),
         ("--link-faults", "0.1", "--link-faults"),
+        ("--link-attacks", "0.1", "--link-attacks"),
+        ("--enrolment", "/dev/null", "--enrolment"),
     ] {
         let mut a = resume(&out);
         a.extend([flag, value]);

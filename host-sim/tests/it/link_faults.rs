@@ -70,6 +70,8 @@ fn faulty_links_never_let_a_corrupted_update_through() {
         ..BoardOptions::default()
     };
     let boards = Boards::open(&opts, 50, ScalarKind::F32, cfg.run.seed).unwrap();
+    // Faults injected while the boards were greeted (their sessions opened), before any round.
+    let at_boot = boards.injected_faults();
     let mut faulty = Simulation::<f32, 50>::new(&cfg, &part, ratings.items()).unwrap();
     faulty.attach_boards(boards).unwrap();
     let mut failed = BTreeSet::new();
@@ -99,13 +101,94 @@ fn faulty_links_never_let_a_corrupted_update_through() {
     );
     assert!(trained > 0, "no board update got through");
     assert_eq!(
-        injected,
+        injected + at_boot,
         stats.iter().map(|s| s.faults.total()).sum::<u64>()
     );
+    assert_bit_identical_to_virtual(&cfg, &part, &ratings, rounds, failed, &losses, &faulty);
+}
 
+/// Forged, altered, replayed and wrong-device frames on two QEMU boards' authenticated
+/// links (`--link-attacks`): every attack kind is injected, each is refused and counted by
+/// reason, the round goes on, and the model is bit-identical to an all-virtual run where
+/// exactly the dropped clients sent nothing usable (no refused frame was aggregated).
+#[test]
+fn attacked_links_never_let_a_refused_frame_through() {
+    if !common::qemu_boards_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), 60, 400);
+    let ratings = movielens::load(dir.path()).unwrap();
+    let mut cfg = common::board_config();
+    cfg.run.clients_per_round = 6;
+    cfg.run.threads = Some(2);
+    cfg.run.seed = 6;
+    let rounds = 4;
+    let part = partition(&ratings, &cfg.data);
+    let opts = BoardOptions {
+        qemu_devices: 2,
+        link_attacks: 0.08,
+        link_timeout: Some(std::time::Duration::from_secs(2)),
+        ..BoardOptions::default()
+    };
+    let boards = Boards::open(&opts, 50, ScalarKind::F32, cfg.run.seed).unwrap();
+    assert!(boards.boards().iter().all(|b| b.authenticated()));
+    let mut sim = Simulation::<f32, 50>::new(&cfg, &part, ratings.items()).unwrap();
+    sim.attach_boards(boards).unwrap();
+    let mut failed = BTreeSet::new();
+    let mut reasons = std::collections::BTreeMap::<String, u32>::new();
+    let mut losses = Vec::new();
+    for _ in 0..rounds {
+        let s = sim.train_round().unwrap();
+        eprintln!("round {}: {:?}", s.round, s.faults);
+        assert!(s.applied && !s.faults.skipped);
+        assert!(s.faults.rejected.is_empty(), "{:?}", s.faults.rejected);
+        for (k, v) in &s.faults.auth_refused {
+            *reasons.entry(k.clone()).or_default() += v;
+        }
+        failed.extend(s.faults.link_failed.iter().map(|&u| (s.round, u)));
+        losses.push(s.loss.to_bits());
+    }
+    let stats: Vec<_> = sim.boards().boards().iter().map(|b| b.stats()).collect();
+    eprintln!("refused {reasons:?}; dropped {failed:?}; {stats:?}");
+    let sum =
+        |f: fn(&fedrecon_host_sim::board::BoardStats) -> u64| -> u64 { stats.iter().map(f).sum() };
+    assert!(sum(|s| s.faults.forged) > 0, "{stats:?}");
+    assert!(sum(|s| s.faults.altered) > 0, "{stats:?}");
+    assert!(sum(|s| s.faults.replayed) > 0, "{stats:?}");
+    assert!(sum(|s| s.faults.wrong_device) > 0, "{stats:?}");
+    assert_eq!(sum(|s| s.faults.total()), 0, "attacks only");
+    // Every dropped client was refused (an attack on a frame nobody reads any more, after a
+    // refusal, is not counted again).
+    let refused: u32 = reasons.values().sum();
+    assert!(refused as usize >= failed.len(), "{reasons:?} {failed:?}");
+    assert!(sum(|s| s.auth_refused) >= u64::from(refused), "{stats:?}");
+    for why in ["bad_tag", "replayed"] {
+        assert!(
+            reasons.contains_key(why),
+            "no {why} in the rounds: {reasons:?}"
+        );
+    }
+    assert!(!failed.is_empty(), "no client was dropped");
+    assert!(sum(|s| s.clients) > 0, "no board update got through");
+    assert_bit_identical_to_virtual(&cfg, &part, &ratings, rounds, failed, &losses, &sim);
+}
+
+/// The all-virtual reference of a run with boards, the `failed` (round, user) clients'
+/// updates made unusable: its losses and model must equal the board run's bit for bit.
+fn assert_bit_identical_to_virtual(
+    cfg: &fedrecon_host_sim::config::Config,
+    part: &fedrecon_host_sim::data::partition::Partition,
+    ratings: &fedrecon_host_sim::data::movielens::Ratings,
+    rounds: u32,
+    failed: BTreeSet<(u32, u32)>,
+    losses: &[u64],
+    boards: &Simulation<f32, 50>,
+) {
+    let faulty = boards;
     // The reference: all virtual, the failed clients' updates made unusable.
     let failed = Arc::new(failed);
-    let mut reference = Simulation::<f32, 50>::new(&cfg, &part, ratings.items()).unwrap();
+    let mut reference = Simulation::<f32, 50>::new(cfg, part, ratings.items()).unwrap();
     let f = Arc::clone(&failed);
     reference.set_tamper(Some(Box::new(move |round, user, bytes: &mut Vec<u8>| {
         if f.contains(&(round, user)) {
