@@ -64,7 +64,7 @@ step "firmware: format, lint, host tests of the protocol loop (firmware/ and fir
 # The nRF52840-DK image needs a device key to build (firmware/build.rs); lint with a throwaway
 # one (`cargo build-fw` builds the real image with its own, firmware/README.md "Device keys").
 (cd firmware && FEDRECON_DEVICE_ID=1 FEDRECON_DEVICE_KEY="$(printf '00%.0s' $(seq 32))" \
-    cargo clippy --release --features nrf52840-dk --bin nrf52840 --locked -- -D warnings)
+    cargo clippy --release --features nrf52840-dk --bin nrf52840 --bin nrf52840-usb --locked -- -D warnings)
 (cd firmware && cargo test --lib --target host-tuple --locked)
 (cd firmware/xtask && cargo fmt -- --check && cargo clippy --all-targets --locked -- -D warnings)
 
