@@ -366,7 +366,10 @@ pub struct RecommendArgs {
 /// Parses arguments, sets up logging, runs the command.
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
-    init_logging();
+    match cli.command {
+        Command::Sweep(_) => init_logging_at("warn"),
+        _ => init_logging(),
+    }
     match cli.command {
         Command::Train(a) => train(*a),
         Command::Config(a) => {
@@ -402,8 +405,14 @@ pub fn main() -> Result<()> {
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
+    init_logging_at("info");
+}
+
+/// [`init_logging`] with another default level (`RUST_LOG` still wins): a sweep's runs log at
+/// `warn`, since their info lines would interleave; it prints a line per finished run instead.
+pub fn init_logging_at(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
