@@ -308,6 +308,35 @@ impl Session {
         crate::round::recommend::recommend(&self.cfg, &model, &client, k)
     }
 
+    /// The current model as a bundle (`model.npz`, [`output::bundle`]): rows, biases, global
+    /// mean, the data's movie ids, the data digest and the configuration.
+    pub fn model_bundle(&self) -> Result<output::bundle::ModelBundle> {
+        let (params, global_mean) = self.call(|e| (e.params().to_vec(), e.global_mean()))?;
+        let (n, k) = (self.num_items(), self.cfg.model.k);
+        let item_biases = match &params[n * k..] {
+            [] => vec![0.0; n],
+            b => b.to_vec(),
+        };
+        let mut items = params;
+        items.truncate(n * k);
+        Ok(output::bundle::ModelBundle {
+            config_toml: self.cfg.to_toml_string(),
+            k,
+            items,
+            item_biases,
+            global_mean: global_mean.unwrap_or(0.0),
+            item_ids: self.ratings.item_raw_ids().to_vec(),
+            data_digest: self.data_digest,
+            rounds: self.rounds_done,
+        })
+    }
+
+    /// Writes [`Session::model_bundle`] to `path` (atomically), for `fedrecon recommend` and
+    /// numpy.
+    pub fn save_model(&self, path: &Path) -> Result<()> {
+        self.model_bundle()?.write(path)
+    }
+
     /// Writes `dir/checkpoint.bin` with `config.toml`, `metrics.jsonl` and `metrics.csv` beside
     /// it (creating `dir`), so [`Session::resume`] or `fedrecon train --resume DIR` can continue.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {

@@ -354,3 +354,38 @@ fn ranks_as_evaluation() {
         "only {compared} test users had a relevant item"
     );
 }
+
+/// A notebook's session saves the same bundle `train` writes for the same run.
+#[test]
+fn a_session_saves_the_bundle_train_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    common::synthetic(&data, 60, 50, 20);
+    write_data(&data, &users_of(&data));
+    let run_dir = tmp.path().join("run");
+    train(&data, "best", &run_dir);
+    let from_train = ModelBundle::read(&run_dir.join(bundle::FILE)).unwrap();
+    let cfg = from_train.config("bundle").unwrap();
+    let ratings = std::sync::Arc::new(movielens::load(&data).unwrap());
+    let mut s = fedrecon_host_sim::Session::new(cfg, ratings, data.clone()).unwrap();
+    s.start().unwrap();
+    while !s.done() {
+        s.step().unwrap();
+    }
+    let saved = tmp.path().join("session.npz");
+    s.save_model(&saved).unwrap();
+    assert_eq!(ModelBundle::read(&saved).unwrap(), from_train);
+    // And recommends from it as the command does, biases included.
+    let o = recommend_cli(&data, &saved, 7);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let top = s.recommend(7, 8).unwrap();
+    let text = String::from_utf8(o.stdout).unwrap();
+    for (line, (item, score)) in text.lines().skip(1).zip(&top) {
+        let id = movielens::load(&data).unwrap().item_raw_ids()[*item as usize];
+        assert!(
+            line.contains(&format!("{score:.3}  Film number {id} ")),
+            "{line} vs {item} {score}"
+        );
+    }
+}
