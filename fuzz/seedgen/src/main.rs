@@ -322,7 +322,11 @@ fn bundles() -> Vec<(String, Vec<u8>)> {
     use fedrecon_host_sim::config::{Config, Preset};
     use fedrecon_host_sim::output::bundle::ModelBundle;
     let mut out = Vec::new();
-    for (preset, n) in [(Preset::Best, 5usize), (Preset::Tutorial, 3), (Preset::Tutorial, 0)] {
+    for (preset, n) in [
+        (Preset::Best, 5usize),
+        (Preset::Tutorial, 3),
+        (Preset::Tutorial, 0),
+    ] {
         let mut cfg = Config::preset(preset);
         cfg.model.k = 8;
         let b = ModelBundle {
@@ -330,7 +334,13 @@ fn bundles() -> Vec<(String, Vec<u8>)> {
             k: 8,
             items: (0..n * 8).map(|i| i as f32 * 0.125 - 1.0).collect(),
             item_biases: (0..n)
-                .map(|i| if cfg.model.item_bias { i as f32 * 0.1 } else { 0.0 })
+                .map(|i| {
+                    if cfg.model.item_bias {
+                        i as f32 * 0.1
+                    } else {
+                        0.0
+                    }
+                })
                 .collect(),
             global_mean: if cfg.model.global_mean { 3.58 } else { 0.0 },
             item_ids: (0..n as u32).map(|i| i * 7 + 1).collect(),
