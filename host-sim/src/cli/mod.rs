@@ -179,7 +179,8 @@ pub struct TrainArgs {
     /// Ratings kept per user (`none` = all).
     #[arg(long)]
     pub max_ratings_per_user: Option<MaybeNum>,
-    /// Output directory: metrics.jsonl, metrics.csv, train.png, eval.png, items.npy, config.toml.
+    /// Output directory: metrics.jsonl, metrics.csv, train.png, eval.png, items.npy, model.npz
+    /// (the model bundle `recommend` reads), config.toml.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Allow writing into a non-empty --out directory (overwrites fedrecon's files only).
