@@ -320,7 +320,9 @@ impl ModelBundle {
 /// or the `model.npz` beside an `items.npy` (which holds no movie ids, so it is never read
 /// alone).
 pub fn locate(path: &Path) -> Result<PathBuf> {
-    if path.is_dir() {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.is_dir() {
         let p = path.join(FILE);
         ensure!(
             p.is_file(),
