@@ -12,11 +12,13 @@
 //! - [`cluster`]: one experiment over several processes (MPI), bit-identical to one.
 //! - [`round`]: one round as its phases (sample, configure, run clients, collect, validate,
 //!   select, aggregate, apply) with where a client runs behind one trait; evaluation.
-//! - [`output`]: metrics, `items.npy`, plots, checkpoints, atomic writes.
+//! - [`output`]: metrics, `items.npy`, the model bundle `model.npz`, plots, checkpoints,
+//!   atomic writes.
 //! - [`run`]: an experiment from configuration to outputs.
 //! - [`session`]: an experiment that owns its data, stepped one call at a time on its own
 //!   thread (notebooks, the Python binding).
 //! - [`baselines`]: the centralized upper bound and the speed benchmark.
+//! - [`sweep`]: a configuration × seeds grid of runs in parallel and its table of figures.
 //!
 //! The command line (`fedrecon`, `src/main.rs` and `src/cli/`) is the binary's; the library
 //! takes typed options. The usual entry points are re-exported here:
@@ -44,6 +46,7 @@ pub mod run;
 pub mod seeds;
 pub mod server;
 pub mod session;
+pub mod sweep;
 
 pub use board::BoardOptions;
 pub use config::{Config, Preset};

@@ -1,6 +1,6 @@
 //! An experiment from configuration to outputs: partition, rounds with periodic validation,
-//! the final test evaluation, and (with an output directory) metrics, plots, `items.npy` and
-//! `config.toml`. The command line's `train` is this plus argument parsing.
+//! the final test evaluation, and (with an output directory) metrics, plots, `items.npy`, the
+//! model bundle `model.npz` and `config.toml`. The command line's `train` is this plus argument parsing.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -86,7 +86,13 @@ pub fn run_with_boards(
         items = ratings.items(),
         "partitioned users"
     );
-    run_partition_with_boards(cfg, &part, ratings.items(), opts, boards)
+    let ids = ratings.item_raw_ids();
+    let ck = Checkpointing::default();
+    dispatch!(
+        cfg.run.scalar,
+        cfg.model.k,
+        run_k(cfg, &part, ratings.items(), Some(ids), opts, &ck, boards)
+    )
 }
 
 /// Runs the experiment on an existing partition with `num_items` items.
@@ -99,7 +105,8 @@ pub fn run_partition(
     run_partition_with_boards(cfg, part, num_items, opts, &BoardOptions::default())
 }
 
-/// [`run_partition`] with boards.
+/// [`run_partition`] with boards. Without the data's movie ids no `model.npz` is written
+/// (only `items.npy`).
 pub fn run_partition_with_boards(
     cfg: &Config,
     part: &Partition,
@@ -111,7 +118,7 @@ pub fn run_partition_with_boards(
     dispatch!(
         cfg.run.scalar,
         cfg.model.k,
-        run_k(cfg, part, num_items, opts, &ck, boards)
+        run_k(cfg, part, num_items, None, opts, &ck, boards)
     )
 }
 
@@ -138,7 +145,15 @@ pub fn run_checkpointed(
     dispatch!(
         cfg.run.scalar,
         cfg.model.k,
-        run_k(cfg, &part, num_items, opts, ck, boards)
+        run_k(
+            cfg,
+            &part,
+            num_items,
+            Some(ratings.item_raw_ids()),
+            opts,
+            ck,
+            boards
+        )
     )
 }
 
@@ -170,6 +185,7 @@ fn run_k<S: SimScalar, const K: usize>(
     cfg: &Config,
     part: &Partition,
     num_items: usize,
+    item_ids: Option<&[u32]>,
     opts: &RunOptions,
     ckpt: &Checkpointing,
     boards: &BoardOptions,
@@ -457,6 +473,24 @@ fn run_k<S: SimScalar, const K: usize>(
     if let Some(dir) = &opts.out {
         output::write_npy(&dir.join("items.npy"), &items, num_items, K)
             .with_context(|| format!("writing {}", dir.join("items.npy").display()))?;
+        if let Some(ids) = item_ids {
+            let biases = sim.item_biases();
+            output::bundle::ModelBundle {
+                config_toml: cfg.to_toml_string(),
+                k: K,
+                items: items.clone(),
+                item_biases: if biases.is_empty() {
+                    vec![0.0; num_items]
+                } else {
+                    biases.to_vec()
+                },
+                global_mean: sim.global_mean().unwrap_or(0.0),
+                item_ids: ids.to_vec(),
+                data_digest,
+                rounds: sim.rounds_done(),
+            }
+            .write(&dir.join(output::bundle::FILE))?;
+        }
         #[cfg(feature = "plots")]
         if opts.plots
             && let Err(e) = crate::output::plot::write_plots(dir, &records)

@@ -31,6 +31,7 @@ trait Engine {
     fn train_round(&mut self) -> Result<RoundStats>;
     fn evaluate(&mut self, split: Split) -> Result<EvalReport>;
     fn params(&self) -> &[f32];
+    fn global_mean(&self) -> Option<f32>;
     fn privacy_spent(&self) -> Option<PrivacySpent>;
     fn checkpoint_state(&self) -> (Vec<f32>, u8, u32, Vec<Vec<f32>>);
     fn restore(&mut self, ck: &Checkpoint) -> Result<()>;
@@ -45,6 +46,9 @@ impl<S: SimScalar, const K: usize> Engine for Simulation<'_, S, K> {
     }
     fn params(&self) -> &[f32] {
         Simulation::params(self)
+    }
+    fn global_mean(&self) -> Option<f32> {
+        Simulation::global_mean(self)
     }
     fn privacy_spent(&self) -> Option<PrivacySpent> {
         Simulation::privacy_spent(self)
@@ -278,8 +282,8 @@ impl Session {
     }
 
     /// The `k` best-scored items the user with MovieLens id `raw_user` has not rated, best
-    /// first, as `(dense item, score)`: their embedding reconstructed from all their ratings
-    /// against the current item rows.
+    /// first, as `(dense item, score)`: their embedding (and bias) reconstructed from all their
+    /// ratings against the current item rows, scored with the item biases and global mean.
     pub fn recommend(&self, raw_user: u32, k: usize) -> Result<Vec<(u32, f32)>> {
         let user = self
             .ratings
@@ -287,15 +291,50 @@ impl Session {
             .iter()
             .position(|&u| u == raw_user)
             .ok_or_else(|| anyhow!("user {raw_user}: no such user in the data"))?;
-        let params = self.params()?;
+        let (params, global_mean) = self.call(|e| (e.params().to_vec(), e.global_mean()))?;
         let rows = self.num_items() * self.cfg.model.k;
+        let model = crate::round::recommend::ModelView {
+            items: &params[..rows],
+            cols: self.cfg.model.k,
+            item_biases: &params[rows..],
+            global_mean: global_mean.unwrap_or(0.0),
+        };
         let mine = self.ratings.user(user);
         let client = Client {
-            user: user as u32,
+            user: raw_user,
             items: mine.items,
             ratings: mine.values,
         };
-        crate::round::recommend::recommend(&self.cfg, &params[..rows], self.cfg.model.k, &client, k)
+        crate::round::recommend::recommend(&self.cfg, &model, &client, k)
+    }
+
+    /// The current model as a bundle (`model.npz`, [`output::bundle`]): rows, biases, global
+    /// mean, the data's movie ids, the data digest and the configuration.
+    pub fn model_bundle(&self) -> Result<output::bundle::ModelBundle> {
+        let (params, global_mean) = self.call(|e| (e.params().to_vec(), e.global_mean()))?;
+        let (n, k) = (self.num_items(), self.cfg.model.k);
+        let item_biases = match &params[n * k..] {
+            [] => vec![0.0; n],
+            b => b.to_vec(),
+        };
+        let mut items = params;
+        items.truncate(n * k);
+        Ok(output::bundle::ModelBundle {
+            config_toml: self.cfg.to_toml_string(),
+            k,
+            items,
+            item_biases,
+            global_mean: global_mean.unwrap_or(0.0),
+            item_ids: self.ratings.item_raw_ids().to_vec(),
+            data_digest: self.data_digest,
+            rounds: self.rounds_done,
+        })
+    }
+
+    /// Writes [`Session::model_bundle`] to `path` (atomically), for `fedrecon recommend` and
+    /// numpy.
+    pub fn save_model(&self, path: &Path) -> Result<()> {
+        self.model_bundle()?.write(path)
     }
 
     /// Writes `dir/checkpoint.bin` with `config.toml`, `metrics.jsonl` and `metrics.csv` beside

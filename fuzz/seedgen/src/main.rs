@@ -329,6 +329,42 @@ fn npys() -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Model bundles (`model.npz`) as `train` writes them: `best` with biases, and `tutorial`
+/// without, with an empty catalogue too.
+fn bundles() -> Vec<(String, Vec<u8>)> {
+    use fedrecon_host_sim::config::{Config, Preset};
+    use fedrecon_host_sim::output::bundle::ModelBundle;
+    let mut out = Vec::new();
+    for (preset, n) in [
+        (Preset::Best, 5usize),
+        (Preset::Tutorial, 3),
+        (Preset::Tutorial, 0),
+    ] {
+        let mut cfg = Config::preset(preset);
+        cfg.model.k = 8;
+        let b = ModelBundle {
+            config_toml: cfg.to_toml_string(),
+            k: 8,
+            items: (0..n * 8).map(|i| i as f32 * 0.125 - 1.0).collect(),
+            item_biases: (0..n)
+                .map(|i| {
+                    if cfg.model.item_bias {
+                        i as f32 * 0.1
+                    } else {
+                        0.0
+                    }
+                })
+                .collect(),
+            global_mean: if cfg.model.global_mean { 3.58 } else { 0.0 },
+            item_ids: (0..n as u32).map(|i| i * 7 + 1).collect(),
+            data_digest: 0x0123_4567_89AB_CDEF,
+            rounds: 3,
+        };
+        out.push((format!("{preset}-{n}"), b.encode().unwrap()));
+    }
+    out
+}
+
 /// Every preset's full configuration as `fedrecon config` prints it, and variants with every
 /// server optimizer, differential privacy, compressed links and the reliability knobs.
 fn configs() -> Vec<(String, Vec<u8>)> {
@@ -453,6 +489,9 @@ fn main() {
     for (name, b) in npys() {
         fedrecon_host_sim::output::parse_npy(&b).expect(&name);
     }
+    for (name, b) in bundles() {
+        fedrecon_host_sim::output::bundle::ModelBundle::decode(&b).expect(&name);
+    }
     for (name, b) in configs() {
         let text = String::from_utf8(b).unwrap();
         let cfg = fedrecon_host_sim::config::Config::from_toml_str(&text, &name, None)
@@ -476,6 +515,7 @@ fn main() {
     for (target, seeds) in [
         ("checkpoint", checkpoints()),
         ("npy", npys()),
+        ("model_bundle", bundles()),
         ("config_toml", configs()),
         ("movielens", movielens_files()),
     ] {

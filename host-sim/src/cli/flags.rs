@@ -1,4 +1,5 @@
-//! The `[comm]`, `[privacy]`, `[robust]` and `[attack]` flags of `fedrecon train`.
+//! The `[comm]`, `[privacy]`, `[robust]` and `[attack]` flags of `fedrecon train`, and the
+//! flags of `fedrecon sweep`.
 
 use fedrecon_host_sim::comm::{CommConfig, Downlink, UpdateMode, Uplink};
 use fedrecon_host_sim::config::attack::{AttackConfig, AttackKind};
@@ -185,5 +186,70 @@ impl AttackArgs {
         if let Some(v) = self.scale {
             cfg.scale = v;
         }
+    }
+}
+
+/// `fedrecon sweep`: a sweep file's configurations × seeds (see `fedrecon_host_sim::sweep`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct SweepArgs {
+    /// MovieLens folder every run trains on.
+    #[arg(long, value_name = "DIR")]
+    pub data: std::path::PathBuf,
+    /// Sweep file: `[[row]]` tables, each `name`, `preset` and a `config` overlay, and
+    /// optionally `seeds = [...]`.
+    #[arg(long, value_name = "FILE")]
+    pub sweep: std::path::PathBuf,
+    /// Seeds every row runs with, comma-separated (default: the file's `seeds`).
+    #[arg(long, value_name = "S,...", value_delimiter = ',')]
+    pub seeds: Vec<u64>,
+    /// Worker threads shared by the runs (`none` = one per core).
+    #[arg(long)]
+    pub threads: Option<super::MaybeNum>,
+    /// Directory for sweep.md, sweep.csv (mean and half-range) and runs.csv (every run).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
+    /// Allow a non-empty --out directory (overwrites the sweep's files only).
+    #[arg(long)]
+    pub force: bool,
+    /// Also keep every run's outputs (metrics, model.npz) in OUT/runs/.
+    #[arg(long, requires = "out")]
+    pub keep_runs: bool,
+    /// No line per finished run.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl SweepArgs {
+    /// The sweep's options, checked; `file_seeds` are the sweep file's.
+    pub fn options(
+        &self,
+        file_seeds: &[u64],
+    ) -> anyhow::Result<fedrecon_host_sim::sweep::SweepOptions> {
+        let seeds = if self.seeds.is_empty() {
+            file_seeds.to_vec()
+        } else {
+            self.seeds.clone()
+        };
+        anyhow::ensure!(
+            !seeds.is_empty(),
+            "--seeds: none given, and {} has no `seeds = [...]`",
+            self.sweep.display()
+        );
+        for (i, s) in seeds.iter().enumerate() {
+            anyhow::ensure!(!seeds[..i].contains(s), "--seeds: seed {s} is listed twice");
+        }
+        let threads = match self.threads.and_then(|m| m.0) {
+            Some(0) => anyhow::bail!("--threads 0: give at least 1 (or none for one per core)"),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok(fedrecon_host_sim::sweep::SweepOptions {
+            seeds,
+            threads,
+            out: self.out.clone(),
+            force: self.force,
+            keep_runs: self.keep_runs,
+            progress: !self.no_progress,
+        })
     }
 }

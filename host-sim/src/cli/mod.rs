@@ -1,5 +1,5 @@
 //! The `fedrecon` command line: `train`, `config`, `stats`, `recommend`, `bench`,
-//! `centralized`, `synth`, `data fetch`.
+//! `centralized`, `sweep`, `synth`, `data fetch`.
 
 mod bench;
 mod centralized;
@@ -51,6 +51,9 @@ pub enum Command {
     /// on the held-out users exactly as `train` does.
     #[command(allow_negative_numbers = true)]
     Centralized(centralized::CentralizedArgs),
+    /// Run a sweep file's configurations with several seeds, in parallel, and print the table
+    /// of final test figures (mean ± half-range over the seeds).
+    Sweep(flags::SweepArgs),
     /// Write a MovieLens-shaped synthetic dataset (ratings.csv, movies.csv) from a planted
     /// low-rank model, streamed, deterministic by seed.
     Synth(SynthArgs),
@@ -176,7 +179,8 @@ pub struct TrainArgs {
     /// Ratings kept per user (`none` = all).
     #[arg(long)]
     pub max_ratings_per_user: Option<MaybeNum>,
-    /// Output directory: metrics.jsonl, metrics.csv, train.png, eval.png, items.npy, config.toml.
+    /// Output directory: metrics.jsonl, metrics.csv, train.png, eval.png, items.npy, model.npz
+    /// (the model bundle `recommend` reads), config.toml.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Allow writing into a non-empty --out directory (overwrites fedrecon's files only).
@@ -340,10 +344,12 @@ pub struct StatsArgs {
 /// `fedrecon recommend`.
 #[derive(Debug, Args)]
 pub struct RecommendArgs {
-    /// MovieLens folder the model was trained on.
+    /// MovieLens folder holding the user (its movies must be the model's, in any order).
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
-    /// Trained item matrix (`items.npy` of a `train --out` directory).
+    /// The model bundle (`model.npz` of a `train --out` directory, the directory itself, or
+    /// the `items.npy` beside a `model.npz`); it carries the configuration used to
+    /// reconstruct the user.
     #[arg(long, value_name = "FILE")]
     pub model: PathBuf,
     /// MovieLens user id (as in ratings.dat).
@@ -352,10 +358,6 @@ pub struct RecommendArgs {
     /// Number of titles.
     #[arg(short, long, default_value_t = 10)]
     pub k: usize,
-    /// Configuration (default: `config.toml` beside the model, else the tutorial preset).
-    #[allow(missing_docs)] // preset and config file
-    #[command(flatten)]
-    pub source: ConfigSource,
     /// Compute the recommendation on a QEMU board (1): it reconstructs the user and ranks
     /// the catalogue streamed through it; the answer is the host's.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -375,7 +377,10 @@ pub struct RecommendArgs {
 /// Parses arguments, sets up logging, runs the command.
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
-    init_logging();
+    match cli.command {
+        Command::Sweep(_) => init_logging_at("warn"),
+        _ => init_logging(),
+    }
     match cli.command {
         Command::Train(a) => train(*a),
         Command::Config(a) => {
@@ -393,6 +398,7 @@ pub fn main() -> Result<()> {
         Command::Bench(a) => bench::bench(&a),
         Command::Centralized(a) => centralized::centralized(&a),
         Command::Synth(a) => synth(&a),
+        Command::Sweep(a) => sweep(&a),
         Command::Data(DataArgs {
             command: DataCommand::Fetch(a),
         }) => {
@@ -410,8 +416,14 @@ pub fn main() -> Result<()> {
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
+    init_logging_at("info");
+}
+
+/// [`init_logging`] with another default level (`RUST_LOG` still wins): a sweep's runs log at
+/// `warn`, since their info lines would interleave; it prints a line per finished run instead.
+pub fn init_logging_at(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -633,6 +645,18 @@ pub fn overrides(a: &TrainArgs) -> Overrides {
     }
 }
 
+fn sweep(a: &flags::SweepArgs) -> Result<()> {
+    let spec = fedrecon_host_sim::sweep::SweepSpec::load(&a.sweep).context("--sweep")?;
+    let opts = a.options(&spec.seeds)?;
+    let ratings = load_data(&a.data)?;
+    let res = fedrecon_host_sim::sweep::sweep(&spec, &ratings, &opts)?;
+    print!("{}", res.markdown());
+    if let Some(dir) = &a.out {
+        println!("sweep.md, sweep.csv and runs.csv in {}", dir.display());
+    }
+    Ok(())
+}
+
 fn synth(a: &SynthArgs) -> Result<()> {
     let o = a.options();
     o.validate().context("fedrecon synth")?;
@@ -682,33 +706,32 @@ fn stats(dir: &Path) -> Result<()> {
 
 fn recommend(a: RecommendArgs) -> Result<()> {
     ensure!((1..=100).contains(&a.k), "-k {} must be in 1..=100", a.k);
-    let (data, rows, cols) = output::read_npy(&a.model).context("--model")?;
-    let beside = a.model.with_file_name("config.toml");
-    let file = match (&a.source.config, beside.is_file()) {
-        (Some(f), _) => Some(f.clone()),
-        (None, true) => Some(beside),
-        (None, false) => None,
-    };
-    let mut cfg = Config::resolve(a.source.preset, file.as_deref(), &Overrides::default())
-        .context("building the configuration (--preset / --config)")?;
-    cfg.model.k = cols;
+    let path = output::bundle::locate(&a.model).context("--model")?;
+    let bundle = output::bundle::ModelBundle::read(&path).context("--model")?;
     let ratings = load_data(&a.data)?;
-    ensure!(
-        rows == ratings.items(),
-        "--model {} has {rows} rows but --data has {} items",
-        a.model.display(),
-        ratings.items()
-    );
+    let data_file = match ratings.format() {
+        Some(f) => a.data.join(f.ratings_file()),
+        None => a.data.clone(),
+    };
+    let model = bundle.align(&ratings, &path, &data_file)?;
+    let cfg = &model.config;
     let user = ratings
         .user_raw_ids()
         .iter()
         .position(|&u| u == a.user)
         .ok_or_else(|| anyhow!("--user {}: no such user in --data", a.user))?;
     let mine = ratings.user(user);
+    // The raw id seeds SGD reconstruction's start: the answer does not depend on file order.
     let client = Client {
-        user: user as u32,
+        user: a.user,
         items: mine.items,
         ratings: mine.values,
+    };
+    let view = round::recommend::ModelView {
+        items: &model.items,
+        cols: cfg.model.k,
+        item_biases: &model.item_biases,
+        global_mean: model.global_mean,
     };
     let boards = fedrecon_host_sim::board::BoardOptions {
         qemu_devices: a.qemu_devices,
@@ -718,9 +741,9 @@ fn recommend(a: RecommendArgs) -> Result<()> {
         ..Default::default()
     };
     let top = if boards.any() {
-        round::recommend::recommend_on_board(&cfg, &data, cols, &client, a.k, &boards)?
+        round::recommend::recommend_on_board(cfg, &view, &client, a.k, &boards)?
     } else {
-        round::recommend::recommend(&cfg, &data, cols, &client, a.k)?
+        round::recommend::recommend(cfg, &view, &client, a.k)?
     };
     println!(
         "user {} ({} ratings): top {} unrated titles",

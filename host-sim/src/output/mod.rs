@@ -1,12 +1,13 @@
 //! Run outputs: `metrics.jsonl` and `metrics.csv` (one record per round and per evaluation),
-//! `items.npy` (the trained item matrix), `config.toml` (the configuration used), and the
-//! end-of-run summary table.
+//! `items.npy` (the trained item matrix), `model.npz` (the model bundle every command reads:
+//! [`bundle`]), `config.toml` (the configuration used), and the end-of-run summary table.
 //!
 //! Output policy: a run writes into its `--out` directory, creating it if needed. An existing
 //! non-empty directory is refused (so a previous run is never clobbered) unless `--force` is
 //! given; even then only fedrecon's own file names are overwritten, each atomically (written
 //! beside the target, then renamed), and other files in the directory are left alone.
 
+pub mod bundle;
 pub mod checkpoint;
 #[cfg(feature = "plots")]
 pub mod plot;
@@ -28,10 +29,11 @@ use crate::round::evaluate::EvalReport;
 use crate::server::privacy::PrivacySpent;
 
 /// File names a run writes (`--force` overwrites only these).
-pub const OUTPUT_FILES: [&str; 6] = [
+pub const OUTPUT_FILES: [&str; 7] = [
     "metrics.jsonl",
     "metrics.csv",
     "items.npy",
+    bundle::FILE,
     "config.toml",
     "train.png",
     "eval.png",
@@ -264,6 +266,12 @@ impl MetricsLog {
 /// The NPY v1.0 header for a C-order little-endian `f32` array of `shape` (public for the
 /// fuzz seed generator, which writes valid and oversized headers).
 pub fn npy_header(shape: &[usize]) -> Vec<u8> {
+    npy_header_of("<f4", shape)
+}
+
+/// The NPY v1.0 header of a C-order array of numpy dtype `descr` (`<f4`, `<u4`, `<U12`, ...)
+/// and `shape` (empty: a 0-d scalar).
+pub(crate) fn npy_header_of(descr: &str, shape: &[usize]) -> Vec<u8> {
     let dims = match shape {
         [n] => format!("({n},)"),
         _ => format!(
@@ -275,7 +283,7 @@ pub fn npy_header(shape: &[usize]) -> Vec<u8> {
                 .join(", ")
         ),
     };
-    let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
     // Magic (6) + version (2) + length (2) + dict + '\n' must be a multiple of 64.
     let unpadded = 10 + dict.len() + 1;
     dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
@@ -310,6 +318,21 @@ pub fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
 /// Parses the bytes of a 2-D `<f4` C-order NPY file: `(data, rows, cols)` (public for the
 /// `npy` fuzz target: the bytes are untrusted).
 pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<f32>, usize, usize)> {
+    let (descr, dims, body) = parse_npy_parts(bytes)?;
+    ensure!(descr == "<f4", "dtype is not '<f4'");
+    ensure!(dims.len() == 2, "shape {dims:?} is not 2-D");
+    let (rows, cols) = (dims[0], dims[1]);
+    let data = body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((data, rows, cols))
+}
+
+/// Splits the bytes of a C-order NPY file (v1.0 to v3.0) into its dtype, its shape and its
+/// data, checked to be exactly the shape's size for dtypes of a known width; the bytes are
+/// untrusted (the `npy` fuzz target, model bundles).
+pub(crate) fn parse_npy_parts(bytes: &[u8]) -> Result<(String, Vec<usize>, &[u8])> {
     ensure!(
         bytes.len() >= 10 && &bytes[..6] == b"\x93NUMPY",
         "bad magic"
@@ -325,7 +348,13 @@ pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<f32>, usize, usize)> {
     };
     ensure!(bytes.len() >= start + hlen, "truncated header");
     let header = std::str::from_utf8(&bytes[start..start + hlen]).context("header is not text")?;
-    ensure!(header.contains("'descr': '<f4'"), "dtype is not '<f4'");
+    let descr = header
+        .split("'descr':")
+        .nth(1)
+        .and_then(|s| s.trim_start().strip_prefix('\''))
+        .and_then(|s| s.split('\'').next())
+        .context("no dtype")?
+        .to_owned();
     ensure!(
         header.contains("'fortran_order': False"),
         "array is in Fortran order"
@@ -342,24 +371,28 @@ pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<f32>, usize, usize)> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().context("bad shape"))
         .collect::<Result<_>>()?;
-    ensure!(dims.len() == 2, "shape {dims:?} is not 2-D");
-    let (rows, cols) = (dims[0], dims[1]);
     let body = &bytes[start + hlen..];
-    // The shape is untrusted: its byte count may not fit a usize.
-    let need = rows
-        .checked_mul(cols)
-        .and_then(|n| n.checked_mul(4))
-        .with_context(|| format!("shape ({rows}, {cols}) is too large"))?;
-    ensure!(
-        body.len() == need,
-        "data has {} bytes, shape ({rows}, {cols}) needs {need}",
-        body.len()
-    );
-    let data = body
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Ok((data, rows, cols))
+    let width = match descr.as_str() {
+        "<f4" | "<u4" | "<i4" => Some(4),
+        "<f8" | "<u8" | "<i8" => Some(8),
+        d => d
+            .strip_prefix("<U")
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| n.checked_mul(4)),
+    };
+    if let Some(width) = width {
+        // The shape is untrusted: its byte count may not fit a usize.
+        let need = dims
+            .iter()
+            .try_fold(width, |n, &d| n.checked_mul(d))
+            .with_context(|| format!("shape {dims:?} is too large"))?;
+        ensure!(
+            body.len() == need,
+            "data has {} bytes, shape {dims:?} of '{descr}' needs {need}",
+            body.len()
+        );
+    }
+    Ok((descr, dims, body))
 }
 
 /// The end-of-run table: last training round, and every validation/test evaluation's figures.

@@ -305,6 +305,11 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
         self.params[..self.num_items * K].as_chunks::<K>().0
     }
 
+    /// The global-mean term the devices add to every prediction (`None` without one).
+    pub fn global_mean(&self) -> Option<f32> {
+        self.eval_cfg.model.global_mean
+    }
+
     /// The global item biases (empty without item biases).
     pub fn item_biases(&self) -> &[f32] {
         &self.params[self.num_items * K..]

@@ -1,6 +1,8 @@
-//! A user's top unrated items: reconstruct their embedding from every rating they have (no split,
-//! no cap) against frozen item rows, then rank the catalogue with `core`'s streaming top-k, as
-//! a device would. `fedrecon recommend` and the Python binding's `recommend` share it.
+//! A user's top unrated items: reconstruct their embedding (and bias) from every rating they
+//! have (no split, no cap) against frozen item rows with the model's own configuration
+//! (`client.reconstruction`, `client.user_l2`), then rank the catalogue with `core`'s streaming
+//! top-k, biases and global mean included, as a device would and as evaluation does.
+//! `fedrecon recommend` and the Python binding's `recommend` share it.
 
 use anyhow::{Context, Result, anyhow, bail};
 
@@ -12,13 +14,50 @@ use crate::round::{WORKER_STACK, load_client, new_workspace, round_config};
 /// Largest `k` a recommendation can ask for (the top-k buffer's compile-time capacity).
 pub const MAX_K: usize = 100;
 
+/// A trained model as the devices see it, by dense item id.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelView<'a> {
+    /// Item rows, row-major `items × cols`.
+    pub items: &'a [f32],
+    /// Embedding width.
+    pub cols: usize,
+    /// One bias per row (read only when the configuration has item biases).
+    pub item_biases: &'a [f32],
+    /// The global-mean term (used only when the configuration has one).
+    pub global_mean: f32,
+}
+
+impl ModelView<'_> {
+    fn rows<const K: usize>(&self, cfg: &Config) -> Result<fedrecon_core::DenseRows<'_, f32, K>> {
+        let rows = self.items.as_chunks::<K>().0;
+        if cfg.model.item_bias {
+            fedrecon_core::DenseRows::with_biases(rows, self.item_biases).ok_or_else(|| {
+                anyhow!(
+                    "the model has {} item biases for {} rows",
+                    self.item_biases.len(),
+                    rows.len()
+                )
+            })
+        } else {
+            Ok(fedrecon_core::DenseRows::new(rows))
+        }
+    }
+
+    fn biases(&self, cfg: &Config) -> &[f32] {
+        if cfg.model.item_bias {
+            self.item_biases
+        } else {
+            &[]
+        }
+    }
+}
+
 /// The `k` best-scored items `client` has not rated, best first, as `(dense item, score)`.
-/// `items` is the `rows × cols` item matrix (row-major, no biases); runs on its own thread with
-/// a [`WORKER_STACK`] so it works from any caller.
+/// `client.user` seeds the random start of SGD reconstruction: callers pass the raw MovieLens
+/// id, so the answer does not depend on the users' order in the file. Runs on its own thread with a [`WORKER_STACK`] so it works from any caller.
 pub fn recommend(
     cfg: &Config,
-    items: &[f32],
-    cols: usize,
+    model: &ModelView<'_>,
     client: &Client<'_>,
     k: usize,
 ) -> Result<Vec<(u32, f32)>> {
@@ -29,7 +68,7 @@ pub fn recommend(
         std::thread::Builder::new()
             .stack_size(WORKER_STACK)
             .spawn_scoped(scope, || -> Result<Vec<(u32, f32)>> {
-                dispatch_k!(cols, top_k(cfg, items, client, k))
+                dispatch_k!(model.cols, top_k(cfg, model, client, k))
             })
             .context("cannot start a worker thread")?
             .join()
@@ -40,19 +79,16 @@ pub fn recommend(
 /// [`recommend`] at a compile-time width, on the calling thread (which needs a large stack).
 pub fn top_k<const K: usize>(
     cfg: &Config,
-    items: &[f32],
+    model: &ModelView<'_>,
     client: &Client<'_>,
     k: usize,
 ) -> Result<Vec<(u32, f32)>> {
-    let rows = fedrecon_core::DenseRows::new(items.as_chunks::<K>().0);
-    let mut rc = round_config(cfg, true, 0.0)?;
-    if cfg.model.item_bias || cfg.model.global_mean {
-        bail!("recommend supports models without biases only (items.npy holds no biases)");
-    }
+    let rows = model.rows::<K>(cfg)?;
+    let mut rc = round_config(cfg, true, model.global_mean)?;
     // Learn from every rating: no split, no cap.
     rc.split.split_dataset = false;
     let mut dev = new_workspace::<f32, K>();
-    let loaded = load_client(&mut dev, client, (items.len() / K) as u32)?;
+    let loaded = load_client(&mut dev, client, (model.items.len() / K) as u32)?;
     let seed = crate::seeds::derive(&[cfg.run.seed, 6, client.user.into()]);
     let mut top =
         fedrecon_core::rank::TopK::<f32, MAX_K>::new(k).map_err(|e| anyhow!("-k {k}: {e}"))?;
@@ -72,19 +108,18 @@ pub fn top_k<const K: usize>(
 /// must fit the board).
 pub fn recommend_on_board(
     cfg: &Config,
-    items: &[f32],
-    cols: usize,
+    model: &ModelView<'_>,
     client: &Client<'_>,
     k: usize,
     opts: &crate::board::BoardOptions,
 ) -> Result<Vec<(u32, f32)>> {
-    dispatch_k!(cols, top_k_on_board(cfg, items, client, k, opts))
+    dispatch_k!(model.cols, top_k_on_board(cfg, model, client, k, opts))
 }
 
 /// [`recommend_on_board`] at a compile-time width.
 pub fn top_k_on_board<const K: usize>(
     cfg: &Config,
-    items: &[f32],
+    model: &ModelView<'_>,
     client: &Client<'_>,
     k: usize,
     opts: &crate::board::BoardOptions,
@@ -94,14 +129,11 @@ pub fn top_k_on_board<const K: usize>(
     if !(1..=TOP_K_MAX).contains(&k) {
         bail!("k = {k}: a board ranks at most {TOP_K_MAX} items");
     }
-    if cfg.model.item_bias || cfg.model.global_mean {
-        bail!("recommend supports models without biases only (items.npy holds no biases)");
-    }
     let n = opts.qemu_devices + opts.devices.len();
     if n != 1 {
         bail!("recommend runs on one board (--qemu-devices 1 or one --device), {n} given");
     }
-    let mut rc = round_config(cfg, true, 0.0)?;
+    let mut rc = round_config(cfg, true, model.global_mean)?;
     rc.split.split_dataset = false;
     let seed = crate::seeds::derive(&[cfg.run.seed, 6, client.user.into()]);
     let mut boards = Boards::open(opts, K, fedrecon_core::ScalarKind::F32, cfg.run.seed)
@@ -127,8 +159,8 @@ pub fn top_k_on_board<const K: usize>(
         provisioned: false,
     };
     let catalogue = Catalogue {
-        rows: items.as_chunks::<K>().0,
-        biases: &[],
+        rows: model.items.as_chunks::<K>().0,
+        biases: model.biases(cfg),
     };
     board
         .recommend::<K>(&rc, &job, &catalogue, k)
