@@ -69,7 +69,8 @@ fn evaluation_on_boards_is_identical_to_virtual() {
 }
 
 /// `fedrecon recommend --qemu-devices 1` reconstructs the user on the board and ranks the
-/// catalogue there: its printout is the host's.
+/// catalogue there: its printout is the host's, for a model without biases (`tutorial`: SGD
+/// reconstruction) and one with them (`best`: biases, global mean, the exact solve with priors).
 #[test]
 fn recommend_on_a_qemu_board_prints_the_hosts_top_k() {
     if !common::qemu_boards_available() {
@@ -77,13 +78,19 @@ fn recommend_on_a_qemu_board_prints_the_hosts_top_k() {
     }
     let data = tempfile::tempdir().unwrap();
     common::synthetic(data.path(), 40, 120, 30);
+    for preset in ["tutorial", "best"] {
+        recommend_on_a_qemu_board_as_the_host(data.path(), preset);
+    }
+}
+
+fn recommend_on_a_qemu_board_as_the_host(data: &std::path::Path, preset: &str) {
     let out = tempfile::tempdir().unwrap();
     let o = common::fedrecon(&[
         "train",
         "--data",
-        data.path().to_str().unwrap(),
+        data.to_str().unwrap(),
         "--preset",
-        "tutorial",
+        preset,
         "--max-clients",
         "none",
         "--k",
@@ -105,7 +112,7 @@ fn recommend_on_a_qemu_board_prints_the_hosts_top_k() {
         let mut args = vec![
             "recommend",
             "--data",
-            data.path().to_str().unwrap(),
+            data.to_str().unwrap(),
             "--model",
             model.to_str().unwrap(),
             "--user",
@@ -121,6 +128,6 @@ fn recommend_on_a_qemu_board_prints_the_hosts_top_k() {
         String::from_utf8(o.stdout).unwrap()
     };
     let host = recommend(false);
-    assert_eq!(host.lines().count(), 13, "{host}");
-    assert_eq!(recommend(true), host);
+    assert_eq!(host.lines().count(), 13, "{preset}: {host}");
+    assert_eq!(recommend(true), host, "{preset}");
 }
