@@ -247,6 +247,12 @@ class Simulation:
         """Writes ``checkpoint.bin``, ``config.toml`` and the metrics files into ``path``."""
         self._sim.save_checkpoint(os.fspath(path))
 
+    def save_model(self, path: PathLike) -> None:
+        """Writes the model bundle (``model.npz``: item rows, biases, global mean, raw movie
+        ids, data digest, config) that ``fedrecon train --out`` writes and ``fedrecon
+        recommend --model`` reads; ``numpy.load(path)`` reads it back."""
+        self._sim.save_model(os.fspath(path))
+
     # -- state ---------------------------------------------------------------------------
 
     @property

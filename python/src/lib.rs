@@ -369,6 +369,13 @@ impl Simulation {
             .collect())
     }
 
+    /// Writes the model bundle (`model.npz`, what `fedrecon train --out` writes and
+    /// `fedrecon recommend --model` reads) to a file.
+    fn save_model(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        let s = &self.session;
+        py.detach(|| s.save_model(&path)).map_err(err)
+    }
+
     /// Writes a checkpoint (and config.toml, metrics.jsonl, metrics.csv) into a folder.
     fn save_checkpoint(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
         let s = &self.session;

@@ -203,3 +203,16 @@ def test_ml1m_loads_with_the_readme_figures():
     assert math.isclose(df["rating"].astype("float64").mean(), 3.581564453029317, rel_tol=1e-9)
     m = d.movies_frame()
     assert len(m) == 3_883 and m.loc[0, "genres"] == ["Animation", "Children's", "Comedy"]
+
+
+def test_save_model_writes_the_bundle_numpy_reads(small, tmp_path):
+    sim = fedrecon.Simulation(small, preset="best", config=fast(rounds=3, eval_every=0))
+    sim.run()
+    sim.save_model(tmp_path / "model.npz")
+    z = np.load(tmp_path / "model.npz")
+    np.testing.assert_array_equal(z["items"], sim.items)
+    np.testing.assert_array_equal(z["item_biases"], sim.item_biases)
+    np.testing.assert_array_equal(z["item_ids"], small._native.movie_ids())
+    assert 'preset = "best"' in str(z["config"])
+    with pytest.raises(fedrecon.FedreconError):
+        sim.save_model(tmp_path / "no-such-dir" / "model.npz")
