@@ -42,6 +42,8 @@ pub mod dk;
 mod proto_auth_tests;
 #[cfg(test)]
 mod proto_tests;
+#[cfg(test)]
+mod test_link;
 
 #[cfg(target_os = "none")]
 pub mod auth_cost;

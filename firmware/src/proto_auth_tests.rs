@@ -5,6 +5,7 @@
 
 extern crate std;
 
+use crate::test_link::{Pipe, host_hello};
 use crate::{Board, BoardInfo, BoardKey, CachedRows, FIRMWARE_VERSION, sealed_buf_len};
 use core::convert::Infallible;
 use fedrecon_core::wire::auth::{DeviceKey, Role, SESSION_OPEN, Session, SessionOpen};
@@ -28,35 +29,6 @@ const KEY: [u8; 32] = [0x24; 32];
 const BOARD_NONCE: u64 = 1000;
 const SERVER_NONCE: u64 = 0x0123_4567_89ab_cdef;
 
-struct Pipe {
-    input: Vec<u8>,
-    pos: usize,
-    output: Vec<u8>,
-}
-
-impl embedded_io::ErrorType for Pipe {
-    type Error = Infallible;
-}
-
-impl embedded_io::Read for Pipe {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Infallible> {
-        let n = buf.len().min(11).min(self.input.len() - self.pos);
-        buf[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl embedded_io::Write for Pipe {
-    fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
-        self.output.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> Result<(), Infallible> {
-        Ok(())
-    }
-}
-
 /// Runs a board keyed with `KEY` over `input`; returns what it wrote.
 fn run(input: &[u8]) -> Vec<u8> {
     let mut device: Box<Device<f32, N, K>> = Box::new(Device::new());
@@ -71,29 +43,13 @@ fn run(input: &[u8]) -> Vec<u8> {
         key: DeviceKey(KEY),
         nonce: BOARD_NONCE,
     });
-    let mut pipe = Pipe {
-        input: input.to_vec(),
-        pos: 0,
-        output: Vec::new(),
-    };
+    let mut pipe = Pipe::new(input, 11);
     board.serve(&mut pipe).unwrap();
     pipe.output
 }
 
 fn hello() -> Message<'static> {
-    Message::Hello(Hello {
-        protocol: Version {
-            major: PROTOCOL_MAJOR,
-            minor: PROTOCOL_MINOR,
-        },
-        scalar: ScalarKind::F32,
-        k: K as u32,
-        max_examples: 0,
-        max_rows: 0,
-        max_frame: 4096,
-        encodings: 7,
-        firmware: FIRMWARE_VERSION,
-    })
+    host_hello(K as u32)
 }
 
 fn plain(m: &Message<'_>) -> Vec<u8> {

@@ -4,6 +4,7 @@
 
 extern crate std;
 
+use crate::test_link::{Pipe, host_hello};
 use crate::{Board, BoardInfo, CachedRows, FIRMWARE_VERSION};
 use core::convert::Infallible;
 use fedrecon_core::rank::TopK;
@@ -22,37 +23,6 @@ const FB: usize = max_frame_buf_len(K);
 const ITEMS: u32 = 60;
 const CLIENT: u32 = 7;
 
-/// Bytes in, bytes out; reads hand out at most `step` bytes to exercise partial frames.
-struct Pipe {
-    input: Vec<u8>,
-    pos: usize,
-    step: usize,
-    output: Vec<u8>,
-}
-
-impl embedded_io::ErrorType for Pipe {
-    type Error = Infallible;
-}
-
-impl embedded_io::Read for Pipe {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Infallible> {
-        let n = buf.len().min(self.step).min(self.input.len() - self.pos);
-        buf[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl embedded_io::Write for Pipe {
-    fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
-        self.output.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> Result<(), Infallible> {
-        Ok(())
-    }
-}
-
 /// The host's side: frames to send.
 #[derive(Default)]
 struct Host {
@@ -68,19 +38,7 @@ impl Host {
     }
 
     fn hello(&mut self, k: u32) -> &mut Self {
-        self.msg(&Message::Hello(Hello {
-            protocol: Version {
-                major: PROTOCOL_MAJOR,
-                minor: PROTOCOL_MINOR,
-            },
-            scalar: ScalarKind::F32,
-            k,
-            max_examples: 0,
-            max_rows: 0,
-            max_frame: 4096,
-            encodings: 7,
-            firmware: FIRMWARE_VERSION,
-        }))
+        self.msg(&host_hello(k))
     }
 
     fn ratings(&mut self, items: &[u32], ratings: &[f32]) -> &mut Self {
@@ -141,12 +99,7 @@ impl Fixture {
         };
         let mut board: Board<'_, f32, N, K, FB> =
             Board::new(&mut self.device, &mut self.rows, info);
-        let mut pipe = Pipe {
-            input: input.to_vec(),
-            pos: 0,
-            step,
-            output: Vec::new(),
-        };
+        let mut pipe = Pipe::new(input, step);
         board.serve(&mut pipe).unwrap();
         pipe.output
     }
