@@ -7,14 +7,12 @@ extern crate std;
 
 use crate::test_link::{Pipe, host_hello};
 use crate::{Board, BoardInfo, BoardKey, CachedRows, FIRMWARE_VERSION, sealed_buf_len};
-use core::convert::Infallible;
 use fedrecon_core::wire::auth::{DeviceKey, Role, SESSION_OPEN, Session, SessionOpen};
 use fedrecon_core::wire::{
-    ErrorCode, Frame, Hello, Message, PROTOCOL_MAJOR, PROTOCOL_MINOR, RoundMode, RoundStart,
-    RowEncoding, UpdateInfo, Version, encode_frame_raw, encode_item_rows, encode_ratings,
-    encode_update, next_raw_frame, update_buf_len,
+    ErrorCode, Frame, Message, RoundMode, RoundStart, RowEncoding, UpdateInfo, encode_frame_raw,
+    encode_item_rows, encode_ratings, encode_update, next_raw_frame, update_buf_len,
 };
-use fedrecon_core::{DenseRows, Device, RoundConfig, ScalarKind, SplitConfig};
+use fedrecon_core::{DenseRows, Device, RoundConfig, SplitConfig};
 use std::boxed::Box;
 use std::vec;
 use std::vec::Vec;

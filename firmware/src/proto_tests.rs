@@ -6,14 +6,12 @@ extern crate std;
 
 use crate::test_link::{Pipe, host_hello};
 use crate::{Board, BoardInfo, CachedRows, FIRMWARE_VERSION};
-use core::convert::Infallible;
 use fedrecon_core::rank::TopK;
 use fedrecon_core::wire::{
-    ErrorCode, Hello, Message, PROTOCOL_MAJOR, PROTOCOL_MINOR, RoundMode, RoundStart, RowEncoding,
-    TopKRequest, UpdateInfo, Version, encode_item_rows, encode_ratings, encode_update,
-    max_frame_buf_len, next_frame, update_buf_len,
+    ErrorCode, Message, RoundMode, RoundStart, RowEncoding, TopKRequest, UpdateInfo,
+    encode_item_rows, encode_ratings, encode_update, max_frame_buf_len, next_frame, update_buf_len,
 };
-use fedrecon_core::{DenseRows, Device, ItemRows, RoundConfig, Scalar, ScalarKind, SplitConfig};
+use fedrecon_core::{DenseRows, Device, ItemRows, RoundConfig, Scalar, SplitConfig};
 use std::boxed::Box;
 use std::vec::Vec;
 
@@ -516,12 +514,7 @@ fn provisioned_data_survives_a_reboot() {
         let mut fx = Fixture::new();
         let mut board: Board<'_, f32, N, K, FB> =
             Board::with_store(&mut fx.device, &mut fx.rows, info, store);
-        let mut pipe = Pipe {
-            input: input.to_vec(),
-            pos: 0,
-            step: 17,
-            output: Vec::new(),
-        };
+        let mut pipe = Pipe::new(input, 17);
         board.serve(&mut pipe).unwrap();
         pipe.output
     };
