@@ -27,40 +27,8 @@ pub const N: usize = 300;
 const FB: usize = sealed_buf_len(K);
 /// The board's enrolled id and key (core/WIRE.md 7), from the build (`build.rs` checks them;
 /// `cargo build-fw` draws them and writes the enrolment line).
-const DEVICE_ID: u32 = parse_u32(env!("FEDRECON_DEVICE_ID"));
-const DEVICE_KEY: [u8; 32] = parse_key(env!("FEDRECON_DEVICE_KEY"));
-
-const fn parse_u32(s: &str) -> u32 {
-    let b = s.as_bytes();
-    let mut v: u32 = 0;
-    let mut i = 0;
-    while i < b.len() {
-        v = v * 10 + (b[i] - b'0') as u32;
-        i += 1;
-    }
-    v
-}
-
-const fn hex(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        b'A'..=b'F' => c - b'A' + 10,
-        _ => panic!("FEDRECON_DEVICE_KEY: not a hex digit"),
-    }
-}
-
-const fn parse_key(s: &str) -> [u8; 32] {
-    let b = s.as_bytes();
-    assert!(b.len() == 64, "FEDRECON_DEVICE_KEY: 64 hex digits");
-    let mut k = [0u8; 32];
-    let mut i = 0;
-    while i < 32 {
-        k[i] = hex(b[2 * i]) << 4 | hex(b[2 * i + 1]);
-        i += 1;
-    }
-    k
-}
+const DEVICE_ID: u32 = crate::device_key::id(env!("FEDRECON_DEVICE_ID"));
+const DEVICE_KEY: [u8; 32] = crate::device_key::key(env!("FEDRECON_DEVICE_KEY"));
 /// The dataset page: the last 4 KB of the 1 MB flash (outside `memory-nrf52840.x`'s FLASH).
 pub const STORE_START: usize = 0x000F_F000;
 /// One NVMC page: a record of up to 510 ratings.

@@ -10,6 +10,7 @@
 //!   [`store::DataStore`] (`semihosting_flash` on QEMU, [`nor_store::NorStore`] in a real
 //!   board's NOR flash);
 //! - [`cmsdk_uart::CmsdkUart`]: an `embedded-io` driver for QEMU mps2's UARTs;
+//! - [`device_key`]: a real board's build-time device id and key, checked at compile time;
 //! - `usb_link` (feature `usb`): a USB CDC-ACM serial port as an `embedded-io` link, over any
 //!   HAL's `usb-device` bus;
 //! - `dk` (feature `nrf52840-dk`): the nRF52840-DK images' shared parts (dataset page, serve
@@ -28,6 +29,7 @@
 #![deny(missing_docs)]
 
 pub mod cmsdk_uart;
+pub mod device_key;
 pub mod nor_store;
 pub mod proto;
 pub mod rows;

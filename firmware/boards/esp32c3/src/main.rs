@@ -11,9 +11,9 @@
 use embedded_io::{ErrorKind, ErrorType, Read, Write};
 use esp_hal::Blocking;
 use esp_hal::usb::usb_serial_jtag::{UsbSerialJtag, UsbSerialJtagRx, UsbSerialJtagTx};
-use fedrecon_core::wire::max_frame_buf_len;
+use fedrecon_core::wire::auth::DeviceKey;
 use fedrecon_core::{Device, Q12};
-use fedrecon_firmware::{Board, BoardInfo, CachedRows};
+use fedrecon_firmware::{Board, BoardInfo, BoardKey, CachedRows, device_key, sealed_buf_len};
 use panic_halt as _;
 use static_cell::ConstStaticCell;
 
@@ -23,7 +23,17 @@ esp_bootloader_esp_idf::esp_app_desc!();
 const K: usize = 50;
 /// Ratings per client the board accepts (the tutorial's and the paper's per-user cap).
 const N: usize = 300;
-const FB: usize = max_frame_buf_len(K);
+const FB: usize = sealed_buf_len(K);
+/// The board's enrolled id and key (core/WIRE.md 7), given at build time and checked at
+/// compile time (firmware/README.md, "Device keys"); the simulator refuses unkeyed boards.
+const DEVICE_ID: u32 = device_key::id(env!(
+    "FEDRECON_DEVICE_ID",
+    "set FEDRECON_DEVICE_ID and FEDRECON_DEVICE_KEY (firmware/README.md, Device keys)"
+));
+const DEVICE_KEY: [u8; 32] = device_key::key(env!(
+    "FEDRECON_DEVICE_KEY",
+    "set FEDRECON_DEVICE_ID and FEDRECON_DEVICE_KEY (firmware/README.md, Device keys)"
+));
 
 // Zero-initialised and const-constructed: both land in .bss, never on the stack.
 static DEVICE: ConstStaticCell<Device<Q12, N, K>> = ConstStaticCell::new(Device::new());
@@ -77,6 +87,13 @@ fn main() -> ! {
         firmware: fedrecon_firmware::FIRMWARE_VERSION,
     };
     let mut board: Board<'_, Q12, N, K, FB> = Board::new(DEVICE.take(), ROWS.take(), info);
+    // No random source used here: the device nonce starts at 0 every boot (the server's nonce
+    // is fresh per session, which is what keeps session keys apart).
+    board.set_key(BoardKey {
+        device: DEVICE_ID,
+        key: DeviceKey(DEVICE_KEY),
+        nonce: 0,
+    });
     loop {
         // A link error ends one session; serve the next.
         let _ = board.serve(&mut link);
