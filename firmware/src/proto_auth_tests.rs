@@ -5,7 +5,7 @@
 
 extern crate std;
 
-use crate::test_link::{Pipe, host_hello};
+use crate::test_link::{Pipe, client, host_hello, matrix};
 use crate::{Board, BoardInfo, BoardKey, CachedRows, FIRMWARE_VERSION, sealed_buf_len};
 use fedrecon_core::wire::auth::{DeviceKey, Role, SESSION_OPEN, Session, SessionOpen};
 use fedrecon_core::wire::{
@@ -116,24 +116,11 @@ fn config() -> RoundConfig {
     }
 }
 
-fn matrix() -> Vec<[f32; K]> {
-    let mut rng = fedrecon_core::rng::DeviceRng::new(3);
-    (0..ITEMS)
-        .map(|_| core::array::from_fn(|_| rng.unit_f32() - 0.5))
-        .collect()
-}
-
-fn client() -> (Vec<u32>, Vec<f32>) {
-    let items: Vec<u32> = (0..30).map(|i| (i * 17 + 5) % ITEMS).collect();
-    let ratings = (0..30).map(|i| (1 + i % 5) as f32).collect();
-    (items, ratings)
-}
-
 /// A training round's plain frames (ratings, `RoundStart`, rows) and the plain update core
 /// encodes for it.
 fn round(r: u32) -> (Vec<u8>, Vec<u8>) {
-    let m = matrix();
-    let (items, ratings) = client();
+    let m = matrix::<K>(ITEMS);
+    let (items, ratings) = client(ITEMS);
     let mut rated = items.clone();
     rated.sort_unstable();
     let mut out = Vec::new();

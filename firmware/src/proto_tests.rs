@@ -4,7 +4,7 @@
 
 extern crate std;
 
-use crate::test_link::{Pipe, host_hello};
+use crate::test_link::{Pipe, client, host_hello, matrix};
 use crate::{Board, BoardInfo, CachedRows, FIRMWARE_VERSION};
 use fedrecon_core::rank::TopK;
 use fedrecon_core::wire::{
@@ -132,20 +132,6 @@ fn error_of(frame: &[u8]) -> (ErrorCode, Option<u32>) {
     }
 }
 
-fn matrix() -> Vec<[f32; K]> {
-    let mut rng = fedrecon_core::rng::DeviceRng::new(3);
-    (0..ITEMS)
-        .map(|_| core::array::from_fn(|_| rng.unit_f32() - 0.5))
-        .collect()
-}
-
-/// 30 ratings on distinct items, not sorted.
-fn client() -> (Vec<u32>, Vec<f32>) {
-    let items: Vec<u32> = (0..30).map(|i| (i * 17 + 5) % ITEMS).collect();
-    let ratings = (0..30).map(|i| (1 + i % 5) as f32).collect();
-    (items, ratings)
-}
-
 fn sorted(items: &[u32]) -> Vec<u32> {
     let mut s = items.to_vec();
     s.sort_unstable();
@@ -204,8 +190,8 @@ fn hello_answers_capabilities() {
 
 #[test]
 fn train_round_sends_the_same_bytes_as_core() {
-    let m = matrix();
-    let (items, ratings) = client();
+    let m = matrix::<K>(ITEMS);
+    let (items, ratings) = client(ITEMS);
     for (step, up) in [
         (1, RowEncoding::F32),
         (7, RowEncoding::I16),
@@ -246,8 +232,8 @@ fn train_round_sends_the_same_bytes_as_core() {
 
 #[test]
 fn evaluate_and_top_k_match_core() {
-    let m = matrix();
-    let (items, ratings) = client();
+    let m = matrix::<K>(ITEMS);
+    let (items, ratings) = client(ITEMS);
     let rated = sorted(&items);
     let all: Vec<u32> = (0..ITEMS).collect();
     let mut host = Host::default();
@@ -295,8 +281,8 @@ fn evaluate_and_top_k_match_core() {
 
 #[test]
 fn refusals_are_error_messages_and_the_board_recovers() {
-    let m = matrix();
-    let (items, ratings) = client();
+    let m = matrix::<K>(ITEMS);
+    let (items, ratings) = client(ITEMS);
     let rated = sorted(&items);
     let too_many: Vec<u32> = (0..N as u32 + 1).collect();
     let ones = std::vec![1.0; too_many.len()];
@@ -395,8 +381,8 @@ fn arbitrary_bytes_never_panic() {
 #[test]
 fn update_shape_applies_to_the_next_training_round_only() {
     use fedrecon_core::wire::{UpdateShape, UplinkRows, encode_shaped_update};
-    let m = matrix();
-    let (items, ratings) = client();
+    let m = matrix::<K>(ITEMS);
+    let (items, ratings) = client(ITEMS);
     for (rows, up, stochastic) in [
         (UplinkRows::Dense, RowEncoding::I8, false),
         (UplinkRows::Padded, RowEncoding::I16, true),
@@ -460,8 +446,8 @@ fn update_shape_applies_to_the_next_training_round_only() {
 /// first half, excluding that half's items: core's `evaluate` then `rank`.
 #[test]
 fn top_k_after_evaluate_matches_core() {
-    let m = matrix();
-    let (items, ratings) = client();
+    let m = matrix::<K>(ITEMS);
+    let (items, ratings) = client(ITEMS);
     let rated = sorted(&items);
     let all: Vec<u32> = (0..ITEMS).collect();
     let mut host = Host::default();
@@ -503,8 +489,8 @@ fn top_k_after_evaluate_matches_core() {
 fn provisioned_data_survives_a_reboot() {
     use crate::store::tests::MemStore;
     use fedrecon_core::wire::{RatingsDigest, StoreRatings, StoredData};
-    let m = matrix();
-    let (items, ratings) = client();
+    let m = matrix::<K>(ITEMS);
+    let (items, ratings) = client(ITEMS);
     let held = RatingsDigest::of(&items, &ratings);
     let info = BoardInfo {
         client: CLIENT,

@@ -1,4 +1,5 @@
-//! What the host tests of the protocol loop share: an in-memory link and the host's `Hello`.
+//! What the host tests of the protocol loop share: an in-memory link, the host's `Hello`, and
+//! the item matrix and client they run on.
 
 extern crate std;
 
@@ -68,4 +69,19 @@ pub(crate) fn host_hello(k: u32) -> Message<'static> {
         encodings: 7,
         firmware: FIRMWARE_VERSION,
     })
+}
+
+/// `items` item rows of width `K`, seeded (the same matrix in every test).
+pub(crate) fn matrix<const K: usize>(items: u32) -> Vec<[f32; K]> {
+    let mut rng = fedrecon_core::rng::DeviceRng::new(3);
+    (0..items)
+        .map(|_| core::array::from_fn(|_| rng.unit_f32() - 0.5))
+        .collect()
+}
+
+/// 30 ratings on distinct items below `items` (60 in the tests), not sorted.
+pub(crate) fn client(items: u32) -> (Vec<u32>, Vec<f32>) {
+    let rated: Vec<u32> = (0..30).map(|i| (i * 17 + 5) % items).collect();
+    let ratings = (0..30).map(|i| (1 + i % 5) as f32).collect();
+    (rated, ratings)
 }
