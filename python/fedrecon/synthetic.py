@@ -10,10 +10,6 @@ import io
 from typing import Optional
 
 
-# Mean ratings per user of each shape (`SynthOptions::shaped` in host-sim/src/data/synth.rs).
-_SHAPE_MEAN = {"ml-1m": 165.6, "ml-25m": 153.8}
-
-
 def synthetic(users: int = 600, movies: int = 400, *, seed: int = 0, shape: str = "ml-1m",
               ratings_per_user: Optional[float] = None, min_ratings: int = 20,
               max_ratings: Optional[int] = None, rank: Optional[int] = None,
@@ -32,9 +28,6 @@ def synthetic(users: int = 600, movies: int = 400, *, seed: int = 0, shape: str 
     Invalid settings raise :class:`fedrecon.FedreconError` naming the option."""
     from . import Data, _native
 
-    cap = min(max_ratings or movies, movies)
-    if ratings_per_user is None and _SHAPE_MEAN.get(shape, 0) >= cap:
-        ratings_per_user = (min_ratings + cap) / 2
     native, movies_csv = _native.Data.synthetic(
         shape, users=users, items=movies, ratings_per_user=ratings_per_user,
         min_ratings_per_user=min_ratings, max_ratings_per_user=max_ratings, rank=rank,

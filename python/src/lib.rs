@@ -93,7 +93,8 @@ impl Data {
 
     /// A synthetic MovieLens-shaped population from the generator of `fedrecon synth`
     /// (`data::synth`): the shape's options, changed by the keywords given; the same settings
-    /// give the same ratings as the command line. Returns the data and `movies.csv`'s text.
+    /// give the same ratings as the command line (where the shape's mean fits below the
+    /// per-user cap). Returns the data and `movies.csv`'s text.
     #[staticmethod]
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (shape, users=None, items=None, ratings_per_user=None,
@@ -131,7 +132,15 @@ impl Data {
             whole_stars,
             seed,
         };
-        let o = synth::SynthOptions::shaped_with(shape, &overrides);
+        let mut o = synth::SynthOptions::shaped_with(shape, &overrides);
+        // Without a mean, small catalogues (where the shape's mean does not fit below the
+        // per-user cap) get the mean halfway between the minimum and the cap.
+        if ratings_per_user.is_none()
+            && o.mean_ratings_per_user >= f64::from(o.max_ratings_per_user)
+        {
+            o.mean_ratings_per_user =
+                (f64::from(o.min_ratings_per_user) + f64::from(o.max_ratings_per_user)) / 2.0;
+        }
         let (ratings, movies) = py.detach(|| synth::in_memory(&o)).map_err(err)?;
         let data = Data {
             ratings: Arc::new(ratings),
