@@ -57,6 +57,13 @@ pub struct Device<S, const N: usize, const K: usize, const R: usize = N> {
     work_bias: [S; R],
     user: [S; K],
     user_bias: S,
+    /// Slots of `touched`/`work` trained by the post-reconstruction phase; the slots after
+    /// them hold implicit-feedback deltas ([`crate::implicit`]).
+    trained: usize,
+    /// With implicit feedback, the training round's step of the mean row, and of every
+    /// implicit row of a reconstruction item (the step scaled by `lr * n^(-1/2)`).
+    mean_step: [S; K],
+    implicit_step: [S; K],
     /// Prediction terms of the round that reconstructed `user`, valid when `reconstructed`,
     /// so scoring a streamed catalogue does not re-derive them for every item. (Not an
     /// `Option`: its `None` would make the workspace's initial bytes non-zero and move a
@@ -92,6 +99,9 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
             work_bias: [S::ZERO; R],
             user: [S::ZERO; K],
             user_bias: S::ZERO,
+            trained: 0,
+            mean_step: [S::ZERO; K],
+            implicit_step: [S::ZERO; K],
             predictor: Params::zero(),
             reconstructed: false,
         }
@@ -125,9 +135,10 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         seed: u64,
     ) -> Result<Update<'_, S, K>> {
         let p = Params::<S>::new(cfg)?;
-        let (recon, post) = self.prepare(rows, cfg)?;
-        self.reconstruct_user(rows, cfg, &p, recon, seed)?;
+        let (recon, post) = self.prepare(rows, cfg, &p)?;
+        self.reconstruct_user(rows, cfg, &p, recon.clone(), Some(post.clone()), seed)?;
         self.load_touched(rows, &p, post.clone())?;
+        self.add_implicit_rows(&p, recon)?;
 
         let weight = match cfg.weighting {
             Weighting::Examples => post.examples() as u32,
@@ -160,8 +171,8 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
             });
         }
         let p = Params::<S>::new(cfg)?;
-        let (recon, post) = self.prepare(rows, cfg)?;
-        self.reconstruct_user(rows, cfg, &p, recon.clone(), seed)?;
+        let (recon, post) = self.prepare(rows, cfg, &p)?;
+        self.reconstruct_user(rows, cfg, &p, recon.clone(), None, seed)?;
         self.collect_items(recon);
 
         let mut metrics = Metrics::default();
@@ -188,8 +199,8 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         seed: u64,
     ) -> Result<()> {
         let p = Params::<S>::new(cfg)?;
-        let (recon, _) = self.prepare(rows, cfg)?;
-        self.reconstruct_user(rows, cfg, &p, recon, seed)?;
+        let (recon, _) = self.prepare(rows, cfg, &p)?;
+        self.reconstruct_user(rows, cfg, &p, recon, None, seed)?;
         self.touched.clear();
         for &item in self.data.items() {
             // Capacity equals the dataset's, so this cannot fail.
@@ -244,7 +255,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
     ) -> Result<()> {
         let p = Params::<S>::new(cfg)?;
         let mut excluded = self.touched.iter().peekable();
-        for item in 0..rows.num_items() {
+        for item in 0..p.catalogue(rows) {
             while excluded.next_if(|&&x| x < item).is_some() {}
             if excluded.next_if_eq(&&item).is_some() {
                 continue;
@@ -263,8 +274,16 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         &mut self,
         rows: &V,
         cfg: &RoundConfig,
+        p: &Params<S>,
     ) -> Result<(Schedule, Schedule)> {
-        let num_items = rows.num_items();
+        if let Some(imp) = p.implicit()
+            && rows.num_items() != imp.rows()
+        {
+            return Err(Error::InvalidConfig {
+                what: "implicit feedback needs 2 * items + 1 rows (items, implicit rows, mean row)",
+            });
+        }
+        let num_items = p.catalogue(rows);
         if let Some(&item) = self.data.items().iter().find(|&&i| i >= num_items) {
             return Err(Error::ItemOutOfRange { item, num_items });
         }
@@ -277,12 +296,15 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
     }
 
     /// Reconstruction by the configured method (SGD from a seeded start, or the exact solve).
+    /// A training round passes its post-reconstruction schedule, which a learned prior mean
+    /// needs for its step.
     fn reconstruct_user<V: ItemRows<S, K>>(
         &mut self,
         rows: &V,
         cfg: &RoundConfig,
         p: &Params<S>,
         recon: Schedule,
+        post: Option<Schedule>,
         seed: u64,
     ) -> Result<()> {
         self.reconstructed = false;
@@ -291,7 +313,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
                 self.init_user(cfg, seed);
                 self.reconstruct_phase(rows, p, recon)?;
             }
-            Some(exact) => self.reconstruct_exact(rows, p, recon, exact)?,
+            Some(exact) => self.reconstruct_exact(rows, p, recon, post, exact)?,
         }
         self.predictor = *p;
         self.reconstructed = true;
@@ -309,19 +331,32 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         rows: &V,
         p: &Params<S>,
         recon: Schedule,
+        post: Option<Schedule>,
         exact: crate::model::ExactParams,
     ) -> Result<()> {
         type R<S> = <S as Scalar>::Ridge;
         let zero = <R<S> as RidgeNum>::ZERO;
         let ridge = <R<S> as RidgeNum>::from_f32;
-        // Target of example e: y [- b_i] [- mu], in the ridge type.
-        let target = |dev: &Self, e: usize, item: u32| {
+        // The prior mean c the embedding is pulled towards (zero without implicit feedback).
+        // Solving for u' = u - c with targets less dot(v, c) is the same system with a zero
+        // prior mean, so the rest of the solve is unchanged.
+        let (prior, scale) = match exact.implicit {
+            Some(imp) => self.implicit_prior(rows, &recon, imp)?,
+            None => ([zero; K], zero),
+        };
+        // Target of example e: y [- b_i] [- mu] [- dot(v, c)], in the ridge type.
+        let target = |dev: &Self, e: usize, item: u32, row: &[S; K]| {
             let mut r = dev.data.ratings()[e].to_ridge();
             if p.item_bias {
                 r = r - rows.bias(item).to_ridge();
             }
             if let Some(mu) = p.mu {
                 r = r - mu.to_ridge();
+            }
+            if exact.implicit.is_some() {
+                for (v, c) in row.iter().zip(&prior) {
+                    r = r - v.to_ridge() * *c;
+                }
             }
             r
         };
@@ -338,7 +373,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
                     for (m, v) in mean.iter_mut().zip(row) {
                         *m = *m + v.to_ridge();
                     }
-                    r_mean = r_mean + target(self, e, item);
+                    r_mean = r_mean + target(self, e, item, row);
                     n += 1;
                 }
             }
@@ -360,7 +395,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
                 for ((d, v), m) in d.iter_mut().zip(row).zip(&mean) {
                     *d = v.to_ridge() - *m;
                 }
-                let t = target(self, e, item) - r_mean;
+                let t = target(self, e, item, row) - r_mean;
                 for i in 0..K {
                     let di = d[i];
                     for (aij, dj) in a[i][..=i].iter_mut().zip(&d) {
@@ -401,13 +436,19 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
                 b[i] = b[i] + em * r_mean;
             }
         }
-        crate::ridge::solve_ldlt(&mut a, &mut b, lambda.half())?;
-        for (u, x) in self.user.iter_mut().zip(&b) {
-            *u = S::from_ridge(*x);
+        let inv_d = crate::ridge::factor_ldlt(&mut a, lambda.half())?;
+        crate::ridge::substitute_ldlt(&a, &inv_d, &mut b);
+        for ((u, x), c) in self.user.iter_mut().zip(&b).zip(&prior) {
+            // Only with a prior mean, so that a zero one cannot turn -0 into +0.
+            *u = S::from_ridge(if exact.implicit.is_some() {
+                *x + *c
+            } else {
+                *x
+            });
         }
         self.user_bias = S::ZERO;
         if p.user_bias {
-            // b_u = mean(r) - dot(m, u) [times s when penalised], with u in the ridge type
+            // b_u = mean(r) - dot(m, u') [times s when penalised], with u' in the ridge type
             // (before rounding to S).
             let mut bu = r_mean;
             for (m, x) in mean.iter().zip(&b) {
@@ -418,7 +459,94 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
             }
             self.user_bias = S::from_ridge(bu);
         }
+        if let (Some(imp), Some(post)) = (exact.implicit, post) {
+            // The step of the prior mean: u = A^-1 (X^T r / n + Lambda c), so the post-phase
+            // loss L moves with c by dL/dc = lambda * (A^-1 dL/du) restricted to u (the bias's
+            // own prior mean is fixed at zero). A^-1 reuses the factor just computed.
+            let mut g = [zero; K];
+            let g_bias = self.post_gradient(rows, p, post, &mut g)?;
+            if p.user_bias {
+                // Eliminating the bias row of the (K + 1) system as the solve did.
+                let gb = g_bias * s;
+                for (gi, m) in g.iter_mut().zip(&mean) {
+                    *gi = *gi - *m * gb;
+                }
+            }
+            crate::ridge::substitute_ldlt(&a, &inv_d, &mut g);
+            let implicit_lr = ridge(imp.lr) * scale;
+            for ((ms, is), gi) in self
+                .mean_step
+                .iter_mut()
+                .zip(&mut self.implicit_step)
+                .zip(&g)
+            {
+                let step = -(lambda * *gi);
+                *ms = S::from_ridge(step);
+                *is = S::from_ridge(implicit_lr * step);
+            }
+        }
         Ok(())
+    }
+
+    /// The prior mean `c = m + n^(-1/2) sum_j y_j` over the reconstruction examples' items,
+    /// and the scale `n^(-1/2)`, in the ridge type.
+    fn implicit_prior<V: ItemRows<S, K>>(
+        &self,
+        rows: &V,
+        recon: &Schedule,
+        imp: crate::implicit::Implicit,
+    ) -> Result<([<S as Scalar>::Ridge; K], <S as Scalar>::Ridge)> {
+        let zero = <<S as Scalar>::Ridge as RidgeNum>::ZERO;
+        let mut sum = [zero; K];
+        let mut n = 0u32;
+        for range in recon.first_epoch() {
+            for pos in range {
+                let item = imp.implicit_row(self.data.items()[usize::from(self.order[pos])]);
+                let y = rows.row(item).ok_or(Error::MissingItemRow { item })?;
+                for (s, y) in sum.iter_mut().zip(y) {
+                    *s = *s + y.to_ridge();
+                }
+                n += 1;
+            }
+        }
+        let item = imp.mean_row();
+        let m = rows.row(item).ok_or(Error::MissingItemRow { item })?;
+        let scale = <<S as Scalar>::Ridge as RidgeNum>::from_f32(crate::implicit::sum_scale(n));
+        let mut prior = [zero; K];
+        for ((c, m), s) in prior.iter_mut().zip(m).zip(&sum) {
+            *c = m.to_ridge() + *s * scale;
+        }
+        Ok((prior, scale))
+    }
+
+    /// The gradient of the post-reconstruction loss (each batch's mean squared error, scaled
+    /// by `2 * post_lr` as the post phase steps) with respect to the user embedding, into `g`,
+    /// and to the user bias (returned), at the reconstructed user and the round's rows.
+    fn post_gradient<V: ItemRows<S, K>>(
+        &self,
+        rows: &V,
+        p: &Params<S>,
+        post: Schedule,
+        g: &mut [<S as Scalar>::Ridge; K],
+    ) -> Result<<S as Scalar>::Ridge> {
+        let mut g_bias = <<S as Scalar>::Ridge as RidgeNum>::ZERO;
+        let two_lr = p.two_post_lr.to_ridge();
+        for range in post {
+            let c = two_lr.div_count(range.len() as u32);
+            for pos in range {
+                let e = usize::from(self.order[pos]);
+                let item = self.data.items()[e];
+                let row = rows.row(item).ok_or(Error::MissingItemRow { item })?;
+                let err = p.predict(&self.user, self.user_bias, row, rows.bias(item))
+                    - self.data.ratings()[e];
+                let ce = c * err.to_ridge();
+                for (gk, v) in g.iter_mut().zip(row) {
+                    *gk = *gk + ce * v.to_ridge();
+                }
+                g_bias = g_bias + ce;
+            }
+        }
+        Ok(g_bias)
     }
 
     /// Fresh user embedding, uniform in `[-scale, scale)`, drawn from the round's seed
@@ -536,6 +664,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
                 capacity: R,
             });
         }
+        self.trained = self.touched.len();
         for (s, &item) in self.touched.iter().enumerate() {
             let row = rows.row(item).ok_or(Error::MissingItemRow { item })?;
             self.work[s] = *row;
@@ -545,6 +674,41 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
                 S::ZERO
             };
         }
+        Ok(())
+    }
+
+    /// With implicit feedback, appends the learned prior mean's rows to the update after the
+    /// trained rows: the implicit row of every reconstruction item, then the mean row, each
+    /// holding its delta directly (they are not trained by the post phase).
+    fn add_implicit_rows(&mut self, p: &Params<S>, recon: Schedule) -> Result<()> {
+        let Some(imp) = p.implicit() else {
+            return Ok(());
+        };
+        let full = Error::CapacityExceeded {
+            what: "trained item rows",
+            capacity: R.min(N),
+        };
+        for range in recon.first_epoch() {
+            for pos in range {
+                let item = self.data.items()[usize::from(self.order[pos])];
+                self.touched
+                    .push(imp.implicit_row(item))
+                    .map_err(|_| full)?;
+            }
+        }
+        self.touched[self.trained..].sort_unstable();
+        self.dedup_touched();
+        self.touched.push(imp.mean_row()).map_err(|_| full)?;
+        let m = self.touched.len();
+        if m > R {
+            return Err(full);
+        }
+        for s in self.trained..m - 1 {
+            self.work[s] = self.implicit_step;
+            self.work_bias[s] = S::ZERO;
+        }
+        self.work[m - 1] = self.mean_step;
+        self.work_bias[m - 1] = S::ZERO;
         Ok(())
     }
 
@@ -576,12 +740,16 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         metrics
     }
 
-    /// Turns the trained rows into deltas in place. A non-finite delta zeroes the whole update
-    /// (the caller then reports weight 0), as TFF does; returns whether it was finite.
+    /// Turns the trained rows into deltas in place (the implicit rows after them already are).
+    /// A non-finite delta zeroes the whole update (the caller then reports weight 0), as TFF
+    /// does; returns whether it was finite.
     fn make_deltas<V: ItemRows<S, K>>(&mut self, rows: &V, p: &Params<S>) -> Result<bool> {
         let m = self.touched.len();
-        let mut finite = true;
-        for s in 0..m {
+        let mut finite = self.work[self.trained..m]
+            .iter()
+            .flatten()
+            .all(|w| w.is_finite());
+        for s in 0..self.trained {
             let item = self.touched[s];
             let init = rows.row(item).ok_or(Error::MissingItemRow { item })?;
             for (w, i) in self.work[s].iter_mut().zip(init) {

@@ -22,6 +22,7 @@ pub mod dataset;
 pub mod device;
 pub mod error;
 pub mod fixed;
+pub mod implicit;
 pub mod model;
 pub mod rank;
 pub mod ridge;

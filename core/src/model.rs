@@ -82,6 +82,25 @@ pub enum Reconstruction {
         /// Prior strength on the user bias, divided by the user's example count.
         bias_prior: f32,
     },
+    /// [`Self::ExactPrior`] with a learned prior mean (SVD++-style implicit feedback): the
+    /// embedding is pulled towards `c = m + n^(-1/2) * sum_j y_j` instead of zero, where
+    /// the sum runs over the `n` reconstruction examples' items, `y_j` is item `j`'s
+    /// implicit row and `m` a global mean row, both trained by the server like item rows.
+    /// Which items a user rated thus informs its embedding before their ratings do. The
+    /// global matrix holds `2 * items + 1` rows: item rows `0..items`, implicit rows
+    /// `items + j`, and `m` at `2 * items` ([`crate::implicit`]).
+    ExactImplicit {
+        /// Prior strength on `|u - c|^2`, divided by the user's example count.
+        user_prior: f32,
+        /// Per-example penalty on the user bias.
+        bias_l2: f32,
+        /// Prior strength on the user bias, divided by the user's example count.
+        bias_prior: f32,
+        /// The catalogue size: ratings name items `0..items`.
+        items: u32,
+        /// Step of an implicit row relative to the mean row's, before the `n^(-1/2)` scale.
+        implicit_lr: f32,
+    },
 }
 
 impl Reconstruction {
@@ -98,6 +117,8 @@ pub(crate) struct ExactParams {
     pub user_prior: f32,
     pub bias_l2: f32,
     pub bias_prior: f32,
+    /// The learned prior mean of [`Reconstruction::ExactImplicit`].
+    pub implicit: Option<crate::implicit::Implicit>,
 }
 
 /// Every hyperparameter a device needs for one round (training or evaluation).
@@ -162,17 +183,30 @@ impl RoundConfig {
         {
             return Err(Error::InvalidConfig { what });
         }
-        if let Reconstruction::ExactPrior {
-            user_prior,
-            bias_l2,
-            bias_prior,
-        } = self.reconstruction
-            && ![user_prior, bias_l2, bias_prior]
-                .iter()
-                .all(|x| x.is_finite() && *x >= 0.0)
+        let priors = match self.reconstruction {
+            Reconstruction::ExactPrior {
+                user_prior,
+                bias_l2,
+                bias_prior,
+            } => [user_prior, bias_l2, bias_prior, 0.0],
+            Reconstruction::ExactImplicit {
+                user_prior,
+                bias_l2,
+                bias_prior,
+                implicit_lr,
+                ..
+            } => [user_prior, bias_l2, bias_prior, implicit_lr],
+            _ => [0.0; 4],
+        };
+        if !priors.iter().all(|x| x.is_finite() && *x >= 0.0) {
+            return Err(Error::InvalidConfig {
+                what: "user_prior, bias_l2, bias_prior and implicit_lr must be finite and >= 0",
+            });
+        }
+        if matches!(self.reconstruction, Reconstruction::ExactImplicit { items, .. } if items == 0 || items > crate::implicit::MAX_ITEMS)
         {
             return Err(Error::InvalidConfig {
-                what: "user_prior, bias_l2 and bias_prior must be finite and >= 0",
+                what: "implicit feedback needs 0 < items <= (u32::MAX - 1) / 2",
             });
         }
         if self.reconstruction.is_exact() && self.user_l2 <= 0.0 {
@@ -236,6 +270,7 @@ impl<S: Scalar> Params<S> {
                     user_prior: 0.0,
                     bias_l2: 0.0,
                     bias_prior: 0.0,
+                    implicit: None,
                 }),
                 Reconstruction::ExactPrior {
                     user_prior,
@@ -246,9 +281,40 @@ impl<S: Scalar> Params<S> {
                     user_prior,
                     bias_l2,
                     bias_prior,
+                    implicit: None,
+                }),
+                Reconstruction::ExactImplicit {
+                    user_prior,
+                    bias_l2,
+                    bias_prior,
+                    items,
+                    implicit_lr,
+                } => Some(ExactParams {
+                    user_l2: cfg.user_l2,
+                    user_prior,
+                    bias_l2,
+                    bias_prior,
+                    implicit: Some(crate::implicit::Implicit {
+                        items,
+                        lr: implicit_lr,
+                    }),
                 }),
             },
         })
+    }
+
+    /// The learned prior mean's terms, when the round has them.
+    pub(crate) fn implicit(&self) -> Option<crate::implicit::Implicit> {
+        self.exact.and_then(|e| e.implicit)
+    }
+
+    /// The item ids ratings may name and ranking visits: `0..catalogue`, which excludes the
+    /// implicit rows when the model has them.
+    pub(crate) fn catalogue<V: crate::rows::ItemRows<S, K>, const K: usize>(
+        &self,
+        rows: &V,
+    ) -> u32 {
+        self.implicit().map_or(rows.num_items(), |imp| imp.items)
     }
 
     /// `dot(u, v) [+ b_u] [+ b_i] [+ mu]`, terms added in that order.

@@ -207,6 +207,18 @@ pub fn solve_ldlt<R: RidgeNum, const K: usize>(
     b: &mut [R; K],
     min_pivot: R,
 ) -> Result<()> {
+    let inv_d = factor_ldlt(a, min_pivot)?;
+    substitute_ldlt(a, &inv_d, b);
+    Ok(())
+}
+
+/// Factors `A = L D L^T` in place (the lower triangle holds `L`, the diagonal `D`) and returns
+/// `1 / D`, so further right-hand sides cost only [`substitute_ldlt`] (`K^2` multiply-adds).
+/// Refuses a pivot below `min_pivot` as [`solve_ldlt`] does.
+pub fn factor_ldlt<R: RidgeNum, const K: usize>(
+    a: &mut [[R; K]; K],
+    min_pivot: R,
+) -> Result<[R; K]> {
     // inv_d[j] = 1 / D[j]; t = row j of L scaled by D, reused for every row below j.
     let mut inv_d = [R::ZERO; K];
     let mut t = [R::ZERO; K];
@@ -232,6 +244,15 @@ pub fn solve_ldlt<R: RidgeNum, const K: usize>(
             row[j] = s * inv_d[j];
         }
     }
+    Ok(inv_d)
+}
+
+/// Solves `A x = b` in place with the factor [`factor_ldlt`] left in `a` and its `1 / D`.
+pub fn substitute_ldlt<R: RidgeNum, const K: usize>(
+    a: &[[R; K]; K],
+    inv_d: &[R; K],
+    b: &mut [R; K],
+) {
     // L z = b, then z = z / D, then L^T x = z.
     for i in 0..K {
         let mut s = b[i];
@@ -250,5 +271,4 @@ pub fn solve_ldlt<R: RidgeNum, const K: usize>(
         }
         b[i] = s;
     }
-    Ok(())
 }

@@ -200,12 +200,15 @@ proptest! {
 /// uncentred `(K + 1)`-dimensional normal equations `(X^T X / n + P) w = X^T r / n`
 /// (`X` rows `[v_j, 1]`, `P` diagonal: `lambda + prior / n` on the embedding, `bias_l2 +
 /// bias_prior / n` on the bias) solved by Gaussian elimination with partial pivoting in f64.
+/// `mean` is the embedding's prior mean `c` (the penalty is on `|u - c|^2`, so the right-hand
+/// side gains `(lambda + prior / n) c`).
 fn exact_reference(
     rows: &[[f32; K]],
     recon: &[(u32, f32)],
     lambda: f64,
     user_bias: bool,
     [prior, bias_l2, bias_prior]: [f64; 3],
+    mean: [f64; K],
 ) -> ([f64; K], f64) {
     let dim = if user_bias { K + 1 } else { K };
     let n = recon.len() as f64;
@@ -224,6 +227,7 @@ fn exact_reference(
     }
     for (i, row) in a.iter_mut().enumerate().take(K) {
         row[i] += lambda + prior / n;
+        row[dim] += (lambda + prior / n) * mean[i];
     }
     if user_bias {
         a[K][K] += bias_l2 + bias_prior / n;
@@ -338,7 +342,7 @@ proptest! {
     fn exact_matches_f64_reference(case in arb_exact_case()) {
         let (rows, recon, lambda, user_bias, priors) = &case;
         let priors = priors.map(f64::from);
-        let (u, b) = exact_reference(rows, recon, f64::from(*lambda), *user_bias, priors);
+        let (u, b) = exact_reference(rows, recon, f64::from(*lambda), *user_bias, priors, [0.0; K]);
         let scale = 1.0 + u.iter().fold(b.abs(), |m, x| m.max(x.abs()));
         for (name, (du, db), tol) in [
             ("f32", exact_device::<f32>(&case), 1e-4),
@@ -355,4 +359,183 @@ proptest! {
             prop_assert!((db - b).abs() <= tol * scale, "{name} b: {db} vs {b}");
         }
     }
+}
+
+/// Item rows, implicit rows and the mean row (`2 * ITEMS + 1`), distinct reconstruction and
+/// post-reconstruction items with their ratings (as many of each), lambda, user bias, priors.
+type ImplicitCase = (
+    Vec<[f32; K]>,
+    Vec<(u32, f32)>,
+    Vec<(u32, f32)>,
+    f32,
+    bool,
+    [f32; 3],
+);
+
+fn arb_implicit_case() -> impl Strategy<Value = ImplicitCase> {
+    let items: Vec<u32> = (0..ITEMS as u32).collect();
+    let rating = (1u8..=10).prop_map(|r| f32::from(r) * 0.5);
+    (1usize..=ITEMS / 2).prop_flat_map(move |n| {
+        (
+            prop::collection::vec(prop::array::uniform4(-1.0f32..1.0), 2 * ITEMS + 1),
+            prop::sample::subsequence(items.clone(), n),
+            prop::sample::subsequence(items.clone(), n),
+            prop::collection::vec(rating.clone(), 2 * n),
+            0.05f32..2.0,
+            any::<bool>(),
+            prop::array::uniform3(prop_oneof![Just(0.0f32), 0.0f32..4.0]),
+        )
+            .prop_map(|(rows, recon, post, ratings, lambda, bias, priors)| {
+                let (r, p) = ratings.split_at(recon.len());
+                let zip = |items: Vec<u32>, r: &[f32]| items.into_iter().zip(r.to_vec()).collect();
+                (rows, zip(recon, r), zip(post, p), lambda, bias, priors)
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// `ExactImplicit`'s training round, against an f64 transcription: the embedding solves
+    /// the ridge system around the prior mean `c = m + n^(-1/2) sum y_j`, the update lists the
+    /// trained items, then the reconstruction items' implicit rows, then the mean row, and the
+    /// mean row's delta is `-post_lr` times the post loss's gradient in `c` (central
+    /// differences of the f64 solve), each implicit row's `implicit_lr * n^(-1/2)` times it.
+    #[test]
+    fn implicit_step_is_the_post_loss_gradient(case in arb_implicit_case()) {
+        let (rows, recon, post, lambda, user_bias, [user_prior, bias_l2, bias_prior]) = &case;
+        let n = recon.len();
+        let implicit_lr = 0.3f32;
+        let cfg = RoundConfig {
+            split: SplitConfig { batch_size: n as u16, ..SplitConfig::default() },
+            user_l2: *lambda,
+            model: fedrecon_core::ModelConfig { user_bias: *user_bias, ..Default::default() },
+            reconstruction: fedrecon_core::Reconstruction::ExactImplicit {
+                user_prior: *user_prior,
+                bias_l2: *bias_l2,
+                bias_prior: *bias_prior,
+                items: ITEMS as u32,
+                implicit_lr,
+            },
+            ..RoundConfig::default()
+        };
+        let mut dev = Box::new(Device::<f32, 64, K>::new());
+        for &(i, r) in recon.iter().chain(post) {
+            dev.data_mut().push(i, r, ITEMS as u32).unwrap();
+        }
+        let update = dev.train(&DenseRows::new(rows), &cfg, 0).unwrap();
+
+        // The f64 reference: prior mean, solve, post loss (one batch: its mean squared error).
+        let scale = 1.0 / (n as f64).sqrt();
+        let prior_mean = |shift: [f64; K]| -> [f64; K] {
+            core::array::from_fn(|k| {
+                let sum: f64 = recon.iter().map(|&(i, _)| f64::from(rows[ITEMS + i as usize][k])).sum();
+                f64::from(rows[2 * ITEMS][k]) + scale * sum + shift[k]
+            })
+        };
+        let priors = [*user_prior, *bias_l2, *bias_prior].map(f64::from);
+        let loss = |c: [f64; K]| {
+            let (u, b) = exact_reference(rows, recon, f64::from(*lambda), *user_bias, priors, c);
+            post.iter().map(|&(i, y)| {
+                let v = rows[i as usize];
+                let e = (0..K).map(|k| u[k] * f64::from(v[k])).sum::<f64>() + b - f64::from(y);
+                e * e
+            }).sum::<f64>() / n as f64
+        };
+        let c = prior_mean([0.0; K]);
+        let h = 1e-5;
+        let step: [f64; K] = core::array::from_fn(|k| {
+            let mut up = c;
+            let mut down = c;
+            up[k] += h;
+            down[k] -= h;
+            -f64::from(cfg.post_lr) * (loss(up) - loss(down)) / (2.0 * h)
+        });
+
+        let mut want: Vec<u32> = post.iter().map(|&(i, _)| i).collect();
+        want.sort_unstable();
+        let mut implicit: Vec<u32> = recon.iter().map(|&(i, _)| ITEMS as u32 + i).collect();
+        implicit.sort_unstable();
+        want.extend(implicit);
+        want.push(2 * ITEMS as u32);
+        prop_assert_eq!(update.items, &want[..]);
+        prop_assert_eq!(update.weight, n as u32);
+        let size = step.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+        let tol = 2e-3 * size;
+        let mean_delta = update.deltas.last().unwrap();
+        for k in 0..K {
+            prop_assert!((f64::from(mean_delta[k]) - step[k]).abs() <= tol,
+                "mean row: {mean_delta:?} vs {step:?}");
+        }
+        for delta in &update.deltas[n..want.len() - 1] {
+            for k in 0..K {
+                let expect = f64::from(implicit_lr) * scale * step[k];
+                prop_assert!((f64::from(delta[k]) - expect).abs() <= tol,
+                    "implicit row: {delta:?} vs {expect}");
+            }
+        }
+        prop_assert!(update.bias_deltas.is_none());
+        let (u, _) = exact_reference(rows, recon, f64::from(*lambda), *user_bias, priors, c);
+        let size = u.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+        for k in 0..K {
+            prop_assert!((f64::from(dev.user()[k]) - u[k]).abs() <= 1e-4 * size,
+                "user: {:?} vs {u:?}", dev.user());
+        }
+    }
+}
+
+/// With every implicit row and the mean row zero, `ExactImplicit` reconstructs exactly as
+/// `ExactPrior` (the prior mean is zero), and refuses a matrix without its extra rows.
+#[test]
+fn zero_implicit_rows_reconstruct_as_exact_prior() {
+    let mut rows = vec![[0.0f32; K]; 2 * ITEMS + 1];
+    for (i, row) in rows.iter_mut().take(ITEMS).enumerate() {
+        *row = core::array::from_fn(|k| ((i * 7 + k * 3) % 11) as f32 / 11.0 - 0.5);
+    }
+    let prior = fedrecon_core::Reconstruction::ExactPrior {
+        user_prior: 2.0,
+        bias_l2: 0.1,
+        bias_prior: 1.0,
+    };
+    let implicit = fedrecon_core::Reconstruction::ExactImplicit {
+        user_prior: 2.0,
+        bias_l2: 0.1,
+        bias_prior: 1.0,
+        items: ITEMS as u32,
+        implicit_lr: 0.2,
+    };
+    let cfg = |reconstruction| RoundConfig {
+        split: SplitConfig {
+            batch_size: 3,
+            ..SplitConfig::default()
+        },
+        user_l2: 0.05,
+        model: fedrecon_core::ModelConfig {
+            user_bias: true,
+            ..Default::default()
+        },
+        reconstruction,
+        ..RoundConfig::default()
+    };
+    let run = |reconstruction, rows: &[[f32; K]]| {
+        let mut dev = Box::new(Device::<f32, 64, K>::new());
+        for (j, item) in [3u32, 5, 8, 1, 0, 11, 7, 2, 9].into_iter().enumerate() {
+            dev.data_mut()
+                .push(item, 1.0 + (j % 5) as f32, ITEMS as u32)
+                .unwrap();
+        }
+        let metrics = dev.evaluate(&DenseRows::new(rows), &cfg(reconstruction), 0);
+        metrics.map(|m| (m, *dev.user(), dev.user_bias()))
+    };
+    let (m_prior, u_prior, b_prior) = run(prior, &rows[..ITEMS]).unwrap();
+    let (m_impl, u_impl, b_impl) = run(implicit, &rows).unwrap();
+    assert_eq!(u_impl, u_prior);
+    assert_eq!(b_impl, b_prior);
+    assert_eq!(m_impl, m_prior);
+    assert_eq!(
+        run(implicit, &rows[..ITEMS]).unwrap_err(),
+        fedrecon_core::Error::InvalidConfig {
+            what: "implicit feedback needs 2 * items + 1 rows (items, implicit rows, mean row)"
+        }
+    );
 }

@@ -529,10 +529,12 @@ fn max_sizes_equal_worst_case_encodings() {
     config.weighting = Weighting::Uniform;
     config.model.global_mean = Some(3.5);
     config.user_l2 = 0.1;
-    config.reconstruction = Reconstruction::ExactPrior {
+    config.reconstruction = Reconstruction::ExactImplicit {
         user_prior: 1.0,
         bias_l2: 0.5,
         bias_prior: 2.0,
+        items: u32::MAX,
+        implicit_lr: 0.2,
     };
     let start = RoundStart {
         round: u32::MAX,
