@@ -488,6 +488,7 @@ fn run_k<S: SimScalar, const K: usize>(
                 item_ids: ids.to_vec(),
                 data_digest,
                 rounds: sim.rounds_done(),
+                implicit: sim.implicit_rows().as_flattened().to_vec(),
             }
             .write(&dir.join(output::bundle::FILE))?;
         }

@@ -292,12 +292,15 @@ impl Session {
             .position(|&u| u == raw_user)
             .ok_or_else(|| anyhow!("user {raw_user}: no such user in the data"))?;
         let (params, global_mean) = self.call(|e| (e.params().to_vec(), e.global_mean()))?;
-        let rows = self.num_items() * self.cfg.model.k;
+        let (n, cols) = (self.num_items(), self.cfg.model.k);
+        let all = crate::round::model_rows(&self.cfg, n) * cols;
+        let biases = &params[all..];
         let model = crate::round::recommend::ModelView {
-            items: &params[..rows],
-            cols: self.cfg.model.k,
-            item_biases: &params[rows..],
+            items: &params[..n * cols],
+            cols,
+            item_biases: &biases[..biases.len().min(n)],
             global_mean: global_mean.unwrap_or(0.0),
+            implicit: &params[n * cols..all],
         };
         let mine = self.ratings.user(user);
         let client = Client {
@@ -313,10 +316,12 @@ impl Session {
     pub fn model_bundle(&self) -> Result<output::bundle::ModelBundle> {
         let (params, global_mean) = self.call(|e| (e.params().to_vec(), e.global_mean()))?;
         let (n, k) = (self.num_items(), self.cfg.model.k);
-        let item_biases = match &params[n * k..] {
+        let all = crate::round::model_rows(&self.cfg, n) * k;
+        let item_biases = match &params[all..] {
             [] => vec![0.0; n],
-            b => b.to_vec(),
+            b => b[..n].to_vec(),
         };
+        let implicit = params[n * k..all].to_vec();
         let mut items = params;
         items.truncate(n * k);
         Ok(output::bundle::ModelBundle {
@@ -328,6 +333,7 @@ impl Session {
             item_ids: self.ratings.item_raw_ids().to_vec(),
             data_digest: self.data_digest,
             rounds: self.rounds_done,
+            implicit,
         })
     }
 

@@ -732,6 +732,7 @@ fn recommend(a: RecommendArgs) -> Result<()> {
         cols: cfg.model.k,
         item_biases: &model.item_biases,
         global_mean: model.global_mean,
+        implicit: &model.implicit,
     };
     let boards = fedrecon_host_sim::board::BoardOptions {
         qemu_devices: a.qemu_devices,

@@ -194,6 +194,15 @@ pub struct ClientConfig {
     /// Exact reconstruction only: a prior of this strength on `b_u^2`, divided by `n`.
     #[serde(default)]
     pub user_bias_prior: f32,
+    /// Exact reconstruction only: implicit feedback (SVD++-style). The embedding's prior mean
+    /// is learned, `m + n^(-1/2) sum_j y_j` over the items a user reconstructs from, with a
+    /// global row `m` and an implicit row `y_j` per item trained like item rows
+    /// (`fedrecon_core::implicit`): which items a user rated informs its embedding.
+    #[serde(default)]
+    pub implicit: bool,
+    /// With `implicit`: the step of an implicit row relative to the mean row's.
+    #[serde(default = "default_implicit_lr")]
+    pub implicit_lr: f32,
     /// Passes over the reconstruction batches (tutorial 1, paper 5).
     pub recon_epochs: u32,
     /// Cap on reconstruction steps across epochs (paper 50); `"none"` = no cap.
@@ -284,6 +293,11 @@ pub enum ServerConfig {
         #[serde(default = "default_yogi_accumulator")]
         initial_accumulator: f32,
     },
+}
+
+/// The implicit rows' relative step that measured best (README.md, "Learning quality").
+fn default_implicit_lr() -> f32 {
+    0.2
 }
 
 fn default_beta_1() -> f32 {
@@ -528,6 +542,8 @@ impl Config {
                     user_prior: 0.0,
                     user_bias_l2: 0.0,
                     user_bias_prior: 0.0,
+                    implicit: false,
+                    implicit_lr: default_implicit_lr(),
                     recon_epochs: 1,
                     recon_steps_max: None,
                     post_epochs: 1,
@@ -799,6 +815,14 @@ impl Config {
                     )?;
                 }
             }
+        }
+        non_negative("client.implicit_lr", c.implicit_lr)?;
+        if c.implicit && c.reconstruction == Reconstruction::Sgd {
+            invalid(
+                "client.implicit",
+                c.implicit,
+                "needs client.reconstruction = \"exact\" (the prior mean it learns is the solve's)",
+            )?;
         }
         if c.reconstruction == Reconstruction::Exact && c.user_l2 <= 0.0 {
             invalid(

@@ -11,10 +11,13 @@
 //! | `data_digest` | `<u8`, `()` | digest of the training data's partition (as checkpoints hold) |
 //! | `rounds` | `<u4`, `()` | training rounds done |
 //! | `config` | `<U…`, `()` | the run's configuration as TOML (`fedrecon config` text) |
+//! | `implicit` | `<f4`, `(n + 1, K)` | only with `client.implicit`: row `r` is movie `item_ids[r]`'s implicit row, the last the mean row `m` |
 //!
 //! A user's predicted rating of row `r` is `global_mean + user_bias + item_biases[r] +
 //! u · items[r]`, the user's `(u, user_bias)` reconstructed on their device with the
-//! configuration's `client.reconstruction` and `client.user_l2`. Rows are keyed by raw movie
+//! configuration's `client.reconstruction` and `client.user_l2` (with `client.implicit`, around
+//! the prior mean `m + n^(-1/2) Σ implicit[j]` over the items `j` it reconstructs from). Rows
+//! are keyed by raw movie
 //! id, not by position: [`ModelBundle::align`] maps them onto a data set's dense ids and refuses
 //! a data set whose movies differ, naming the first offending id.
 
@@ -55,6 +58,9 @@ pub struct ModelBundle {
     pub data_digest: u64,
     /// Training rounds done.
     pub rounds: u32,
+    /// With implicit feedback: one implicit row per item row, then the mean row, row-major
+    /// `(item_ids.len() + 1) × k`; empty without.
+    pub implicit: Vec<f32>,
 }
 
 /// A bundle's rows in a data set's dense item order, ready for the devices.
@@ -68,6 +74,8 @@ pub struct AlignedModel {
     pub item_biases: Vec<f32>,
     /// The global-mean term.
     pub global_mean: f32,
+    /// Implicit rows by dense item id, then the mean row; empty without implicit feedback.
+    pub implicit: Vec<f32>,
 }
 
 impl ModelBundle {
@@ -99,11 +107,15 @@ impl ModelBundle {
     pub fn encode(&self) -> Result<Vec<u8>> {
         let n = self.item_ids.len();
         ensure!(
-            self.items.len() == n * self.k && self.item_biases.len() == n,
-            "internal: a bundle of {n} ids has {} row values (k = {}) and {} biases",
+            self.items.len() == n * self.k
+                && self.item_biases.len() == n
+                && (self.implicit.is_empty() || self.implicit.len() == (n + 1) * self.k),
+            "internal: a bundle of {n} ids has {} row values (k = {}), {} biases and {} implicit \
+             values",
             self.items.len(),
             self.k,
-            self.item_biases.len()
+            self.item_biases.len(),
+            self.implicit.len()
         );
         let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         let chars: Vec<u8> = self
@@ -111,7 +123,8 @@ impl ModelBundle {
             .chars()
             .flat_map(|c| u32::from(c).to_le_bytes())
             .collect();
-        let arrays: [(&str, &str, Vec<usize>, Vec<u8>); 8] = [
+        let config_descr = format!("<U{}", self.config_toml.chars().count().max(1));
+        let mut arrays: Vec<(&str, &str, Vec<usize>, Vec<u8>)> = vec![
             (
                 "format_version",
                 "<u4",
@@ -136,11 +149,14 @@ impl ModelBundle {
             ("rounds", "<u4", vec![], self.rounds.to_le_bytes().to_vec()),
             (
                 "config",
-                &format!("<U{}", self.config_toml.chars().count().max(1)),
+                &config_descr,
                 vec![],
                 if chars.is_empty() { vec![0; 4] } else { chars },
             ),
         ];
+        if !self.implicit.is_empty() {
+            arrays.push(("implicit", "<f4", vec![n + 1, self.k], f32s(&self.implicit)));
+        }
         let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
         let opts = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Stored)
@@ -162,6 +178,7 @@ impl ModelBundle {
     /// Parses a bundle's bytes (untrusted: every array's dtype and shape is checked).
     pub fn decode(bytes: &[u8]) -> Result<ModelBundle> {
         let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).context("not a zip (.npz) file")?;
+        let has_implicit = zip.file_names().any(|f| f == "implicit.npy");
         let mut array = |name: &str| -> Result<(String, Vec<usize>, Vec<u8>)> {
             let mut f = zip
                 .by_name(&format!("{name}.npy"))
@@ -218,6 +235,18 @@ impl ModelBundle {
         let global_mean = f32s(&typed("global_mean", "<f4", 0)?.1)[0];
         let digest = typed("data_digest", "<u8", 0)?.1;
         let rounds = u32s(&typed("rounds", "<u4", 0)?.1)[0];
+        let implicit = if has_implicit {
+            let (shape, body) = typed("implicit", "<f4", 2)?;
+            ensure!(
+                shape == [n + 1, k],
+                "array 'implicit' has shape {shape:?}, expected ({}, {k}): one row per item and \
+                 the mean row",
+                n + 1
+            );
+            f32s(&body)
+        } else {
+            Vec::new()
+        };
         let (descr, shape, text) = array("config")?;
         ensure!(
             descr.starts_with("<U") && shape.is_empty(),
@@ -244,6 +273,7 @@ impl ModelBundle {
             item_ids,
             data_digest: u64::from_le_bytes(digest[..8].try_into().expect("8 bytes by shape")),
             rounds,
+            implicit,
         })
     }
 
@@ -293,13 +323,31 @@ impl ModelBundle {
                 raw.len()
             );
         }
+        ensure!(
+            config.client.implicit == !self.implicit.is_empty(),
+            "{origin}: the configuration says client.implicit = {} but the bundle {} implicit \
+             rows",
+            config.client.implicit,
+            if self.implicit.is_empty() {
+                "has no"
+            } else {
+                "has"
+            }
+        );
         let k = self.k;
         let mut items = Vec::with_capacity(raw.len() * k);
         let mut item_biases = Vec::with_capacity(raw.len());
+        let mut implicit = Vec::with_capacity(self.implicit.len());
         for id in raw {
             let r = row_of[id];
             items.extend_from_slice(&self.items[r * k..(r + 1) * k]);
             item_biases.push(self.item_biases[r]);
+            if !self.implicit.is_empty() {
+                implicit.extend_from_slice(&self.implicit[r * k..(r + 1) * k]);
+            }
+        }
+        if !self.implicit.is_empty() {
+            implicit.extend_from_slice(&self.implicit[self.len() * k..]);
         }
         if !config.model.item_bias {
             ensure!(
@@ -312,6 +360,7 @@ impl ModelBundle {
             items,
             item_biases,
             global_mean: self.global_mean,
+            implicit,
         })
     }
 }

@@ -99,8 +99,14 @@ pub(crate) fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
 
 /// The device configuration of training rounds (`eval = false`) or evaluation (`eval = true`,
 /// reconstruction SGD at `eval_recon_lr`). `global_mean` is the training mean rating, used when
-/// the model asks for a global-mean term.
-pub fn round_config(cfg: &Config, eval: bool, global_mean: f32) -> Result<RoundConfig> {
+/// the model asks for a global-mean term; `catalogue` the number of items (implicit feedback's
+/// rows follow them).
+pub fn round_config(
+    cfg: &Config,
+    eval: bool,
+    global_mean: f32,
+    catalogue: usize,
+) -> Result<RoundConfig> {
     let c = &cfg.client;
     let u16_of = |what: &str, v: u64| -> Result<u16> {
         u16::try_from(v).map_err(|_| anyhow!("client.{what} = {v} is too large (max 65535)"))
@@ -136,6 +142,20 @@ pub fn round_config(cfg: &Config, eval: bool, global_mean: f32) -> Result<RoundC
         },
         reconstruction: match c.reconstruction {
             crate::config::Reconstruction::Sgd => fedrecon_core::Reconstruction::Sgd,
+            crate::config::Reconstruction::Exact if c.implicit => {
+                fedrecon_core::Reconstruction::ExactImplicit {
+                    user_prior: c.user_prior,
+                    bias_l2: c.user_bias_l2,
+                    bias_prior: c.user_bias_prior,
+                    items: u32::try_from(catalogue)
+                        .ok()
+                        .filter(|&n| n <= fedrecon_core::implicit::MAX_ITEMS)
+                        .ok_or_else(|| {
+                            anyhow!("{catalogue} items are too many for implicit feedback")
+                        })?,
+                    implicit_lr: c.implicit_lr,
+                }
+            }
             crate::config::Reconstruction::Exact
                 if c.user_prior == 0.0 && c.user_bias_l2 == 0.0 && c.user_bias_prior == 0.0 =>
             {
@@ -151,6 +171,29 @@ pub fn round_config(cfg: &Config, eval: bool, global_mean: f32) -> Result<RoundC
     rc.validate()
         .map_err(|e| anyhow!("client configuration rejected by the device: {e}"))?;
     Ok(rc)
+}
+
+/// Rows of the model `cfg` trains over a catalogue of `catalogue` items: the items, and with
+/// implicit feedback (`client.implicit`) their implicit rows and the mean row.
+pub fn model_rows(cfg: &Config, catalogue: usize) -> usize {
+    if cfg.client.implicit {
+        2 * catalogue + 1
+    } else {
+        catalogue
+    }
+}
+
+/// The rows a client's device reads besides its rated items' (with implicit feedback: their
+/// implicit rows and the mean row), appended to the ascending `rated` list.
+pub fn extra_rows(cfg: &RoundConfig, rated: &mut Vec<u32>) {
+    if let fedrecon_core::Reconstruction::ExactImplicit { items, .. } = cfg.reconstruction {
+        let imp = fedrecon_core::implicit::Implicit { items, lr: 0.0 };
+        let n = rated.len();
+        for j in 0..n {
+            rated.push(imp.implicit_row(rated[j]));
+        }
+        rated.push(imp.mean_row());
+    }
 }
 
 /// Copies a client's examples into the workspace's smallest device that holds them.
@@ -237,10 +280,10 @@ mod tests {
             Some(Preset::Paper),
         )
         .unwrap();
-        let rc = round_config(&c, true, 3.5).unwrap();
+        let rc = round_config(&c, true, 3.5, 100).unwrap();
         assert_eq!(rc.reconstruction, fedrecon_core::Reconstruction::Exact);
         assert_eq!(rc.user_l2, 0.25);
-        let sgd = round_config(&Config::preset(Preset::Paper), false, 3.5).unwrap();
+        let sgd = round_config(&Config::preset(Preset::Paper), false, 3.5, 100).unwrap();
         assert_eq!(sgd.reconstruction, fedrecon_core::Reconstruction::Sgd);
         // Any per-user prior selects the device's `ExactPrior` solve; none keeps `Exact`
         // (whose wire bytes and results predate the priors).
@@ -251,7 +294,7 @@ mod tests {
             Some(Preset::Best),
         )
         .unwrap();
-        let rc = round_config(&c, false, 3.5).unwrap();
+        let rc = round_config(&c, false, 3.5, 100).unwrap();
         assert_eq!(
             rc.reconstruction,
             fedrecon_core::Reconstruction::ExactPrior {

@@ -29,7 +29,7 @@ use rayon::prelude::*;
 
 pub use self::device::{
     LARGE_N, Loaded, N, SimScalar, WORKER_STACK, Workspace, client_round_config, load_client,
-    mean_rating, new_workspace, round_config,
+    mean_rating, model_rows, new_workspace, round_config,
 };
 pub(crate) use self::device::{recon_examples, rows_view, thread_pool, worker_workspace};
 
@@ -137,8 +137,13 @@ impl Split {
 pub struct Simulation<'p, S: SimScalar, const K: usize> {
     cfg: Config,
     part: &'p Partition,
+    /// The catalogue: ratings name items `0..catalogue`.
+    catalogue: usize,
+    /// Rows of the model: the catalogue's, plus its implicit rows and the mean row with
+    /// implicit feedback (`fedrecon_core::implicit`).
     num_items: usize,
-    /// Flat parameters: `items × K` row-major, then item biases when the model has them.
+    /// Flat parameters: `num_items × K` row-major, then one bias per row when the model has
+    /// item biases (an implicit row's bias is unused and stays zero).
     params: Vec<f32>,
     train_cfg: RoundConfig,
     eval_cfg: RoundConfig,
@@ -180,16 +185,19 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
         cfg.attack.check_target(num_items)?;
         ensure!(!part.train.is_empty(), "the training split has no users");
         let global_mean = mean_rating(&part.train);
-        let train_cfg = round_config(cfg, false, global_mean)?;
-        let eval_cfg = round_config(cfg, true, global_mean)?;
+        let train_cfg = round_config(cfg, false, global_mean, num_items)?;
+        let eval_cfg = round_config(cfg, true, global_mean, num_items)?;
+        let catalogue = num_items;
+        let num_items = model_rows(cfg, catalogue);
         let with_bias = cfg.model.item_bias;
         let agg = Aggregator::new(num_items, K, with_bias);
         let len = agg.param_len();
         let mut params = vec![0.0f32; len];
         let mut rng =
             fedrecon_core::rng::DeviceRng::new(seed_for(cfg.run.seed, Purpose::ItemInit, 0, 0));
-        // Keras 'uniform': U(-0.05, 0.05) for the rows; biases start at zero.
-        for p in &mut params[..num_items * K] {
+        // Keras 'uniform': U(-0.05, 0.05) for the item rows; biases, implicit rows and the
+        // mean row start at zero (no prior mean until training finds one).
+        for p in &mut params[..catalogue * K] {
             *p = -0.05 + 0.1 * rng.unit_f32();
         }
         let threads = cfg.run.threads.unwrap_or(0);
@@ -198,6 +206,7 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
             opt: ServerOptimizer::new(&cfg.server, len),
             cfg: cfg.clone(),
             part,
+            catalogue,
             num_items,
             params,
             train_cfg,
@@ -300,9 +309,17 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
         &self.train_cfg
     }
 
-    /// The global item rows (`num_items × K`).
+    /// The global item rows (`catalogue × K`).
     pub fn items(&self) -> &[[f32; K]] {
-        self.params[..self.num_items * K].as_chunks::<K>().0
+        self.params[..self.catalogue * K].as_chunks::<K>().0
+    }
+
+    /// With implicit feedback, the implicit rows (one per item) and then the mean row, in the
+    /// layout of `fedrecon_core::implicit`; empty without.
+    pub fn implicit_rows(&self) -> &[[f32; K]] {
+        self.params[self.catalogue * K..self.num_items * K]
+            .as_chunks::<K>()
+            .0
     }
 
     /// The global-mean term the devices add to every prediction (`None` without one).
@@ -312,7 +329,8 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
 
     /// The global item biases (empty without item biases).
     pub fn item_biases(&self) -> &[f32] {
-        &self.params[self.num_items * K..]
+        let biases = &self.params[self.num_items * K..];
+        &biases[..biases.len().min(self.catalogue)]
     }
 
     /// Replaces the global parameters (the item rows row-major, then the item biases when the

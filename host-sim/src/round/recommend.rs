@@ -4,7 +4,7 @@
 //! top-k, biases and global mean included, as a device would and as evaluation does.
 //! `fedrecon recommend` and the Python binding's `recommend` share it.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 
 use crate::config::Config;
 use crate::data::partition::Client;
@@ -25,22 +25,47 @@ pub struct ModelView<'a> {
     pub item_biases: &'a [f32],
     /// The global-mean term (used only when the configuration has one).
     pub global_mean: f32,
+    /// With implicit feedback (`client.implicit`), the implicit rows by dense item id and then
+    /// the mean row, row-major `(items + 1) × cols`; empty without.
+    pub implicit: &'a [f32],
 }
 
 impl ModelView<'_> {
-    fn rows<const K: usize>(&self, cfg: &Config) -> Result<fedrecon_core::DenseRows<'_, f32, K>> {
-        let rows = self.items.as_chunks::<K>().0;
+    /// Items in the catalogue.
+    fn catalogue<const K: usize>(&self) -> usize {
+        self.items.len() / K
+    }
+
+    /// The rows a device reads: the item rows, then any implicit rows and the mean row (with
+    /// zero biases), as one matrix in `fedrecon_core::implicit`'s layout.
+    fn model_rows<const K: usize>(&self, cfg: &Config) -> Result<(Vec<[f32; K]>, Vec<f32>)> {
+        let n = self.catalogue::<K>();
+        let want = crate::round::model_rows(cfg, n);
+        let rows: Vec<[f32; K]> = self
+            .items
+            .iter()
+            .chain(self.implicit)
+            .copied()
+            .collect::<Vec<f32>>()
+            .as_chunks::<K>()
+            .0
+            .to_vec();
+        ensure!(
+            rows.len() == want,
+            "the model has {} rows (items and implicit rows) where its configuration needs {want}",
+            rows.len()
+        );
+        let mut biases = Vec::new();
         if cfg.model.item_bias {
-            fedrecon_core::DenseRows::with_biases(rows, self.item_biases).ok_or_else(|| {
-                anyhow!(
-                    "the model has {} item biases for {} rows",
-                    self.item_biases.len(),
-                    rows.len()
-                )
-            })
-        } else {
-            Ok(fedrecon_core::DenseRows::new(rows))
+            ensure!(
+                self.item_biases.len() == n,
+                "the model has {} item biases for {n} items",
+                self.item_biases.len()
+            );
+            biases = self.item_biases.to_vec();
+            biases.resize(want, 0.0);
         }
+        Ok((rows, biases))
     }
 
     fn biases(&self, cfg: &Config) -> &[f32] {
@@ -83,8 +108,14 @@ pub fn top_k<const K: usize>(
     client: &Client<'_>,
     k: usize,
 ) -> Result<Vec<(u32, f32)>> {
-    let rows = model.rows::<K>(cfg)?;
-    let mut rc = round_config(cfg, true, model.global_mean)?;
+    let (matrix, biases) = model.model_rows::<K>(cfg)?;
+    let rows = if cfg.model.item_bias {
+        fedrecon_core::DenseRows::with_biases(&matrix, &biases)
+            .ok_or_else(|| anyhow!("internal: one bias per row"))?
+    } else {
+        fedrecon_core::DenseRows::new(&matrix)
+    };
+    let mut rc = round_config(cfg, true, model.global_mean, model.catalogue::<K>())?;
     // Learn from every rating: no split, no cap.
     rc.split.split_dataset = false;
     let mut dev = new_workspace::<f32, K>();
@@ -133,7 +164,10 @@ pub fn top_k_on_board<const K: usize>(
     if n != 1 {
         bail!("recommend runs on one board (--qemu-devices 1 or one --device), {n} given");
     }
-    let mut rc = round_config(cfg, true, model.global_mean)?;
+    if cfg.client.implicit {
+        bail!("recommending on a board needs a model without implicit feedback (client.implicit)");
+    }
+    let mut rc = round_config(cfg, true, model.global_mean, model.catalogue::<K>())?;
     rc.split.split_dataset = false;
     let seed = crate::seeds::derive(&[cfg.run.seed, 6, client.user.into()]);
     let mut boards = Boards::open(opts, K, fedrecon_core::ScalarKind::F32, cfg.run.seed)

@@ -272,8 +272,8 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                 Command::Stop => return Ok(()),
                 Command::Setup { global_mean } => {
                     let mean = f32::from_bits(global_mean);
-                    self.train_cfg = super::round_config(&self.cfg, false, mean)?;
-                    self.eval_cfg = super::round_config(&self.cfg, true, mean)?;
+                    self.train_cfg = super::round_config(&self.cfg, false, mean, self.catalogue)?;
+                    self.eval_cfg = super::round_config(&self.cfg, true, mean, self.catalogue)?;
                 }
                 Command::Train {
                     round,
