@@ -233,7 +233,8 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
     }
 
     /// Score of one streamed item for the user of the last successful round, with that round's
-    /// model terms; `None` if the item is excluded (rated) or no user was reconstructed yet.
+    /// model terms; `None` if the item is excluded (rated), is not in the catalogue (an
+    /// implicit row), or no user was reconstructed yet.
     pub fn score(&self, item: u32, row: &[S; K], item_bias: S) -> Option<S> {
         if self.touched.binary_search(&item).is_ok() {
             return None;
@@ -242,6 +243,10 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
             return None;
         }
         let p = &self.predictor;
+        // Implicit rows and the mean row are not items.
+        if p.implicit().is_some_and(|imp| item >= imp.items) {
+            return None;
+        }
         Some(p.predict(&self.user, self.user_bias, row, item_bias))
     }
 

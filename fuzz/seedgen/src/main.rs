@@ -359,6 +359,7 @@ fn bundles() -> Vec<(String, Vec<u8>)> {
             item_ids: (0..n as u32).map(|i| i * 7 + 1).collect(),
             data_digest: 0x0123_4567_89AB_CDEF,
             rounds: 3,
+            implicit: Vec::new(),
         };
         out.push((format!("{preset}-{n}"), b.encode().unwrap()));
     }

@@ -14,7 +14,8 @@ use super::{BOARD_CLIENT, Board, BoardJob};
 /// A board's top-k: `(item, score)`, best first.
 pub type Ranked = Vec<(u32, f32)>;
 
-/// The catalogue a board ranks: every item row (`num_items × K`) and the item biases (empty
+/// The catalogue a board ranks: every row of the model (`num_items × K`: the items, then any
+/// implicit rows and the mean row, which a device never ranks) and the item biases (empty
 /// without item biases), the server's `f32` values.
 #[derive(Clone, Copy, Debug)]
 pub struct Catalogue<'a, const K: usize> {
@@ -148,6 +149,7 @@ impl Board {
         let mut rated = job.items.clone();
         rated.sort_unstable();
         rated.dedup();
+        crate::round::extra_rows(cfg, &mut rated);
         let rows = catalogue.rows_of(&rated)?;
         let num_items = catalogue.rows.len() as u32;
         self.retried(|b| {
@@ -181,6 +183,7 @@ impl Board {
         let mut rated = job.items.clone();
         rated.sort_unstable();
         rated.dedup();
+        crate::round::extra_rows(cfg, &mut rated);
         let rows = catalogue.rows_of(&rated)?;
         let num_items = catalogue.rows.len() as u32;
         self.retried(|b| {

@@ -412,7 +412,18 @@ mod tests {
             item_ids: vec![10, 3, 2571],
             data_digest: 0xDEAD_BEEF_0123_4567,
             rounds: 7,
+            implicit: Vec::new(),
         }
+    }
+
+    #[test]
+    fn implicit_rows_roundtrip_and_their_shape_is_checked() {
+        let mut b = sample();
+        b.implicit = (0..32).map(|i| i as f32 * -0.5).collect();
+        assert_eq!(ModelBundle::decode(&b.encode().unwrap()).unwrap(), b);
+        // One row short of "one per item and the mean row".
+        b.implicit.truncate(24);
+        assert!(b.encode().is_err());
     }
 
     #[test]

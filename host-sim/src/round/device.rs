@@ -185,7 +185,7 @@ pub fn model_rows(cfg: &Config, catalogue: usize) -> usize {
 
 /// The rows a client's device reads besides its rated items' (with implicit feedback: their
 /// implicit rows and the mean row), appended to the ascending `rated` list.
-pub fn extra_rows(cfg: &RoundConfig, rated: &mut Vec<u32>) {
+pub(crate) fn extra_rows(cfg: &RoundConfig, rated: &mut Vec<u32>) {
     if let fedrecon_core::Reconstruction::ExactImplicit { items, .. } = cfg.reconstruction {
         let imp = fedrecon_core::implicit::Implicit { items, lr: 0.0 };
         let n = rated.len();

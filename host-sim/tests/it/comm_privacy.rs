@@ -378,7 +378,13 @@ fn check_bytes<const K: usize>(ratings: &Ratings, downlink: Downlink) {
     let stats = sim.train_round().unwrap();
 
     let round = 1u32;
-    let rc = round::round_config(&cfg, false, round::mean_rating(&part.train)).unwrap();
+    let rc = round::round_config(
+        &cfg,
+        false,
+        round::mean_rating(&part.train),
+        ratings.items(),
+    )
+    .unwrap();
     let sample = sample_without_replacement(
         part.train.len(),
         cfg.run.clients_per_round,
@@ -522,7 +528,13 @@ fn check_down_only<const K: usize>(ratings: &Ratings, downlink: Downlink) {
     let mut sim = Simulation::<f32, K>::new(&cfg, &part, ratings.items()).unwrap();
     let before: Vec<[f32; K]> = sim.items().to_vec();
     let stats = sim.train_round().unwrap();
-    let rc = round::round_config(&cfg, false, round::mean_rating(&part.train)).unwrap();
+    let rc = round::round_config(
+        &cfg,
+        false,
+        round::mean_rating(&part.train),
+        ratings.items(),
+    )
+    .unwrap();
     let sample = sample_without_replacement(
         part.train.len(),
         cfg.run.clients_per_round,

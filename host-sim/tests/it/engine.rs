@@ -535,7 +535,7 @@ fn same_round_in_both_classes() {
         .map(|i| std::array::from_fn(|d| ((i as usize * K + d) % 13) as f32 * 0.01 - 0.06))
         .collect();
     let rows = DenseRows::new(&rows);
-    let rc = round_config(&synthetic_config(1), false, 0.0).unwrap();
+    let rc = round_config(&synthetic_config(1), false, 0.0, items as usize).unwrap();
     let mut small = Box::new(Device::<f32, N, K>::new());
     let mut large = Box::new(Device::<f32, LARGE_N, K>::new());
     for k in 0..2000u32 {

@@ -51,9 +51,18 @@ fn users_of(dir: &Path) -> Vec<(u32, Vec<String>)> {
     users
 }
 
+/// `preset` may carry `+implicit`: `best` with implicit feedback (a config overlay).
 fn train(data: &Path, preset: &str, out: &Path) {
+    let (preset, implicit) = match preset.split_once('+') {
+        Some((p, "implicit")) => (p, true),
+        _ => (preset, false),
+    };
+    let overlay = out.with_extension("overlay.toml");
+    std::fs::write(&overlay, format!("[client]\nimplicit = {implicit}\n")).unwrap();
     let o = fedrecon(&[
         "train",
+        "--config",
+        overlay.to_str().unwrap(),
         "--data",
         data.to_str().unwrap(),
         "--preset",
@@ -94,7 +103,8 @@ fn recommend_cli(data: &Path, model: &Path, user: u32) -> std::process::Output {
 
 /// Users reordered in the ratings file change every dense item id; the bundle's raw ids keep
 /// each row with its movie, so the answer (titles and scores) is the same, for the tutorial's
-/// SGD reconstruction and `best`'s biases and exact reconstruction.
+/// SGD reconstruction, `best`'s biases and exact reconstruction, and `best` with implicit
+/// feedback (whose implicit rows are keyed by movie id too).
 #[test]
 fn recommend_maps_rows_by_movie_id_whatever_the_user_order() {
     let tmp = tempfile::tempdir().unwrap();
@@ -116,7 +126,7 @@ fn recommend_maps_rows_by_movie_id_whatever_the_user_order() {
         b.item_raw_ids(),
         "the reordering must change the dense item ids for this test to mean anything"
     );
-    for preset in ["tutorial", "best"] {
+    for preset in ["tutorial", "best", "best+implicit"] {
         let run = tmp.path().join(format!("run-{preset}"));
         train(&data, preset, &run);
         for user in [1, 45, 90] {
@@ -235,18 +245,21 @@ fn bundle_holds_the_trained_model() {
 
 /// `recommend` on a test user's reconstruction half is the evaluation's ranking of that user:
 /// the same top 10, so the same recall@10 and NDCG@10 as `Simulation::evaluate_users`, for
-/// `best` (item and user biases, global mean, exact reconstruction).
+/// `best` (item and user biases, global mean, exact reconstruction), with and without implicit
+/// feedback (whose rows the bundle carries and the ranking must never offer).
 #[test]
 fn recommend_ranks_as_evaluation_does() {
-    std::thread::Builder::new()
-        .stack_size(round::WORKER_STACK)
-        .spawn(ranks_as_evaluation)
-        .unwrap()
-        .join()
-        .unwrap();
+    for implicit in [false, true] {
+        std::thread::Builder::new()
+            .stack_size(round::WORKER_STACK)
+            .spawn(move || ranks_as_evaluation(implicit))
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 }
 
-fn ranks_as_evaluation() {
+fn ranks_as_evaluation(implicit: bool) {
     const K: usize = 8;
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -261,6 +274,7 @@ fn ranks_as_evaluation() {
     cfg.run.eval_every = 0;
     cfg.run.eval_clients = None;
     cfg.run.threads = Some(2);
+    cfg.client.implicit = implicit;
     let out = tmp.path().join("run");
     std::fs::create_dir_all(&out).unwrap();
     let opts = RunOptions {
@@ -278,24 +292,25 @@ fn ranks_as_evaluation() {
     let part = partition(&ratings, &cfg.data);
     let n = ratings.items();
     let mut sim = Simulation::<f32, K>::new(&cfg, &part, n).unwrap();
-    let params: Vec<f32> = model
-        .items
-        .iter()
-        .chain(&model.item_biases)
-        .copied()
-        .collect();
+    assert_eq!(model.implicit.len(), if implicit { (n + 1) * K } else { 0 });
+    // The trained mean row is not the zero it starts at.
+    assert!(!implicit || model.implicit[n * K..].iter().any(|&x| x != 0.0));
+    let all_rows: Vec<f32> = model.items.iter().chain(&model.implicit).copied().collect();
+    let mut biases = model.item_biases.clone();
+    biases.resize(all_rows.len() / K, 0.0);
+    let params: Vec<f32> = all_rows.iter().chain(&biases).copied().collect();
     let opt = sim.optimizer().clone();
     sim.restore(cfg.run.rounds, params, opt).unwrap();
     assert_eq!(sim.global_mean(), Some(model.global_mean));
 
-    let rows = DenseRows::<f32, K>::with_biases(model.items.as_chunks::<K>().0, &model.item_biases)
-        .unwrap();
-    let eval_rc = round::round_config(&cfg, true, model.global_mean).unwrap();
+    let rows = DenseRows::<f32, K>::with_biases(all_rows.as_chunks::<K>().0, &biases).unwrap();
+    let eval_rc = round::round_config(&cfg, true, model.global_mean, n).unwrap();
     let view = ModelView {
         items: &model.items,
         cols: K,
         item_biases: &model.item_biases,
         global_mean: model.global_mean,
+        implicit: &model.implicit,
     };
     let mut ws = round::new_workspace::<f32, K>();
     let mut compared = 0;
@@ -346,6 +361,7 @@ fn ranks_as_evaluation() {
         let ideal: f64 = (0..relevant.len().min(10))
             .map(|p| 1.0 / ((p + 2) as f64).log2())
             .sum();
+        assert!(top.iter().all(|&(item, _)| (item as usize) < n));
         assert_eq!(
             (hits as f64 / relevant.len() as f64, dcg / ideal),
             (sums.recall_sum, sums.ndcg_sum),
