@@ -20,6 +20,9 @@ use crate::scalar::Scalar;
 use crate::split::Schedule;
 use heapless::Vec;
 
+/// The steps of a phase the round iterates (the whole schedule, or its first epoch).
+type Steps = core::iter::Take<Schedule>;
+
 /// The sparse update of one training round: the deltas (final − initial) of the item rows the
 /// client touched, sorted by item id. It borrows the device's workspace, so it costs no copy.
 #[derive(Debug, Clone, Copy)]
@@ -136,15 +139,30 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
     ) -> Result<Update<'_, S, K>> {
         let p = Params::<S>::new(cfg)?;
         let (recon, post) = self.prepare(rows, cfg, &p)?;
-        self.reconstruct_user(rows, cfg, &p, recon.clone(), Some(post.clone()), seed)?;
-        self.load_touched(rows, &p, post.clone())?;
-        self.add_implicit_rows(&p, recon)?;
-
+        let both_halves = p.implicit().is_some_and(|imp| imp.both_halves);
+        let all_steps = |s: &Schedule| s.clone().take(s.steps());
+        self.reconstruct_user(rows, cfg, &p, recon.clone(), Some(all_steps(&post)), seed)?;
+        let mut examples = post.examples();
+        let metrics = if both_halves {
+            // The exchanged pass: reconstruct on the post half, train the reconstruction
+            // half's rows (each example once), from where the first pass left the rows.
+            self.load_touched(rows, &p, &[post.clone(), recon.clone()])?;
+            let mut metrics = self.post_phase(&p, all_steps(&post));
+            let first = (self.mean_step, self.implicit_step);
+            self.reconstruct_user(rows, cfg, &p, post.clone(), Some(recon.first_epoch()), seed)?;
+            metrics.merge(&self.post_phase(&p, recon.first_epoch()));
+            examples += recon.distinct_examples();
+            self.add_implicit_rows_both(&p, &recon, &post, first)?;
+            metrics
+        } else {
+            self.load_touched(rows, &p, &[post.clone()])?;
+            self.add_implicit_rows(&p, recon)?;
+            self.post_phase(&p, all_steps(&post))
+        };
         let weight = match cfg.weighting {
-            Weighting::Examples => post.examples() as u32,
+            Weighting::Examples => examples as u32,
             Weighting::Uniform => 1,
         };
-        let metrics = self.post_phase(&p, post);
         let finite = self.make_deltas(rows, &p)?;
         let m = self.touched.len();
         Ok(Update {
@@ -309,7 +327,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         cfg: &RoundConfig,
         p: &Params<S>,
         recon: Schedule,
-        post: Option<Schedule>,
+        post: Option<Steps>,
         seed: u64,
     ) -> Result<()> {
         self.reconstructed = false;
@@ -336,7 +354,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         rows: &V,
         p: &Params<S>,
         recon: Schedule,
-        post: Option<Schedule>,
+        post: Option<Steps>,
         exact: crate::model::ExactParams,
     ) -> Result<()> {
         type R<S> = <S as Scalar>::Ridge;
@@ -531,7 +549,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         &self,
         rows: &V,
         p: &Params<S>,
-        post: Schedule,
+        post: Steps,
         g: &mut [<S as Scalar>::Ridge; K],
     ) -> Result<<S as Scalar>::Ridge> {
         let mut g_bias = <<S as Scalar>::Ridge as RidgeNum>::ZERO;
@@ -637,16 +655,18 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         &mut self,
         rows: &V,
         p: &Params<S>,
-        post: Schedule,
+        phases: &[Schedule],
     ) -> Result<()> {
         // One sort gives both the distinct items and each example's slot: the examples the
         // phase visits (each once: later epochs repeat the first) sorted by item, then one
         // walk that numbers the distinct items and compacts them into `touched` in place.
         self.touched.clear();
-        for range in post.first_epoch() {
-            for pos in range {
-                // At most `kept <= N` distinct examples, so this cannot fail.
-                let _ = self.touched.push(u32::from(self.order[pos]));
+        for phase in phases {
+            for range in phase.first_epoch() {
+                for pos in range {
+                    // At most `kept <= N` distinct examples, so this cannot fail.
+                    let _ = self.touched.push(u32::from(self.order[pos]));
+                }
             }
         }
         let items = self.data.items();
@@ -717,9 +737,54 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         Ok(())
     }
 
+    /// [`Self::add_implicit_rows`] after both passes of a both-halves round: every rated
+    /// item's implicit row (`touched` holds them all) with the step of each pass that
+    /// reconstructed from it (`first`: the first pass's mean and implicit steps), then the mean
+    /// row with the sum of both passes' steps.
+    fn add_implicit_rows_both(
+        &mut self,
+        p: &Params<S>,
+        recon: &Schedule,
+        post: &Schedule,
+        first: ([S; K], [S; K]),
+    ) -> Result<()> {
+        let Some(imp) = p.implicit() else {
+            return Ok(());
+        };
+        let full = Error::CapacityExceeded {
+            what: "trained item rows",
+            capacity: R.min(N),
+        };
+        let m = self.trained;
+        if 2 * m + 1 > R || 2 * m + 1 > N {
+            return Err(full);
+        }
+        for s in 0..m {
+            let _ = self.touched.push(imp.implicit_row(self.touched[s]));
+            self.work[m + s] = [S::ZERO; K];
+            self.work_bias[m + s] = S::ZERO;
+        }
+        let _ = self.touched.push(imp.mean_row());
+        for (phase, step) in [(recon, &first.1), (post, &self.implicit_step)] {
+            for range in phase.first_epoch() {
+                for pos in range {
+                    let s = m + usize::from(self.slot_of[usize::from(self.order[pos])]);
+                    for (w, d) in self.work[s].iter_mut().zip(step) {
+                        *w = *w + *d;
+                    }
+                }
+            }
+        }
+        for ((w, a), b) in self.work[2 * m].iter_mut().zip(&first.0).zip(&self.mean_step) {
+            *w = *a + *b;
+        }
+        self.work_bias[2 * m] = S::ZERO;
+        Ok(())
+    }
+
     /// Minibatch SGD on the touched rows with the user frozen; metrics from each batch's
     /// forward pass before its step.
-    fn post_phase(&mut self, p: &Params<S>, post: Schedule) -> Metrics {
+    fn post_phase(&mut self, p: &Params<S>, post: Steps) -> Metrics {
         let mut metrics = Metrics::default();
         for range in post {
             let n = range.len();

@@ -16,6 +16,9 @@ pub struct Implicit {
     pub items: u32,
     /// Step of an implicit row relative to the mean row's (before the `n^(-1/2)` scale).
     pub lr: f32,
+    /// Train on both halves: a second pass reconstructs on the post half and trains the
+    /// reconstruction half's rows ([`crate::Reconstruction::ExactImplicit`]).
+    pub both_halves: bool,
 }
 
 impl Implicit {
@@ -48,7 +51,11 @@ mod tests {
 
     #[test]
     fn layout_puts_every_row_after_the_catalogue() {
-        let imp = Implicit { items: 7, lr: 1.0 };
+        let imp = Implicit {
+            items: 7,
+            lr: 1.0,
+            both_halves: false,
+        };
         assert_eq!(imp.implicit_row(0), 7);
         assert_eq!(imp.implicit_row(6), 13);
         assert_eq!(imp.mean_row(), 14);
@@ -56,6 +63,7 @@ mod tests {
         let widest = Implicit {
             items: MAX_ITEMS,
             lr: 1.0,
+            both_halves: false,
         };
         assert_eq!(widest.mean_row(), u32::MAX - 1);
     }

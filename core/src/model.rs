@@ -100,6 +100,13 @@ pub enum Reconstruction {
         items: u32,
         /// Step of an implicit row relative to the mean row's, before the `n^(-1/2)` scale.
         implicit_lr: f32,
+        /// Learn from both halves of a training round: after the usual pass, a second one
+        /// reconstructs on the post-reconstruction half and trains the reconstruction half's
+        /// rows (each example once, from where the first pass left them), so every rating
+        /// trains the model while each reconstruction still sees only half (as evaluation's
+        /// does). The update then holds every rated item's row and implicit row; its weight
+        /// counts both passes' examples. Needs `split_dataset`.
+        both_halves: bool,
     },
 }
 
@@ -203,6 +210,13 @@ impl RoundConfig {
                 what: "user_prior, bias_l2, bias_prior and implicit_lr must be finite and >= 0",
             });
         }
+        if matches!(self.reconstruction, Reconstruction::ExactImplicit { both_halves: true, .. })
+            && !self.split.split_dataset
+        {
+            return Err(Error::InvalidConfig {
+                what: "both_halves needs split_dataset (else the halves are the same)",
+            });
+        }
         if matches!(self.reconstruction, Reconstruction::ExactImplicit { items, .. } if items == 0 || items > crate::implicit::MAX_ITEMS)
         {
             return Err(Error::InvalidConfig {
@@ -289,6 +303,7 @@ impl<S: Scalar> Params<S> {
                     bias_prior,
                     items,
                     implicit_lr,
+                    both_halves,
                 } => Some(ExactParams {
                     user_l2: cfg.user_l2,
                     user_prior,
@@ -297,6 +312,7 @@ impl<S: Scalar> Params<S> {
                     implicit: Some(crate::implicit::Implicit {
                         items,
                         lr: implicit_lr,
+                        both_halves,
                     }),
                 }),
             },

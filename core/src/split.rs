@@ -161,6 +161,11 @@ impl Schedule {
         self.clone().map(|r| r.len()).sum()
     }
 
+    /// Distinct examples the phase visits (its first epoch's).
+    pub fn distinct_examples(&self) -> usize {
+        self.first_epoch().map(|r| r.len()).sum()
+    }
+
     /// The steps of the first epoch (all steps when capped within it): every example the
     /// whole schedule visits, each exactly once.
     pub(crate) fn first_epoch(&self) -> core::iter::Take<Schedule> {

@@ -416,6 +416,7 @@ proptest! {
                 bias_prior: *bias_prior,
                 items: ITEMS as u32,
                 implicit_lr,
+                both_halves: false,
             },
             ..RoundConfig::default()
         };
@@ -503,6 +504,7 @@ fn zero_implicit_rows_reconstruct_as_exact_prior() {
         bias_prior: 1.0,
         items: ITEMS as u32,
         implicit_lr: 0.2,
+        both_halves: true,
     };
     let cfg = |reconstruction| RoundConfig {
         split: SplitConfig {

@@ -535,6 +535,7 @@ fn max_sizes_equal_worst_case_encodings() {
         bias_prior: 2.0,
         items: u32::MAX,
         implicit_lr: 0.2,
+        both_halves: true,
     };
     let start = RoundStart {
         round: u32::MAX,

@@ -203,6 +203,11 @@ pub struct ClientConfig {
     /// With `implicit`: the step of an implicit row relative to the mean row's.
     #[serde(default = "default_implicit_lr")]
     pub implicit_lr: f32,
+    /// With `implicit`: every training round also learns from its reconstruction half (a
+    /// second pass reconstructs on the other half and trains the first half's rows), so every
+    /// rating trains the model; each reconstruction still sees half a client's data.
+    #[serde(default)]
+    pub both_halves: bool,
     /// Passes over the reconstruction batches (tutorial 1, paper 5).
     pub recon_epochs: u32,
     /// Cap on reconstruction steps across epochs (paper 50); `"none"` = no cap.
@@ -544,6 +549,7 @@ impl Config {
                     user_bias_prior: 0.0,
                     implicit: false,
                     implicit_lr: default_implicit_lr(),
+                    both_halves: false,
                     recon_epochs: 1,
                     recon_steps_max: None,
                     post_epochs: 1,
@@ -822,6 +828,13 @@ impl Config {
                 "client.implicit",
                 c.implicit,
                 "needs client.reconstruction = \"exact\" (the prior mean it learns is the solve's)",
+            )?;
+        }
+        if c.both_halves && !(c.implicit && c.split_dataset) {
+            invalid(
+                "client.both_halves",
+                c.both_halves,
+                "needs client.implicit = true and client.split_dataset = true",
             )?;
         }
         if c.reconstruction == Reconstruction::Exact && c.user_l2 <= 0.0 {

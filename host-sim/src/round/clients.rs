@@ -199,10 +199,20 @@ impl Slot {
         k: usize,
     ) -> Option<(Reject, String)> {
         let kept = cfg.split.kept(len);
-        let post = cfg
+        let mut post = cfg
             .split
             .schedule(fedrecon_core::Phase::PostReconstruction, kept)
             .examples();
+        if let fedrecon_core::Reconstruction::ExactImplicit {
+            both_halves: true, ..
+        } = cfg.reconstruction
+        {
+            // The exchanged pass trains on each reconstruction example once.
+            post += cfg
+                .split
+                .schedule(fedrecon_core::Phase::Reconstruction, kept)
+                .distinct_examples();
+        }
         let post = u32::try_from(post).unwrap_or(u32::MAX);
         let max_weight = match cfg.weighting {
             fedrecon_core::Weighting::Examples => post,

@@ -154,6 +154,7 @@ pub fn round_config(
                             anyhow!("{catalogue} items are too many for implicit feedback")
                         })?,
                     implicit_lr: c.implicit_lr,
+                    both_halves: c.both_halves,
                 }
             }
             crate::config::Reconstruction::Exact
@@ -187,7 +188,11 @@ pub fn model_rows(cfg: &Config, catalogue: usize) -> usize {
 /// implicit rows and the mean row), appended to the ascending `rated` list.
 pub(crate) fn extra_rows(cfg: &RoundConfig, rated: &mut Vec<u32>) {
     if let fedrecon_core::Reconstruction::ExactImplicit { items, .. } = cfg.reconstruction {
-        let imp = fedrecon_core::implicit::Implicit { items, lr: 0.0 };
+        let imp = fedrecon_core::implicit::Implicit {
+            items,
+            lr: 0.0,
+            both_halves: false,
+        };
         let n = rated.len();
         for j in 0..n {
             rated.push(imp.implicit_row(rated[j]));
