@@ -775,7 +775,11 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
                 }
             }
         }
-        for ((w, a), b) in self.work[2 * m].iter_mut().zip(&first.0).zip(&self.mean_step) {
+        for ((w, a), b) in self.work[2 * m]
+            .iter_mut()
+            .zip(&first.0)
+            .zip(&self.mean_step)
+        {
             *w = *a + *b;
         }
         self.work_bias[2 * m] = S::ZERO;

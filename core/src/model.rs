@@ -210,8 +210,13 @@ impl RoundConfig {
                 what: "user_prior, bias_l2, bias_prior and implicit_lr must be finite and >= 0",
             });
         }
-        if matches!(self.reconstruction, Reconstruction::ExactImplicit { both_halves: true, .. })
-            && !self.split.split_dataset
+        if matches!(
+            self.reconstruction,
+            Reconstruction::ExactImplicit {
+                both_halves: true,
+                ..
+            }
+        ) && !self.split.split_dataset
         {
             return Err(Error::InvalidConfig {
                 what: "both_halves needs split_dataset (else the halves are the same)",

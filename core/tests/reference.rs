@@ -541,3 +541,129 @@ fn zero_implicit_rows_reconstruct_as_exact_prior() {
         }
     );
 }
+
+/// The f64 reference of one pass of an `ExactImplicit` round that reconstructs on `recon` and
+/// trains on `post` (one batch): the reconstructed `(u, b_u)` and the mean row's step
+/// `-post_lr * dL/dc` (central differences of the solve).
+fn implicit_pass(
+    case: &ImplicitCase,
+    recon: &[(u32, f32)],
+    post: &[(u32, f32)],
+    post_lr: f64,
+) -> ([f64; K], f64, [f64; K]) {
+    let (rows, _, _, lambda, user_bias, priors) = case;
+    let priors = priors.map(f64::from);
+    let scale = 1.0 / (recon.len() as f64).sqrt();
+    let c: [f64; K] = core::array::from_fn(|k| {
+        let sum: f64 = recon
+            .iter()
+            .map(|&(i, _)| f64::from(rows[ITEMS + i as usize][k]))
+            .sum();
+        f64::from(rows[2 * ITEMS][k]) + scale * sum
+    });
+    let solve =
+        |c: [f64; K]| exact_reference(rows, recon, f64::from(*lambda), *user_bias, priors, c);
+    let loss = |c: [f64; K]| {
+        let (u, b) = solve(c);
+        post.iter()
+            .map(|&(i, y)| {
+                let v = rows[i as usize];
+                let e = (0..K).map(|k| u[k] * f64::from(v[k])).sum::<f64>() + b - f64::from(y);
+                e * e
+            })
+            .sum::<f64>()
+            / post.len() as f64
+    };
+    let h = 1e-5;
+    let step = core::array::from_fn(|k| {
+        let (mut up, mut down) = (c, c);
+        up[k] += h;
+        down[k] -= h;
+        -post_lr * (loss(up) - loss(down)) / (2.0 * h)
+    });
+    let (u, b) = solve(c);
+    (u, b, step)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// `both_halves`: the update holds every rated item's row (the post half's trained by the
+    /// first pass's user, the reconstruction half's by the second's), then every rated item's
+    /// implicit row with the step of the pass that reconstructed from it, then the mean row
+    /// with both passes' steps; the weight counts both halves.
+    #[test]
+    fn both_halves_trains_every_rating(case in arb_implicit_case()) {
+        let (rows, recon, post, lambda, user_bias, [user_prior, bias_l2, bias_prior]) = &case;
+        // Disjoint halves, as a user's ratings are.
+        let post: Vec<(u32, f32)> =
+            post.iter().copied().filter(|(i, _)| !recon.iter().any(|(j, _)| j == i)).collect();
+        prop_assume!(!post.is_empty());
+        let n = recon.len();
+        let implicit_lr = 0.3f32;
+        let cfg = RoundConfig {
+            split: SplitConfig { batch_size: n as u16, ..SplitConfig::default() },
+            user_l2: *lambda,
+            model: fedrecon_core::ModelConfig { user_bias: *user_bias, ..Default::default() },
+            reconstruction: fedrecon_core::Reconstruction::ExactImplicit {
+                user_prior: *user_prior,
+                bias_l2: *bias_l2,
+                bias_prior: *bias_prior,
+                items: ITEMS as u32,
+                implicit_lr,
+                both_halves: true,
+            },
+            ..RoundConfig::default()
+        };
+        let mut dev = Box::new(Device::<f32, 64, K>::new());
+        for &(i, r) in recon.iter().chain(&post) {
+            dev.data_mut().push(i, r, ITEMS as u32).unwrap();
+        }
+        let update = dev.train(&DenseRows::new(rows), &cfg, 0).unwrap();
+        let lr = f64::from(cfg.post_lr);
+        let (u_a, b_a, step_a) = implicit_pass(&case, recon, &post, lr);
+        let (u_b, b_b, step_b) = implicit_pass(&case, &post, recon, lr);
+
+        let mut items: Vec<u32> = recon.iter().chain(&post).map(|&(i, _)| i).collect();
+        items.sort_unstable();
+        let m = items.len();
+        let mut want = items.clone();
+        want.extend(items.iter().map(|&i| ITEMS as u32 + i));
+        want.push(2 * ITEMS as u32);
+        prop_assert_eq!(update.items, &want[..]);
+        prop_assert_eq!(update.weight, (n + post.len()) as u32);
+        let size = step_a.iter().chain(&step_b).fold(1.0f64, |m, x| m.max(x.abs()));
+        let tol = 2e-3 * size;
+        let mean = update.deltas[2 * m];
+        for k in 0..K {
+            prop_assert!((f64::from(mean[k]) - (step_a[k] + step_b[k])).abs() <= tol,
+                "mean row {mean:?} vs {step_a:?} + {step_b:?}");
+        }
+        let scale = |half: usize| f64::from(implicit_lr) / (half as f64).sqrt();
+        for (s, &item) in items.iter().enumerate() {
+            let in_recon = recon.iter().any(|&(i, _)| i == item);
+            let (step, sc) = if in_recon { (step_a, scale(n)) } else { (step_b, scale(post.len())) };
+            let delta = update.deltas[m + s];
+            for k in 0..K {
+                prop_assert!((f64::from(delta[k]) - sc * step[k]).abs() <= tol,
+                    "implicit row of {item}: {delta:?} vs {sc} * {step:?}");
+            }
+            // The item row: one SGD step of its half's batch, with the user of the pass that
+            // trained it (the other half's reconstruction).
+            let (u, b, half, y) = if in_recon {
+                (u_b, b_b, n, recon.iter().find(|p| p.0 == item).unwrap().1)
+            } else {
+                (u_a, b_a, post.len(), post.iter().find(|p| p.0 == item).unwrap().1)
+            };
+            let v = rows[item as usize];
+            let e = (0..K).map(|k| u[k] * f64::from(v[k])).sum::<f64>() + b - f64::from(y);
+            let row = update.deltas[s];
+            let usize_ = u.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+            for k in 0..K {
+                let expect = -2.0 * lr / half as f64 * e * u[k];
+                prop_assert!((f64::from(row[k]) - expect).abs() <= 1e-3 * usize_ * (1.0 + e.abs()),
+                    "row of {item}: {row:?}, want {expect} at {k}");
+            }
+        }
+    }
+}
