@@ -602,14 +602,18 @@ impl Config {
                 c.model.user_bias = true;
                 c.model.item_bias = true;
                 c.model.global_mean = true;
-                c.server = ServerConfig::Sgd { lr: 4.0 };
+                // Half of issue 10's 4.0: both halves (below) double each round's step.
+                c.server = ServerConfig::Sgd { lr: 2.0 };
                 // Exact reconstruction (the device's ridge solve) with the regularisers that
                 // measured best (README.md, "Learning quality"): a small per-example penalty
-                // plus priors that pull users who rated little towards the population.
+                // plus priors that pull users who rated little towards a learned prior mean
+                // (implicit feedback), and training rounds that learn from both halves.
                 c.client.reconstruction = Reconstruction::Exact;
                 c.client.user_l2 = 0.04;
                 c.client.user_prior = 4.0;
                 c.client.user_bias_prior = 2.0;
+                c.client.implicit = true;
+                c.client.both_halves = true;
                 c.run.rounds = 1000;
                 c.run.server_lr_decay = crate::config::schedule::LrDecay::Cosine;
                 c.run.server_lr_final = 0.05;
@@ -1330,6 +1334,7 @@ mod tests {
             (best.client.user_prior, best.client.user_bias_prior),
             (4.0, 2.0)
         );
+        assert!(best.client.implicit && best.client.both_halves);
         best.validate().unwrap();
         for p in [Preset::Tutorial, Preset::Paper] {
             assert_eq!(Config::preset(p).client.reconstruction, Reconstruction::Sgd);

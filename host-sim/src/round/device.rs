@@ -294,7 +294,7 @@ mod tests {
         // (whose wire bytes and results predate the priors).
         let c = Config::from_toml_str(
             "[client]\nreconstruction = \"exact\"\nuser_l2 = 0.04\nuser_prior = 4.0\n\
-             user_bias_prior = 2.0\n",
+             user_bias_prior = 2.0\nimplicit = false\nboth_halves = false\n",
             "f.toml",
             Some(Preset::Best),
         )
@@ -306,6 +306,19 @@ mod tests {
                 user_prior: 4.0,
                 bias_l2: 0.0,
                 bias_prior: 2.0
+            }
+        );
+        // `best` learns the prior mean over the catalogue it is given, on both halves.
+        let rc = round_config(&Config::preset(Preset::Best), false, 3.5, 100).unwrap();
+        assert_eq!(
+            rc.reconstruction,
+            fedrecon_core::Reconstruction::ExactImplicit {
+                user_prior: 4.0,
+                bias_l2: 0.0,
+                bias_prior: 2.0,
+                items: 100,
+                implicit_lr: 0.2,
+                both_halves: true,
             }
         );
     }

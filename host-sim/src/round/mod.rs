@@ -282,6 +282,12 @@ impl<'p, S: SimScalar, const K: usize> Simulation<'p, S, K> {
     /// Lets `boards` train the first clients of every training round that fit them (one per
     /// board); the result stays bit-identical (see [`crate::board`]).
     pub fn attach_boards(&mut self, boards: crate::board::Boards) -> Result<()> {
+        ensure!(
+            boards.is_empty() || !self.cfg.client.implicit,
+            "client.implicit: boards cannot train implicit-feedback models yet (a client's \
+             implicit rows and the mean row double the rows a board must hold); set \
+             client.implicit = false and client.both_halves = false to train on boards"
+        );
         self.boards = BoardHost::new(boards);
         Ok(())
     }

@@ -23,7 +23,7 @@ fn evaluation_on_boards_is_identical_to_virtual() {
     common::synthetic(dir.path(), 60, 80, 24);
     let ratings = movielens::load(dir.path()).unwrap();
     for (preset, scalar) in [(Preset::Tutorial, Scalar::F32), (Preset::Best, Scalar::Q16)] {
-        let mut cfg = Config::preset(preset);
+        let mut cfg = common::board_preset(preset);
         cfg.data.max_clients = None;
         cfg.data.max_ratings_per_user = None;
         cfg.model.k = 50;
@@ -85,8 +85,12 @@ fn recommend_on_a_qemu_board_prints_the_hosts_top_k() {
 
 fn recommend_on_a_qemu_board_as_the_host(data: &std::path::Path, preset: &str) {
     let out = tempfile::tempdir().unwrap();
+    let overlay = out.path().with_extension("board.toml");
+    std::fs::write(&overlay, common::BOARD_OVERLAY).unwrap();
     let o = common::fedrecon(&[
         "train",
+        "--config",
+        overlay.to_str().unwrap(),
         "--data",
         data.to_str().unwrap(),
         "--preset",

@@ -125,7 +125,7 @@ fn data() -> (tempfile::TempDir, Ratings) {
 }
 
 fn config(c: &Case) -> Config {
-    let mut cfg = Config::preset(c.preset);
+    let mut cfg = common::board_preset(c.preset);
     cfg.data.max_clients = None;
     cfg.data.max_ratings_per_user = None;
     cfg.model.k = 50; // the images' K

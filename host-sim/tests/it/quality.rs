@@ -59,7 +59,7 @@ fn best_preset_parses_and_validates() {
     expected.model.user_bias = true;
     expected.model.item_bias = true;
     expected.model.global_mean = true;
-    expected.server = ServerConfig::Sgd { lr: 4.0 };
+    expected.server = ServerConfig::Sgd { lr: 2.0 };
     expected.run.rounds = 1000;
     expected.run.server_lr_decay = LrDecay::Cosine;
     expected.run.server_lr_final = 0.05;
@@ -70,6 +70,9 @@ fn best_preset_parses_and_validates() {
     expected.client.user_l2 = 0.04;
     expected.client.user_prior = 4.0;
     expected.client.user_bias_prior = 2.0;
+    // Issue 18, session 5: a learned prior mean (implicit feedback), trained on both halves.
+    expected.client.implicit = true;
+    expected.client.both_halves = true;
     assert_eq!(best, expected);
     // The budget of the issue: at most 1000 rounds of 100 clients; user state stays local.
     assert!(best.run.rounds <= 1000 && best.run.clients_per_round == 100);

@@ -108,6 +108,21 @@ pub fn board_config() -> fedrecon_host_sim::config::Config {
     cfg
 }
 
+/// `preset` as a board can train it: `best` without implicit feedback and both halves (a
+/// board cannot hold a client's implicit rows yet: the simulator refuses to attach boards to
+/// such a model); the other presets as they are.
+pub fn board_preset(
+    preset: fedrecon_host_sim::config::Preset,
+) -> fedrecon_host_sim::config::Config {
+    let mut cfg = fedrecon_host_sim::config::Config::preset(preset);
+    cfg.client.implicit = false;
+    cfg.client.both_halves = false;
+    cfg
+}
+
+/// The TOML overlay of [`board_preset`] for the command line.
+pub const BOARD_OVERLAY: &str = "[client]\nimplicit = false\nboth_halves = false\n";
+
 /// Many clients per round, with dropout and over-selection, so selection crosses the
 /// windows of the streaming fold (and, in a cluster, the ranks).
 pub fn many_clients_config(threads: usize) -> fedrecon_host_sim::config::Config {
