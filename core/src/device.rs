@@ -314,63 +314,32 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         type R<S> = <S as Scalar>::Ridge;
         let zero = <R<S> as RidgeNum>::ZERO;
         let ridge = <R<S> as RidgeNum>::from_f32;
-        // Target of example e: y [- b_i] [- mu], in the ridge type.
-        let target = |dev: &Self, e: usize, item: u32| {
-            let mut r = dev.data.ratings()[e].to_ridge();
-            if p.item_bias {
-                r = r - rows.bias(item).to_ridge();
-            }
-            if let Some(mu) = p.mu {
-                r = r - mu.to_ridge();
-            }
-            r
-        };
-        // Pass 1 (with a user bias): the means m and mean(r) the system is centred on.
-        let mut n = 0u32;
-        let mut mean = [zero; K];
-        let mut r_mean = zero;
-        if p.user_bias {
-            for range in recon.first_epoch() {
-                for pos in range {
-                    let e = usize::from(self.order[pos]);
-                    let item = self.data.items()[e];
-                    let row = rows.row(item).ok_or(Error::MissingItemRow { item })?;
-                    for (m, v) in mean.iter_mut().zip(row) {
-                        *m = *m + v.to_ridge();
-                    }
-                    r_mean = r_mean + target(self, e, item);
-                    n += 1;
-                }
-            }
-            for m in &mut mean {
-                *m = m.div_count(n);
-            }
-            r_mean = r_mean.div_count(n);
-        }
-        // Pass 2: lower triangle of sum(d d^T) and sum(d t), d = v - m, t = r - mean(r).
-        let mut a = [[zero; K]; K];
-        let mut b = [zero; K];
-        let mut d = [zero; K];
-        n = 0;
-        for range in recon.first_epoch() {
-            for pos in range {
-                let e = usize::from(self.order[pos]);
-                let item = self.data.items()[e];
-                let row = rows.row(item).ok_or(Error::MissingItemRow { item })?;
-                for ((d, v), m) in d.iter_mut().zip(row).zip(&mean) {
-                    *d = v.to_ridge() - *m;
-                }
-                let t = target(self, e, item) - r_mean;
-                for i in 0..K {
-                    let di = d[i];
-                    for (aij, dj) in a[i][..=i].iter_mut().zip(&d) {
-                        *aij = *aij + di * *dj;
-                    }
-                    b[i] = b[i] + di * t;
-                }
-                n += 1;
-            }
-        }
+        let range = |what: &'static str, column: usize| Error::RidgeOutOfRange { what, column };
+        // The reconstruction half's examples, each once, with its target's parts.
+        let examples = recon.first_epoch().flatten().map(|pos| {
+            let e = usize::from(self.order[pos]);
+            let item = self.data.items()[e];
+            let row = rows.row(item).ok_or(Error::MissingItemRow { item })?;
+            Ok(crate::ridge::normal::Example {
+                row,
+                rating: self.data.ratings()[e],
+                item_bias: if p.item_bias {
+                    rows.bias(item)
+                } else {
+                    S::ZERO
+                },
+                mu: p.mu.unwrap_or(S::ZERO),
+            })
+        });
+        let mut sys = crate::ridge::normal::Normal::<R<S>, K>::new();
+        S::ridge_sums(examples, p.user_bias, &mut sys)?;
+        let crate::ridge::normal::Normal {
+            ref mut a,
+            ref mut b,
+            ref mean,
+            r_mean,
+            n,
+        } = sys;
         // The regularisers for this user's n examples: per example, plus a prior's / n.
         let per_user = |l2: f32, prior: f32| {
             let l = ridge(l2);
@@ -388,33 +357,30 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         let s = (ridge(1.0) + bias_l2).recip();
         let eps = bias_l2 * s;
         for i in 0..K {
-            for aij in &mut a[i][..=i] {
-                *aij = aij.div_count(n);
-            }
-            a[i][i] = a[i][i] + lambda;
-            b[i] = b[i].div_count(n);
+            a[i][i] = a[i][i].checked_add(lambda).ok_or(range("system", i))?;
             if shrink_bias {
                 let em = eps * mean[i];
-                for (aij, mj) in a[i][..=i].iter_mut().zip(&mean) {
-                    *aij = *aij + em * *mj;
+                for (j, (aij, mj)) in a[i][..=i].iter_mut().zip(mean).enumerate() {
+                    *aij = aij.checked_add(em * *mj).ok_or(range("system", j))?;
                 }
-                b[i] = b[i] + em * r_mean;
+                b[i] = b[i]
+                    .checked_add(em * r_mean)
+                    .ok_or(range("right-hand side", i))?;
             }
         }
-        crate::ridge::solve_ldlt(&mut a, &mut b, lambda.half())?;
-        for (u, x) in self.user.iter_mut().zip(&b) {
+        crate::ridge::solve_ldlt(a, b, lambda.half())?;
+        for (u, x) in self.user.iter_mut().zip(b.iter()) {
             *u = S::from_ridge(*x);
         }
         self.user_bias = S::ZERO;
         if p.user_bias {
             // b_u = mean(r) - dot(m, u) [times s when penalised], with u in the ridge type
             // (before rounding to S).
-            let mut bu = r_mean;
-            for (m, x) in mean.iter().zip(&b) {
-                bu = bu - *m * *x;
-            }
+            let mut bu =
+                R::<S>::sum_products::<true>(r_mean, mean.iter().copied().zip(b.iter().copied()))
+                    .ok_or(range("user bias", 0))?;
             if shrink_bias {
-                bu = bu * s;
+                bu = bu.checked_mul(s).ok_or(range("user bias", 0))?;
             }
             self.user_bias = S::from_ridge(bu);
         }
