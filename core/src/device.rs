@@ -300,9 +300,9 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
 
     /// The exact ridge solution ([`crate::ridge`]) over the reconstruction phase's examples,
     /// each once. The `K x K` system lives on the stack only while it is solved. Per example:
-    /// `K (K + 3) / 2` multiply-adds for the Gram matrix (two passes over the rows: means,
-    /// then centred products), then about `K^3 / 6` for the factorisation. Never inlined, so
-    /// the system's stack frame exists only while it is solved (not in every SGD round).
+    /// `K (K + 3) / 2` multiply-adds for the Gram matrix ([`Scalar::ridge_sums`]), then about
+    /// `K^3 / 6` for the factorisation. Never inlined, so the system's stack frame exists only
+    /// while it is solved (not in every SGD round).
     #[inline(never)]
     fn reconstruct_exact<V: ItemRows<S, K>>(
         &mut self,
