@@ -357,15 +357,19 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         let s = (ridge(1.0) + bias_l2).recip();
         let eps = bias_l2 * s;
         for i in 0..K {
-            a[i][i] = a[i][i].checked_add(lambda).ok_or(range("system", i))?;
+            a[i][i] = a[i][i]
+                .checked_add(lambda)
+                .ok_or_else(|| range("system", i))?;
             if shrink_bias {
                 let em = eps * mean[i];
                 for (j, (aij, mj)) in a[i][..=i].iter_mut().zip(mean).enumerate() {
-                    *aij = aij.checked_add(em * *mj).ok_or(range("system", j))?;
+                    *aij = aij
+                        .checked_add(em * *mj)
+                        .ok_or_else(|| range("system", j))?;
                 }
                 b[i] = b[i]
                     .checked_add(em * r_mean)
-                    .ok_or(range("right-hand side", i))?;
+                    .ok_or_else(|| range("right-hand side", i))?;
             }
         }
         crate::ridge::solve_ldlt(a, b, lambda.half())?;
@@ -378,9 +382,9 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
             // (before rounding to S).
             let mut bu =
                 R::<S>::sum_products::<true>(r_mean, mean.iter().copied().zip(b.iter().copied()))
-                    .ok_or(range("user bias", 0))?;
+                    .ok_or_else(|| range("user bias", 0))?;
             if shrink_bias {
-                bu = bu.checked_mul(s).ok_or(range("user bias", 0))?;
+                bu = bu.checked_mul(s).ok_or_else(|| range("user bias", 0))?;
             }
             self.user_bias = S::from_ridge(bu);
         }

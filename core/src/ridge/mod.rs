@@ -323,14 +323,30 @@ pub fn solve_ldlt<R: RidgeNum, const K: usize>(
     let mut inv_d = [R::ZERO; K];
     let mut t = [R::ZERO; K];
     for j in 0..K {
-        for k in 0..j {
-            t[k] = a[j][k].checked_mul(a[k][k]).ok_or(range("factor", j))?;
-        }
+        // t[k] = L[j][k] D[k], formed while the pivot's inner product reads it.
+        let mut t_ok = true;
+        let (row_j, above) = a[..=j].split_last_mut().unwrap_or_else(|| unreachable!());
         let d = R::sum_products::<true>(
-            a[j][j],
-            a[j][..j].iter().copied().zip(t[..j].iter().copied()),
-        )
-        .ok_or(range("pivot", j))?;
+            row_j[j],
+            row_j[..j]
+                .iter()
+                .zip(&mut t[..j])
+                .zip(above.iter())
+                .enumerate()
+                .map(|(k, ((l, tk), row_k))| {
+                    let (p, ok) = match l.checked_mul(row_k[k]) {
+                        Some(p) => (p, true),
+                        None => (R::ZERO, false),
+                    };
+                    t_ok &= ok;
+                    *tk = p;
+                    (*l, p)
+                }),
+        );
+        let d = match (d, t_ok) {
+            (Some(d), true) => d,
+            _ => return Err(range("pivot", j)),
+        };
         // Written as `ok` so that NaN (which compares false) is refused too; a zero pivot is
         // refused even when the guard rounded to zero.
         let ok = d >= min_pivot && d > R::ZERO;
@@ -338,14 +354,16 @@ pub fn solve_ldlt<R: RidgeNum, const K: usize>(
             return Err(Error::IllConditioned { column: j });
         }
         a[j][j] = d;
-        inv_d[j] = d.checked_recip().ok_or(range("pivot reciprocal", j))?;
+        inv_d[j] = d
+            .checked_recip()
+            .ok_or_else(|| range("pivot reciprocal", j))?;
         for row in a[j + 1..].iter_mut() {
             let s = R::sum_products::<true>(
                 row[j],
                 row[..j].iter().copied().zip(t[..j].iter().copied()),
             )
-            .ok_or(range("factor", j))?;
-            row[j] = s.checked_mul(inv_d[j]).ok_or(range("factor", j))?;
+            .ok_or_else(|| range("factor", j))?;
+            row[j] = s.checked_mul(inv_d[j]).ok_or_else(|| range("factor", j))?;
         }
     }
     // L z = b, then z = z / D, then L^T x = z.
@@ -353,10 +371,12 @@ pub fn solve_ldlt<R: RidgeNum, const K: usize>(
         let (done, rest) = b.split_at_mut(i);
         rest[0] =
             R::sum_products::<true>(rest[0], a[i][..i].iter().copied().zip(done.iter().copied()))
-                .ok_or(range("solution", i))?;
+                .ok_or_else(|| range("solution", i))?;
     }
     for i in 0..K {
-        b[i] = b[i].checked_mul(inv_d[i]).ok_or(range("solution", i))?;
+        b[i] = b[i]
+            .checked_mul(inv_d[i])
+            .ok_or_else(|| range("solution", i))?;
     }
     for i in (0..K).rev() {
         let (head, done) = b.split_at_mut(i + 1);
@@ -364,7 +384,7 @@ pub fn solve_ldlt<R: RidgeNum, const K: usize>(
             head[i],
             (i + 1..K).map(|k| a[k][i]).zip(done.iter().copied()),
         )
-        .ok_or(range("solution", i))?;
+        .ok_or_else(|| range("solution", i))?;
     }
     Ok(())
 }

@@ -84,28 +84,31 @@ pub fn rounded_sums<'a, S: Scalar, const K: usize>(
         }
         out.r_mean = out.r_mean.div_count(n);
     }
+    let Normal {
+        a, b, mean, r_mean, ..
+    } = out;
     let mut d = [zero; K];
     n = 0;
     for e in examples {
         let e = e?;
-        for ((d, v), m) in d.iter_mut().zip(e.row).zip(&out.mean) {
+        for ((d, v), m) in d.iter_mut().zip(e.row).zip(mean.iter()) {
             *d = v.to_ridge() - *m;
         }
-        let t = target(&e) - out.r_mean;
+        let t = target(&e) - *r_mean;
         for i in 0..K {
             let di = d[i];
-            for (aij, dj) in out.a[i][..=i].iter_mut().zip(&d) {
+            for (aij, dj) in a[i][..=i].iter_mut().zip(&d) {
                 *aij = *aij + di * *dj;
             }
-            out.b[i] = out.b[i] + di * t;
+            b[i] = b[i] + di * t;
         }
         n += 1;
     }
     for i in 0..K {
-        for aij in &mut out.a[i][..=i] {
+        for aij in &mut a[i][..=i] {
             *aij = aij.div_count(n);
         }
-        out.b[i] = out.b[i].div_count(n);
+        b[i] = b[i].div_count(n);
     }
     out.n = n;
     Ok(())
