@@ -341,20 +341,26 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
             n,
         } = sys;
         // The regularisers for this user's n examples: per example, plus a prior's / n.
-        let per_user = |l2: f32, prior: f32| {
-            let l = ridge(l2);
+        let regulariser =
+            |x: f32| R::<S>::checked_from_f32(x).ok_or_else(|| range("regulariser", 0));
+        let per_user = |l2: f32, prior: f32| -> Result<R<S>> {
+            let l = regulariser(l2)?;
             if prior > 0.0 {
-                l + ridge(prior).div_count(n)
+                l.checked_add(regulariser(prior)?.div_count(n))
+                    .ok_or_else(|| range("regulariser", 0))
             } else {
-                l
+                Ok(l)
             }
         };
-        let lambda = per_user(exact.user_l2, exact.user_prior);
-        let bias_l2 = per_user(exact.bias_l2, exact.bias_prior);
+        let lambda = per_user(exact.user_l2, exact.user_prior)?;
+        let bias_l2 = per_user(exact.bias_l2, exact.bias_prior)?;
         // A penalised user bias b = s (mean(r) - m.u), s = 1 / (1 + bias_l2), adds
         // eps (mean(r) - m.u)^2 to the objective, eps = bias_l2 s: a rank-one term.
         let shrink_bias = p.user_bias && bias_l2 > zero;
-        let s = (ridge(1.0) + bias_l2).recip();
+        let s = ridge(1.0)
+            .checked_add(bias_l2)
+            .ok_or_else(|| range("regulariser", 0))?
+            .recip();
         let eps = bias_l2 * s;
         for i in 0..K {
             a[i][i] = a[i][i]

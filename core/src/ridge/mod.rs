@@ -70,6 +70,13 @@ pub trait RidgeNum:
         Some(s)
     }
 
+    /// [`RidgeNum::from_f32`], or `None` when `x` is beyond the range (default: never,
+    /// saturating).
+    #[inline]
+    fn checked_from_f32(x: f32) -> Option<Self> {
+        Some(Self::from_f32(x))
+    }
+
     /// `self + rhs`, or `None` when it leaves the range (default: never, saturating).
     #[inline]
     fn checked_add(self, rhs: Self) -> Option<Self> {
@@ -272,6 +279,11 @@ ridge_fixed!(
                 return None;
             }
             R22::round_checked(acc)
+        }
+
+        fn checked_from_f32(x: f32) -> Option<Self> {
+            let r = R22::from_f32(x);
+            (r.0 != i32::MAX && r.0 != i32::MIN).then_some(r)
         }
 
         #[inline]

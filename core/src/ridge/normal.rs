@@ -150,6 +150,9 @@ pub fn exact_sums_q16<'a, const K: usize>(
     }
     for e in examples {
         let e = e?;
+        if n > u32::from(u16::MAX) {
+            return Err(out_of_range("example count", 0));
+        }
         let r = i64::from(e.rating.to_bits())
             - i64::from(e.item_bias.to_bits())
             - i64::from(e.mu.to_bits());
@@ -183,9 +186,6 @@ pub fn exact_sums_q16<'a, const K: usize>(
     out.n = n;
     if n == 0 {
         return Ok(());
-    }
-    if n > u32::from(u16::MAX) {
-        return Err(out_of_range("example count", 0));
     }
     let n64 = i64::from(n);
     // A mean with 22 fractional bits: |sum| < 2^39 (16 fractional bits), so `sum * 2^7` fits,

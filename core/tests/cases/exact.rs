@@ -305,7 +305,8 @@ pub fn q22_inner_products_round_once() {
 /// entries below 128), a row entry of 50 (accepted, but `G[0][0] = (2500 + 2) / 4` is beyond
 /// Q9.22's ±512), and a regulariser of 0.0005 on the rank-one data of
 /// [`rank_deficient_is_solved_by_the_regulariser`], whose second pivot (about `2 lambda`) has
-/// a reciprocal of about 1000, beyond ±512 (Q3.12's Q11.20 holds it: solved there).
+/// a reciprocal of about 1000, beyond ±512 (Q3.12's Q11.20 holds it: solved there); and a
+/// regulariser of 1000.
 pub fn q16_out_of_range_is_refused() {
     let data = [(2, 3.0), (2, 3.0), (2, 3.0), (2, 3.0), (0, 1.0)];
     let extreme = |v: f32| [[v, 0.0], [0.0, 1.0], [1.0, 1.0]].map(|r| r.map(Q16::from_f32));
@@ -342,6 +343,17 @@ pub fn q16_out_of_range_is_refused() {
     let qrows = rows_of::<Q12>();
     let mut q = device_of::<Q12>(&data);
     q.evaluate(&DenseRows::new(&qrows), &exact_config(5e-4, false), 0)
+        .unwrap();
+    // A regulariser beyond ±512 is refused, not clamped to 512.
+    let mut q = device_of::<Q16>(&data);
+    assert_eq!(
+        q.evaluate(&DenseRows::new(&rows), &exact_config(1000.0, false), 0),
+        Err(Error::RidgeOutOfRange {
+            what: "regulariser",
+            column: 0
+        })
+    );
+    q.evaluate(&DenseRows::new(&rows), &exact_config(100.0, false), 0)
         .unwrap();
 }
 
