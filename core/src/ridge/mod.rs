@@ -243,8 +243,8 @@ ridge_fixed!(
     /// The ridge solve of Q16.16 devices: Q9.22 in an `i32` (range ±512, resolution 2.4e-7,
     /// 64 times finer than Q16.16), products exact in `i64`. An `i32` with `i64` products is
     /// what a 32-bit core multiplies in one instruction (`smull` / `smlal` on the M4); the
-    /// `i64` / `i128` Q31.32 it replaces cost 17.4 M instructions per K = 50 solve on the
-    /// M4F. The Gram sums are exact integers ([`normal`]) and every inner product of the
+    /// `i64` / `i128` Q31.32 it replaces cost 17.3 M instructions per K = 50 solve on the
+    /// M4F (this one 2.5 M, `firmware/README.md`). The Gram sums are exact integers ([`normal`]) and every inner product of the
     /// factorisation is summed exactly in `i64` and rounded once, so each entry carries one
     /// rounding of at most 1.2e-7; the Q16.16 rows and ratings it solves for were rounded by
     /// up to 7.6e-6, 64 times more, so the solve adds little to the error the scalar has.
@@ -253,9 +253,10 @@ ridge_fixed!(
     /// entries are at most `max |v - m|^2 + lambda`; pivots lie in `[lambda / 2, a_jj]` and
     /// their reciprocals up to `2 / lambda` (512 at `lambda = 1 / 256`); the solution of a
     /// ridge regression is at most `rms(r) / (2 sqrt(lambda))` (25 for centred 1-5 ratings at
-    /// `lambda = 0.01`). A value beyond ±512 (rows above 11, a regulariser below 0.004) makes
-    /// the checked operations return `None` and the solve [`Error::RidgeOutOfRange`]: refused,
-    /// never saturated into a wrong embedding.
+    /// `lambda = 0.01`). A value beyond ±512 (a Gram entry, i.e. centred row entries above
+    /// about 22; a pivot's reciprocal, i.e. a regulariser below about 0.004; a regulariser of
+    /// 512 or more) makes the checked operations return `None` and the solve
+    /// [`Error::RidgeOutOfRange`]: refused, never saturated into a wrong embedding.
     R22, i32, i64, 22, checked:
         /// Exact products summed in `i64` (overflow tracked), rounded once (ties up).
         #[inline]
