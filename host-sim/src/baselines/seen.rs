@@ -67,13 +67,18 @@ impl SeenSplit {
             is_held[j as usize] = true;
         }
         let (mut train, mut heldout) = (Triples::default(), Triples::default());
-        let offsets = ratings.offsets();
+        let (offsets, items, values) = (ratings.offsets(), ratings.items_of(), ratings.values());
         for u in 0..ratings.users() {
-            for j in offsets[u] as usize..offsets[u + 1] as usize {
-                let t = if is_held[j] { &mut heldout } else { &mut train };
+            let mine = offsets[u] as usize..offsets[u + 1] as usize;
+            let all = is_held[mine.clone()]
+                .iter()
+                .zip(&items[mine.clone()])
+                .zip(&values[mine]);
+            for ((&held, &i), &r) in all {
+                let t = if held { &mut heldout } else { &mut train };
                 t.users.push(u as u32);
-                t.items.push(ratings.items_of()[j]);
-                t.ratings.push(ratings.values()[j]);
+                t.items.push(i);
+                t.ratings.push(r);
             }
         }
         Ok(SeenData { train, heldout })
