@@ -1,5 +1,6 @@
 //! Issue 10 (learning quality): the `best` preset, server momentum, learning-rate schedules and
-//! the centralized baseline (unseen and seen users), on synthetic data (the ML-1M figures are in README.md).
+//! the centralized baseline (unseen and seen users), on synthetic data (the ML-1M figures are
+//! in README.md).
 
 use std::fmt::Write as _;
 use std::path::Path;
