@@ -307,8 +307,11 @@ fn seen_split_never_trains_on_heldout_ratings() {
     let other = movielens::Ratings::from_records(records);
     assert_eq!(other.item_raw_ids(), ratings.item_raw_ids());
     let again = run_seen(&cfg, &central, &other, &split, 5).unwrap();
-    assert_eq!(again.fit.items, res.fit.items);
-    assert_eq!(again.fit.item_biases, res.fit.item_biases);
+    // Compared whole but not printed (hundreds of values): either differing is the failure.
+    assert!(
+        again.fit.items == res.fit.items && again.fit.item_biases == res.fit.item_biases,
+        "the item rows or biases depend on the held-out ratings' values"
+    );
     assert_eq!(again.fit.global_mean, res.fit.global_mean);
     assert_eq!(again.train_rmse, res.train_rmse);
     let (before, after) = (res.heldout.last().unwrap(), again.heldout.last().unwrap());
