@@ -345,9 +345,9 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
 
     /// The exact ridge solution ([`crate::ridge`]) over the reconstruction phase's examples,
     /// each once. The `K x K` system lives on the stack only while it is solved. Per example:
-    /// `K (K + 3) / 2` multiply-adds for the Gram matrix (two passes over the rows: means,
-    /// then centred products), then about `K^3 / 6` for the factorisation. Never inlined, so
-    /// the system's stack frame exists only while it is solved (not in every SGD round).
+    /// `K (K + 3) / 2` multiply-adds for the Gram matrix ([`Scalar::ridge_sums`]), then about
+    /// `K^3 / 6` for the factorisation. Never inlined, so the system's stack frame exists only
+    /// while it is solved (not in every SGD round).
     #[inline(never)]
     fn reconstruct_exact<V: ItemRows<S, K>>(
         &mut self,
@@ -360,125 +360,109 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         type R<S> = <S as Scalar>::Ridge;
         let zero = <R<S> as RidgeNum>::ZERO;
         let ridge = <R<S> as RidgeNum>::from_f32;
+        let range = |what: &'static str, column: usize| Error::RidgeOutOfRange { what, column };
+        // The reconstruction half's examples, each once, with its target's parts.
+        let examples = recon.first_epoch().flatten().map(|pos| {
+            let e = usize::from(self.order[pos]);
+            let item = self.data.items()[e];
+            let row = rows.row(item).ok_or(Error::MissingItemRow { item })?;
+            Ok(crate::ridge::normal::Example {
+                row,
+                rating: self.data.ratings()[e],
+                item_bias: if p.item_bias {
+                    rows.bias(item)
+                } else {
+                    S::ZERO
+                },
+                mu: p.mu.unwrap_or(S::ZERO),
+            })
+        });
+        let mut sys = crate::ridge::normal::Normal::<R<S>, K>::new();
+        S::ridge_sums(examples, p.user_bias, &mut sys)?;
+        let crate::ridge::normal::Normal {
+            ref mut a,
+            ref mut b,
+            ref mean,
+            mut r_mean,
+            n,
+        } = sys;
         // The prior mean c the embedding is pulled towards (zero without implicit feedback).
         // Solving for u' = u - c with targets less dot(v, c) is the same system with a zero
-        // prior mean, so the rest of the solve is unchanged.
+        // prior mean: by linearity, b -= G c (G the Gram matrix before the regulariser, its
+        // lower triangle stored) and mean(r) -= dot(mean(v), c).
         let (prior, scale) = match exact.implicit {
             Some(imp) => self.implicit_prior(rows, &recon, imp)?,
             None => ([zero; K], zero),
         };
-        // Target of example e: y [- b_i] [- mu] [- dot(v, c)], in the ridge type.
-        let target = |dev: &Self, e: usize, item: u32, row: &[S; K]| {
-            let mut r = dev.data.ratings()[e].to_ridge();
-            if p.item_bias {
-                r = r - rows.bias(item).to_ridge();
+        if exact.implicit.is_some() {
+            let mut shifted = [zero; K];
+            for (i, out) in shifted.iter_mut().enumerate() {
+                let g_row = (0..K).map(|j| if j <= i { a[i][j] } else { a[j][i] });
+                *out = R::<S>::sum_products::<true>(b[i], g_row.zip(prior.iter().copied()))
+                    .ok_or_else(|| range("right-hand side", i))?;
             }
-            if let Some(mu) = p.mu {
-                r = r - mu.to_ridge();
-            }
-            if exact.implicit.is_some() {
-                for (v, c) in row.iter().zip(&prior) {
-                    r = r - v.to_ridge() * *c;
-                }
-            }
-            r
-        };
-        // Pass 1 (with a user bias): the means m and mean(r) the system is centred on.
-        let mut n = 0u32;
-        let mut mean = [zero; K];
-        let mut r_mean = zero;
-        if p.user_bias {
-            for range in recon.first_epoch() {
-                for pos in range {
-                    let e = usize::from(self.order[pos]);
-                    let item = self.data.items()[e];
-                    let row = rows.row(item).ok_or(Error::MissingItemRow { item })?;
-                    for (m, v) in mean.iter_mut().zip(row) {
-                        *m = *m + v.to_ridge();
-                    }
-                    r_mean = r_mean + target(self, e, item, row);
-                    n += 1;
-                }
-            }
-            for m in &mut mean {
-                *m = m.div_count(n);
-            }
-            r_mean = r_mean.div_count(n);
-        }
-        // Pass 2: lower triangle of sum(d d^T) and sum(d t), d = v - m, t = r - mean(r).
-        let mut a = [[zero; K]; K];
-        let mut b = [zero; K];
-        let mut d = [zero; K];
-        n = 0;
-        for range in recon.first_epoch() {
-            for pos in range {
-                let e = usize::from(self.order[pos]);
-                let item = self.data.items()[e];
-                let row = rows.row(item).ok_or(Error::MissingItemRow { item })?;
-                for ((d, v), m) in d.iter_mut().zip(row).zip(&mean) {
-                    *d = v.to_ridge() - *m;
-                }
-                let t = target(self, e, item, row) - r_mean;
-                for i in 0..K {
-                    let di = d[i];
-                    for (aij, dj) in a[i][..=i].iter_mut().zip(&d) {
-                        *aij = *aij + di * *dj;
-                    }
-                    b[i] = b[i] + di * t;
-                }
-                n += 1;
-            }
+            *b = shifted;
+            r_mean = R::<S>::sum_products::<true>(r_mean, mean.iter().copied().zip(prior))
+                .ok_or_else(|| range("user bias", 0))?;
         }
         // The regularisers for this user's n examples: per example, plus a prior's / n.
-        let per_user = |l2: f32, prior: f32| {
-            let l = ridge(l2);
+        let regulariser =
+            |x: f32| R::<S>::checked_from_f32(x).ok_or_else(|| range("regulariser", 0));
+        let per_user = |l2: f32, prior: f32| -> Result<R<S>> {
+            let l = regulariser(l2)?;
             if prior > 0.0 {
-                l + ridge(prior).div_count(n)
+                l.checked_add(regulariser(prior)?.div_count(n))
+                    .ok_or_else(|| range("regulariser", 0))
             } else {
-                l
+                Ok(l)
             }
         };
-        let lambda = per_user(exact.user_l2, exact.user_prior);
-        let bias_l2 = per_user(exact.bias_l2, exact.bias_prior);
+        let lambda = per_user(exact.user_l2, exact.user_prior)?;
+        let bias_l2 = per_user(exact.bias_l2, exact.bias_prior)?;
         // A penalised user bias b = s (mean(r) - m.u), s = 1 / (1 + bias_l2), adds
         // eps (mean(r) - m.u)^2 to the objective, eps = bias_l2 s: a rank-one term.
         let shrink_bias = p.user_bias && bias_l2 > zero;
-        let s = (ridge(1.0) + bias_l2).recip();
+        let s = ridge(1.0)
+            .checked_add(bias_l2)
+            .ok_or_else(|| range("regulariser", 0))?
+            .recip();
         let eps = bias_l2 * s;
         for i in 0..K {
-            for aij in &mut a[i][..=i] {
-                *aij = aij.div_count(n);
-            }
-            a[i][i] = a[i][i] + lambda;
-            b[i] = b[i].div_count(n);
+            a[i][i] = a[i][i]
+                .checked_add(lambda)
+                .ok_or_else(|| range("system", i))?;
             if shrink_bias {
                 let em = eps * mean[i];
-                for (aij, mj) in a[i][..=i].iter_mut().zip(&mean) {
-                    *aij = *aij + em * *mj;
+                for (j, (aij, mj)) in a[i][..=i].iter_mut().zip(mean).enumerate() {
+                    *aij = aij
+                        .checked_add(em * *mj)
+                        .ok_or_else(|| range("system", j))?;
                 }
-                b[i] = b[i] + em * r_mean;
+                b[i] = b[i]
+                    .checked_add(em * r_mean)
+                    .ok_or_else(|| range("right-hand side", i))?;
             }
         }
-        let inv_d = crate::ridge::factor_ldlt(&mut a, lambda.half())?;
-        crate::ridge::substitute_ldlt(&a, &inv_d, &mut b);
-        for ((u, x), c) in self.user.iter_mut().zip(&b).zip(&prior) {
+        let inv_d = crate::ridge::factor_ldlt(a, lambda.half())?;
+        crate::ridge::substitute_ldlt(a, &inv_d, b)?;
+        for (k, ((u, x), c)) in self.user.iter_mut().zip(b.iter()).zip(&prior).enumerate() {
             // Only with a prior mean, so that a zero one cannot turn -0 into +0.
-            *u = S::from_ridge(if exact.implicit.is_some() {
-                *x + *c
+            let x = if exact.implicit.is_some() {
+                x.checked_add(*c).ok_or_else(|| range("solution", k))?
             } else {
                 *x
-            });
+            };
+            *u = S::from_ridge(x);
         }
         self.user_bias = S::ZERO;
         if p.user_bias {
             // b_u = mean(r) - dot(m, u') [times s when penalised], with u' in the ridge type
             // (before rounding to S).
-            let mut bu = r_mean;
-            for (m, x) in mean.iter().zip(&b) {
-                bu = bu - *m * *x;
-            }
+            let mut bu =
+                R::<S>::sum_products::<true>(r_mean, mean.iter().copied().zip(b.iter().copied()))
+                    .ok_or_else(|| range("user bias", 0))?;
             if shrink_bias {
-                bu = bu * s;
+                bu = bu.checked_mul(s).ok_or_else(|| range("user bias", 0))?;
             }
             self.user_bias = S::from_ridge(bu);
         }
@@ -491,11 +475,11 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
             if p.user_bias {
                 // Eliminating the bias row of the (K + 1) system as the solve did.
                 let gb = g_bias * s;
-                for (gi, m) in g.iter_mut().zip(&mean) {
+                for (gi, m) in g.iter_mut().zip(mean) {
                     *gi = *gi - *m * gb;
                 }
             }
-            crate::ridge::substitute_ldlt(&a, &inv_d, &mut g);
+            crate::ridge::substitute_ldlt(a, &inv_d, &mut g)?;
             let implicit_lr = ridge(imp.lr) * scale;
             for ((ms, is), gi) in self
                 .mean_step

@@ -57,6 +57,15 @@ pub enum Error {
         /// The column of the factorisation where the pivot failed.
         column: usize,
     },
+    /// A value of exact reconstruction's fixed-point ridge system is beyond its number type's
+    /// range (an item row or rating target too large for it, or a regulariser so small that
+    /// a pivot's reciprocal or the solution overflows): refused instead of saturated.
+    RidgeOutOfRange {
+        /// Which value: "item row", "target", "system", "factor", "pivot", "solution", ...
+        what: &'static str,
+        /// The column (embedding entry) concerned.
+        column: usize,
+    },
     /// A phase of the round has no batch to run (e.g. a client with a single batch and
     /// `split_dataset`).
     EmptySplit {
@@ -90,6 +99,11 @@ impl fmt::Display for Error {
                 f,
                 "exact reconstruction's system is singular or ill-conditioned at column {column} \
                  (pivot below half of user_l2: raise user_l2)"
+            ),
+            Error::RidgeOutOfRange { what, column } => write!(
+                f,
+                "exact reconstruction's {what} at column {column} is beyond the fixed-point \
+                 solve's range (item rows or ratings too large, or user_l2 too small)"
             ),
             Error::EmptySplit { phase } => write!(f, "the {phase:?} phase has no examples"),
         }

@@ -21,7 +21,7 @@
 //! ratings and half-star ratings are exact in both; learning rates 0.1 and 0.5 are within
 //! 0.01 % (Q16) and 0.05 % (Q12: 0.1 becomes 0.10009765625).
 
-use crate::ridge::{R20, R32};
+use crate::ridge::{R20, R22};
 use crate::scalar::{Scalar, ScalarKind};
 use core::ops::{Add, Mul, Neg, Sub};
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ macro_rules! fixed_scalar {
     (
         $(#[$doc:meta])*
         $name:ident, $raw:ty, $wide:ty, $acc:ty, $frac:expr, $kind:expr, int: $int:ty,
-        ridge: $ridge:ty, $ridge_raw:ty
+        ridge: $ridge:ty, $ridge_raw:ty $(, sums: $sums:path)?
     ) => {
         $(#[$doc])*
         #[derive(
@@ -114,11 +114,24 @@ macro_rules! fixed_scalar {
             const KIND: ScalarKind = $kind;
             type Ridge = $ridge;
 
-            /// Exact: the ridge type has more fractional bits.
+            /// Exact where the ridge type's range holds the value (it has more fractional
+            /// bits), saturating beyond.
             #[inline]
             fn to_ridge(self) -> $ridge {
-                <$ridge>::from_bits(<$ridge_raw>::from(self.0) << (<$ridge>::FRAC_BITS - $frac))
+                <$ridge>::from_bits(
+                    <$ridge_raw>::from(self.0).saturating_mul(1 << (<$ridge>::FRAC_BITS - $frac)),
+                )
             }
+
+            $(
+                fn ridge_sums<'a, const K: usize>(
+                    examples: impl Iterator<Item = crate::error::Result<crate::ridge::normal::Example<'a, Self, K>>> + Clone,
+                    centre: bool,
+                    out: &mut crate::ridge::normal::Normal<$ridge, K>,
+                ) -> crate::error::Result<()> {
+                    $sums(examples, centre, out)
+                }
+            )?
 
             /// Nearest (ties up), saturating.
             #[inline]
@@ -188,7 +201,8 @@ macro_rules! fixed_scalar {
 
 fixed_scalar!(
     /// Q16.16: `bits / 65536` in an `i32`, saturating, round-to-nearest.
-    Q16, i32, i64, i128, 16, ScalarKind::Q16_16, int: i16, ridge: R32, i64
+    Q16, i32, i64, i128, 16, ScalarKind::Q16_16, int: i16, ridge: R22, i32,
+    sums: crate::ridge::normal::exact_sums_q16
 );
 
 fixed_scalar!(

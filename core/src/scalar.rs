@@ -1,7 +1,9 @@
 //! The number type of the round. The round code is written once against [`Scalar`], so a
 //! fixed-point format drops in without touching it; [`f32`] is the reference implementation.
 
+use crate::error::Result;
 use crate::ridge::RidgeNum;
+use crate::ridge::normal::{Example, Normal};
 use core::fmt::Debug;
 use core::ops::{Add, Mul, Neg, Sub};
 
@@ -49,10 +51,22 @@ pub trait Scalar:
     /// The number type exact reconstruction solves its ridge system in (see [`crate::ridge`]).
     type Ridge: RidgeNum;
 
-    /// Into the ridge type (exact for every scalar here).
+    /// Into the ridge type (exact for every scalar here; Q16.16 only below 512 in magnitude,
+    /// saturating beyond, which its exact sums refuse before converting).
     fn to_ridge(self) -> Self::Ridge;
     /// From the ridge type, to nearest (saturating for fixed point).
     fn from_ridge(x: Self::Ridge) -> Self;
+
+    /// Sums exact reconstruction's normal equations over `examples` into `out`, centred
+    /// when `centre` (a user bias). The default sums in the ridge type one rounded operation
+    /// at a time ([`crate::ridge::normal::rounded_sums`]); Q16.16 sums exactly in integers.
+    fn ridge_sums<'a, const K: usize>(
+        examples: impl Iterator<Item = Result<Example<'a, Self, K>>> + Clone,
+        centre: bool,
+        out: &mut Normal<Self::Ridge, K>,
+    ) -> Result<()> {
+        crate::ridge::normal::rounded_sums(examples, centre, out)
+    }
 
     /// Nearest representable value (saturating where the range is bounded). Used only for
     /// hyperparameters and initialisation, never in the per-example loop.

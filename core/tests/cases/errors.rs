@@ -231,6 +231,21 @@ pub fn display_names_the_problem() {
     )
     .unwrap();
     assert_eq!(s.as_str(), "client dataset is full (capacity 300)");
+    let mut s: heapless::String<160> = heapless::String::new();
+    write!(
+        s,
+        "{}",
+        Error::RidgeOutOfRange {
+            what: "item row",
+            column: 4
+        }
+    )
+    .unwrap();
+    assert_eq!(
+        s.as_str(),
+        "exact reconstruction's item row at column 4 is beyond the fixed-point solve's range \
+         (item rows or ratings too large, or user_l2 too small)"
+    );
 }
 
 /// A round that trains more distinct rows than the workspace's `R` is refused with a typed

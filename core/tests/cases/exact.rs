@@ -2,7 +2,7 @@
 //! every scalar, the regulariser's guarantee on rank-deficient data, and the typed refusal
 //! when the regulariser is too small to keep the system solvable.
 
-use fedrecon_core::ridge::{R20, RidgeNum, solve_ldlt};
+use fedrecon_core::ridge::{R20, R22, RidgeNum, solve_ldlt};
 use fedrecon_core::{
     DenseRows, Device, Error, ModelConfig, Q12, Q16, Reconstruction, RoundConfig, Scalar,
     SplitConfig,
@@ -59,7 +59,7 @@ pub fn hand_worked_exact_k2() {
     hand_worked_exact_in::<f32>(0.0);
 }
 
-/// [`hand_worked_exact_k2`] in Q16.16 (its ridge type is Q31.32).
+/// [`hand_worked_exact_k2`] in Q16.16 (its ridge type is Q9.22, summed exactly).
 pub fn hand_worked_exact_k2_q16() {
     hand_worked_exact_in::<Q16>(Q16::from_bits(1).to_f32());
 }
@@ -229,6 +229,16 @@ pub fn ldlt_solves_a_hand_worked_system() {
     let mut b = [f(2.0), f(1.0), f(8.0)];
     solve_ldlt(&mut a, &mut b, f(0.5)).unwrap();
     assert_eq!(b, [f(1.0), f(-1.0), f(2.0)]);
+    // And in Q9.22, Q16.16's ridge type.
+    let g = R22::from_f32;
+    let mut a = [
+        [g(4.0), g(0.0), g(0.0)],
+        [g(2.0), g(5.0), g(0.0)],
+        [g(0.0), g(2.0), g(5.0)],
+    ];
+    let mut b = [g(2.0), g(1.0), g(8.0)];
+    solve_ldlt(&mut a, &mut b, g(0.5)).unwrap();
+    assert_eq!(b, [g(1.0), g(-1.0), g(2.0)]);
     // A pivot below the guard names its column.
     let mut a = [[1.0f32, 0.0], [1.0, 1.0]];
     let mut b = [1.0f32, 1.0];
@@ -253,4 +263,143 @@ pub fn exact_reconstruct_for_ranking() {
     d.reconstruct(&DenseRows::new(&rows), &cfg, 0).unwrap();
     assert_eq!(d.user(), &[2.0, 1.0]);
     assert_eq!(d.excluded(), &[0, 1, 2]);
+}
+
+/// Q9.22 rounds an inner product once: four products of `2^-12 * 2^-12 = 2^-24` (a quarter
+/// of its resolution) each round to zero alone, but their exact sum is one unit, `2^-22`.
+/// Q11.20, which rounds every operation, keeps the old behaviour.
+pub fn q22_inner_products_round_once() {
+    let x = R22::from_bits(1 << 10);
+    let pairs = [(x, x); 4];
+    assert_eq!(x * x, R22::ZERO);
+    assert_eq!(
+        R22::sum_products::<false>(R22::ZERO, pairs.iter().copied()),
+        Some(R22::from_bits(1))
+    );
+    assert_eq!(
+        R22::sum_products::<true>(R22::from_bits(1), pairs.iter().copied()),
+        Some(R22::ZERO)
+    );
+    let y = R20::from_bits(1 << 9);
+    assert_eq!(
+        R20::sum_products::<false>(R20::ZERO, [(y, y); 4].iter().copied()),
+        Some(R20::ZERO)
+    );
+    // Beyond the range (±512) is `None`, never a saturated value.
+    let big = R22::from_f32(300.0);
+    assert_eq!(
+        R22::sum_products::<false>(big, [(big, R22::from_f32(1.0))].iter().copied()),
+        None
+    );
+    assert_eq!(big.checked_add(big), None);
+    assert_eq!(big.checked_mul(R22::from_f32(2.0)), None);
+    assert_eq!(R22::from_f32(1.0 / 1024.0).checked_recip(), None);
+    assert_eq!(
+        R22::from_f32(0.25).checked_recip(),
+        Some(R22::from_f32(4.0))
+    );
+}
+
+/// Q16.16 values its Q9.22 solve cannot hold are refused with the value and the column, not
+/// saturated into an embedding: a row entry of 200 (Q16.16 holds it; the exact sums accept
+/// entries below 128), a row entry of 50 (accepted, but `G[0][0] = (2500 + 2) / 4` is beyond
+/// Q9.22's ±512), and a regulariser of 0.0005 on the rank-one data of
+/// [`rank_deficient_is_solved_by_the_regulariser`], whose second pivot (about `2 lambda`) has
+/// a reciprocal of about 1000, beyond ±512 (Q3.12's Q11.20 holds it: solved there); and a
+/// regulariser of 1000.
+pub fn q16_out_of_range_is_refused() {
+    let data = [(2, 3.0), (2, 3.0), (2, 3.0), (2, 3.0), (0, 1.0)];
+    let extreme = |v: f32| [[v, 0.0], [0.0, 1.0], [1.0, 1.0]].map(|r| r.map(Q16::from_f32));
+    let mut d = device_of::<Q16>(&[(0, 3.0), (1, 3.0), (2, 3.0), (2, 3.0), (0, 1.0)]);
+    let rows = extreme(200.0);
+    assert_eq!(
+        d.evaluate(&DenseRows::new(&rows), &exact_config(0.5, false), 0),
+        Err(Error::RidgeOutOfRange {
+            what: "item row",
+            column: 0
+        })
+    );
+    let rows = extreme(50.0);
+    assert_eq!(
+        d.evaluate(&DenseRows::new(&rows), &exact_config(0.5, false), 0),
+        Err(Error::RidgeOutOfRange {
+            what: "system",
+            column: 0
+        })
+    );
+    // Inside: an entry of 20 gives G[0][0] = (400 + 2) / 4, solved.
+    let rows = extreme(20.0);
+    d.evaluate(&DenseRows::new(&rows), &exact_config(0.5, false), 0)
+        .unwrap();
+    let rows = rows_of::<Q16>();
+    let mut q = device_of::<Q16>(&data);
+    assert_eq!(
+        q.evaluate(&DenseRows::new(&rows), &exact_config(5e-4, false), 0),
+        Err(Error::RidgeOutOfRange {
+            what: "pivot reciprocal",
+            column: 1
+        })
+    );
+    let qrows = rows_of::<Q12>();
+    let mut q = device_of::<Q12>(&data);
+    q.evaluate(&DenseRows::new(&qrows), &exact_config(5e-4, false), 0)
+        .unwrap();
+    // A regulariser beyond ±512 is refused, not clamped to 512.
+    let mut q = device_of::<Q16>(&data);
+    assert_eq!(
+        q.evaluate(&DenseRows::new(&rows), &exact_config(1000.0, false), 0),
+        Err(Error::RidgeOutOfRange {
+            what: "regulariser",
+            column: 0
+        })
+    );
+    q.evaluate(&DenseRows::new(&rows), &exact_config(100.0, false), 0)
+        .unwrap();
+}
+
+/// A Q16.16 exact reconstruction with a user bias, item biases and a global mean on rows that
+/// are not dyadic, so every rounding of the exact sums and of the factorisation shows: the
+/// board must give the host's bits (pattern from a host run; `core/tests/reference.rs`
+/// checks such solutions against f64).
+pub fn q16_exact_bits() {
+    const R: [[f32; 3]; 4] = [
+        [0.31, -0.27, 0.05],
+        [-0.12, 0.44, 0.38],
+        [0.21, 0.09, -0.35],
+        [-0.41, -0.18, 0.22],
+    ];
+    let rows = R.map(|r| r.map(Q16::from_f32));
+    let biases = [0.3, -0.2, 0.1, -0.4].map(Q16::from_f32);
+    let view = DenseRows::with_biases(&rows, &biases).unwrap();
+    let mut d = Device::<Q16, 16, 3>::new();
+    for &(i, r) in &[
+        (0, 4.0),
+        (1, 2.5),
+        (2, 5.0),
+        (3, 1.0),
+        (1, 3.0),
+        (2, 4.5),
+        (0, 3.5),
+        (3, 2.0),
+    ] {
+        d.data_mut().push(i, Q16::from_f32(r), 4).unwrap();
+    }
+    let cfg = RoundConfig {
+        model: ModelConfig {
+            user_bias: true,
+            item_bias: true,
+            global_mean: Some(3.5),
+        },
+        ..exact_config(0.1, true)
+    };
+    d.evaluate(&view, &cfg, 0).unwrap();
+    let bits = [
+        d.user()[0].to_bits(),
+        d.user()[1].to_bits(),
+        d.user()[2].to_bits(),
+        d.user_bias().to_bits(),
+    ];
+    // Exact rational solution (rows and biases rounded to Q16.16, lambda 0.1), times 2^16:
+    // 97947.52, 26694.40, -83998.31, -15288.73; every entry is within one unit of it.
+    assert_eq!(bits, [97947, 26694, -83998, -15289]);
 }

@@ -53,6 +53,9 @@ macro_rules! for_each_case {
                 singular_system_is_refused,
                 ldlt_solves_a_hand_worked_system,
                 exact_reconstruct_for_ranking,
+                q22_inner_products_round_once,
+                q16_out_of_range_is_refused,
+                q16_exact_bits,
             ],
             fixed: [
                 saturates_at_the_edges,

@@ -25,6 +25,8 @@ use serde::Serialize;
 use crate::config::{Config, Scalar};
 use crate::data::partition::{ClientSet, Partition};
 use crate::dispatch_k;
+use crate::output::bundle::ModelBundle;
+use crate::output::checkpoint;
 use crate::round::evaluate::EvalReport;
 use crate::round::{Simulation, Split, mean_rating};
 use crate::seeds::derive;
@@ -296,6 +298,62 @@ pub fn train(
     Ok(p)
 }
 
+/// The shared part of a trained centralized model: what `fedrecon recommend` needs (the
+/// per-user rows stay behind, as a device's would).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CentralFit {
+    /// The configuration the model was trained and evaluated under.
+    pub config: Config,
+    /// Item rows, row-major `items × k` (dense item ids).
+    pub items: Vec<f32>,
+    /// Item biases (empty without item biases).
+    pub item_biases: Vec<f32>,
+    /// The global-mean term, when the model has one.
+    pub global_mean: Option<f32>,
+    /// Digest of the training data (the partition's, as `train` records it).
+    pub data_digest: u64,
+}
+
+impl CentralFit {
+    /// The fit of `model`'s parameters `p`.
+    pub(crate) fn new(config: &Config, model: &CentralModel, p: &[f32], data_digest: u64) -> Self {
+        let rows = model.items * model.k;
+        CentralFit {
+            config: config.clone(),
+            items: p[..rows].to_vec(),
+            item_biases: p[rows..model.global_len()].to_vec(),
+            global_mean: model.mu,
+            data_digest,
+        }
+    }
+
+    /// The model bundle `train` writes (`model.npz`), with the data's raw movie ids
+    /// (`item_ids[i]` is dense item `i`). `rounds` is 0: no federated round trained it.
+    pub fn bundle(&self, item_ids: &[u32]) -> Result<ModelBundle> {
+        let k = self.config.model.k;
+        ensure!(
+            item_ids.len() * k == self.items.len(),
+            "{} movie ids for a model of {} item rows",
+            item_ids.len(),
+            self.items.len() / k.max(1)
+        );
+        Ok(ModelBundle {
+            config_toml: self.config.to_toml_string(),
+            k,
+            items: self.items.clone(),
+            item_biases: if self.item_biases.is_empty() {
+                vec![0.0; item_ids.len()]
+            } else {
+                self.item_biases.clone()
+            },
+            global_mean: self.global_mean.unwrap_or(0.0),
+            item_ids: item_ids.to_vec(),
+            data_digest: self.data_digest,
+            rounds: 0,
+        })
+    }
+}
+
 /// What a centralized run produced.
 #[derive(Clone, Debug)]
 pub struct CentralResult {
@@ -305,6 +363,8 @@ pub struct CentralResult {
     pub val: Vec<EvalReport>,
     /// The final test evaluation (same users, seeds and reconstruction as `train`'s).
     pub test: EvalReport,
+    /// The trained item rows and biases.
+    pub fit: CentralFit,
     /// Wall-clock seconds (after data loading).
     pub seconds: f64,
 }
@@ -370,6 +430,7 @@ fn run_k<const K: usize>(
         train_rmse,
         val,
         test,
+        fit: CentralFit::new(&cfg, &model, &p, checkpoint::data_digest(part, num_items)),
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

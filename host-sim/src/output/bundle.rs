@@ -8,8 +8,8 @@
 //! | `item_biases` | `<f4`, `(n,)` | item biases (zeros when the model has none) |
 //! | `global_mean` | `<f4`, `()` | the training mean rating (0 when the model has no global mean) |
 //! | `item_ids` | `<u4`, `(n,)` | raw MovieLens movie ids of the rows |
-//! | `data_digest` | `<u8`, `()` | digest of the training data's partition (as checkpoints hold) |
-//! | `rounds` | `<u4`, `()` | training rounds done |
+//! | `data_digest` | `<u8`, `()` | digest of the training data (its partition, or seen-user split) |
+//! | `rounds` | `<u4`, `()` | training rounds done (0: `fedrecon centralized`'s model) |
 //! | `config` | `<U…`, `()` | the run's configuration as TOML (`fedrecon config` text) |
 //! | `implicit` | `<f4`, `(n + 1, K)` | only with `client.implicit`: row `r` is movie `item_ids[r]`'s implicit row, the last the mean row `m` |
 //!

@@ -96,24 +96,43 @@ pub(crate) fn fingerprint(part: &Partition, num_items: usize) -> [u64; 7] {
 /// (user, items, rating bits) and the catalogue size. Not cryptographic: it tells a resume
 /// that the data changed (e.g. every rating r replaced by 6 − r), which counts cannot.
 pub(crate) fn data_digest(part: &Partition, num_items: usize) -> u64 {
-    const PRIME: u64 = 0x0000_0100_0000_01B3;
-    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
-    let mut eat = |w: u32| {
-        for b in w.to_le_bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(PRIME);
-        }
-    };
-    eat(num_items as u32);
+    let mut h = Fnv::new();
+    h.eat(num_items as u32);
     for set in [&part.train, &part.val, &part.test] {
-        eat(set.len() as u32);
+        h.eat(set.len() as u32);
         for c in set.iter() {
-            eat(c.user);
-            eat(c.items.len() as u32);
-            c.items.iter().for_each(|&i| eat(i));
-            c.ratings.iter().for_each(|r| eat(r.to_bits()));
+            h.eat(c.user);
+            h.eat(c.items.len() as u32);
+            c.items.iter().for_each(|&i| h.eat(i));
+            c.ratings.iter().for_each(|r| h.eat(r.to_bits()));
         }
     }
-    h
+    h.finish()
+}
+
+/// 64-bit FNV-1a over little-endian `u32` words: [`data_digest`]'s hash, shared with the
+/// digests of data that is not a user partition (the centralized seen-user split).
+pub(crate) struct Fnv(u64);
+
+impl Fnv {
+    const PRIME: u64 = 0x0000_0100_0000_01B3;
+
+    /// The empty digest.
+    pub(crate) fn new() -> Self {
+        Fnv(0xCBF2_9CE4_8422_2325)
+    }
+
+    /// Adds one word.
+    pub(crate) fn eat(&mut self, w: u32) {
+        for b in w.to_le_bytes() {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(Self::PRIME);
+        }
+    }
+
+    /// The digest so far.
+    pub(crate) fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// The optimizer's state as `(tag, t, vectors)`.

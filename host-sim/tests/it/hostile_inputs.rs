@@ -253,6 +253,36 @@ fn centralized_out_never_overwrites_a_run() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// `centralized`'s split flags are checked before anything is written: `--holdout` without
+/// `--split seen`, a fraction outside (0, 1), and reconstruction flags with the seen split
+/// (which reconstructs nothing) are refused naming the flag.
+#[test]
+fn centralized_split_flags_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_dir(tmp.path());
+    let d = data.to_str().unwrap();
+    let out = tmp.path().join("out");
+    let o = out.to_str().unwrap();
+    let base = ["centralized", "--data", d, "--epochs", "1", "--out", o];
+    for (extra, needle) in [
+        (&["--holdout", "0.2"][..], "--holdout"),
+        (
+            &["--split", "seen", "--holdout", "1.5"][..],
+            "--holdout 1.5",
+        ),
+        (&["--split", "seen", "--holdout", "0"][..], "--holdout 0"),
+        (
+            &["--split", "seen", "--eval-clients", "5"][..],
+            "--eval-clients",
+        ),
+    ] {
+        let mut a = base.to_vec();
+        a.extend(extra);
+        refused(&a, &[needle]);
+        assert!(!out.exists(), "{extra:?} wrote {o}");
+    }
+}
+
 #[test]
 fn closed_stdout_is_not_a_panic_and_a_bom_is_not_a_number() {
     let tmp = tempfile::tempdir().unwrap();

@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use fedrecon_core::{DenseRows, Phase};
+use fedrecon_host_sim::baselines::centralized::{CentralConfig, run_partition};
+use fedrecon_host_sim::baselines::seen::{SeenSplit, run_seen};
 use fedrecon_host_sim::config::{Config, Preset};
 use fedrecon_host_sim::data::movielens;
 use fedrecon_host_sim::data::partition::{Client, partition};
@@ -407,5 +409,97 @@ fn a_session_saves_the_bundle_train_writes() {
             line.contains(&format!("{score:.3}  Film number {id} ")),
             "{line} vs {item} {score}"
         );
+    }
+}
+
+/// `fedrecon centralized --out DIR` writes the bundle `train` writes, for either split: the
+/// rows the library's centralized training gives, with the data's movie ids and `items.npy`
+/// beside it; `recommend` reads it and ranks as the library's recommendation from those rows.
+#[test]
+fn centralized_writes_the_bundle_recommend_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    common::synthetic(&data, 80, 60, 20);
+    write_data(&data, &users_of(&data));
+    let ratings = movielens::load(&data).unwrap();
+    for split in ["unseen", "seen"] {
+        let out = tmp.path().join(format!("central-{split}"));
+        let o = fedrecon(&[
+            "centralized",
+            "--data",
+            data.to_str().unwrap(),
+            "--preset",
+            "best",
+            "--epochs",
+            "3",
+            "--seed",
+            "4",
+            "--split",
+            split,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{split}: {}", stderr(&o));
+        let b = ModelBundle::read(&out.join(bundle::FILE)).unwrap();
+        let (items, rows, cols) =
+            fedrecon_host_sim::output::read_npy(&out.join("items.npy")).unwrap();
+        assert_eq!((&b.items, b.len(), b.k), (&items, rows, cols), "{split}");
+        assert_eq!(b.item_ids, ratings.item_raw_ids(), "{split}");
+        assert_eq!(b.rounds, 0);
+        assert!(b.item_biases.iter().any(|&x| x != 0.0), "{split}");
+        let cfg = b.config("bundle").unwrap();
+        assert_eq!((cfg.preset, cfg.run.seed), (Preset::Best, 4), "{split}");
+
+        let central = CentralConfig {
+            epochs: 3,
+            seed: 4,
+            ..CentralConfig::default()
+        };
+        let fit = if split == "seen" {
+            run_seen(&cfg, &central, &ratings, &SeenSplit::default(), 0)
+                .unwrap()
+                .fit
+        } else {
+            let part = partition(&ratings, &cfg.data);
+            run_partition(&cfg, &central, &part, ratings.items(), 0)
+                .unwrap()
+                .fit
+        };
+        assert_eq!(fit.bundle(ratings.item_raw_ids()).unwrap(), b, "{split}");
+
+        let raw_user = 7;
+        let o = recommend_cli(&data, &out, raw_user);
+        assert!(o.status.success(), "{split}: {}", stderr(&o));
+        let text = String::from_utf8(o.stdout).unwrap();
+        let mine = ratings.user(
+            ratings
+                .user_raw_ids()
+                .iter()
+                .position(|&u| u == raw_user)
+                .unwrap(),
+        );
+        let view = ModelView {
+            items: &fit.items,
+            cols: cfg.model.k,
+            item_biases: &fit.item_biases,
+            global_mean: fit.global_mean.unwrap(),
+        };
+        let client = Client {
+            user: raw_user,
+            items: mine.items,
+            ratings: mine.values,
+        };
+        let top = recommend(&cfg, &view, &client, 8).unwrap();
+        assert_eq!(top.len(), 8);
+        let lines: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(lines.len(), 8, "{text}");
+        for (line, (item, score)) in lines.iter().zip(&top) {
+            let id = ratings.item_raw_ids()[*item as usize];
+            assert!(
+                line.contains(&format!("{score:.3}  Film number {id} ")),
+                "{split}: {line} vs movie {id} {score}"
+            );
+        }
     }
 }
