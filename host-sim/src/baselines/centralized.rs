@@ -337,8 +337,13 @@ impl CentralFit {
             item_ids.len(),
             self.items.len() / k.max(1)
         );
+        // No implicit rows: the bundle's configuration says so, so `recommend` solves as the
+        // evaluation did.
+        let mut config = self.config.clone();
+        config.client.implicit = false;
+        config.client.both_halves = false;
         Ok(ModelBundle {
-            config_toml: self.config.to_toml_string(),
+            config_toml: config.to_toml_string(),
             k,
             items: self.items.clone(),
             item_biases: if self.item_biases.is_empty() {
@@ -350,6 +355,7 @@ impl CentralFit {
             item_ids: item_ids.to_vec(),
             data_digest: self.data_digest,
             rounds: 0,
+            implicit: Vec::new(),
         })
     }
 }
@@ -394,6 +400,16 @@ fn run_k<const K: usize>(
     let t0 = Instant::now();
     let mut cfg = cfg.clone();
     cfg.run.scalar = Scalar::F32;
+    if cfg.client.implicit {
+        // The centralized model keeps one embedding per training user and has no implicit
+        // rows to learn: it is evaluated with the configuration's solve around a zero prior
+        // mean (the same solve without implicit feedback).
+        tracing::info!(
+            "centralized: biased MF has no implicit rows; evaluating without client.implicit"
+        );
+        cfg.client.implicit = false;
+        cfg.client.both_halves = false;
+    }
     let data = Triples::from_set(&part.train);
     let model = CentralModel {
         k: K,

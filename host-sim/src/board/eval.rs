@@ -149,7 +149,7 @@ impl Board {
         let mut rated = job.items.clone();
         rated.sort_unstable();
         rated.dedup();
-        crate::round::extra_rows(cfg, &mut rated);
+        crate::comm::extra_rows(cfg, &mut rated);
         let rows = catalogue.rows_of(&rated)?;
         let num_items = catalogue.rows.len() as u32;
         self.retried(|b| {
@@ -183,7 +183,7 @@ impl Board {
         let mut rated = job.items.clone();
         rated.sort_unstable();
         rated.dedup();
-        crate::round::extra_rows(cfg, &mut rated);
+        crate::comm::extra_rows(cfg, &mut rated);
         let rows = catalogue.rows_of(&rated)?;
         let num_items = catalogue.rows.len() as u32;
         self.retried(|b| {

@@ -1293,7 +1293,7 @@ impl Boards {
             let mut rated = job.items.clone();
             rated.sort_unstable();
             rated.dedup();
-            crate::round::extra_rows(&job.cfg, &mut rated);
+            crate::comm::extra_rows(&job.cfg, &mut rated);
             let client_rows: Vec<(u32, [f32; K], f32)> = rated
                 .iter()
                 .filter_map(|&i| {

@@ -491,6 +491,23 @@ pub fn round_start(
     }
 }
 
+/// The rows a client's device reads besides its rated items' (with implicit feedback: their
+/// implicit rows and the mean row), appended to the ascending `rated` list.
+pub fn extra_rows(cfg: &fedrecon_core::RoundConfig, rated: &mut Vec<u32>) {
+    if let fedrecon_core::Reconstruction::ExactImplicit { items, .. } = cfg.reconstruction {
+        let imp = fedrecon_core::implicit::Implicit {
+            items,
+            lr: 0.0,
+            both_halves: false,
+        };
+        let n = rated.len();
+        for j in 0..n {
+            rated.push(imp.implicit_row(rated[j]));
+        }
+        rated.push(imp.mean_row());
+    }
+}
+
 /// Sorted distinct items of `items` into `out`.
 pub fn distinct_sorted(items: &[u32], out: &mut Vec<u32>) {
     out.clear();

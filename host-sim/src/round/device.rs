@@ -184,23 +184,6 @@ pub fn model_rows(cfg: &Config, catalogue: usize) -> usize {
     }
 }
 
-/// The rows a client's device reads besides its rated items' (with implicit feedback: their
-/// implicit rows and the mean row), appended to the ascending `rated` list.
-pub(crate) fn extra_rows(cfg: &RoundConfig, rated: &mut Vec<u32>) {
-    if let fedrecon_core::Reconstruction::ExactImplicit { items, .. } = cfg.reconstruction {
-        let imp = fedrecon_core::implicit::Implicit {
-            items,
-            lr: 0.0,
-            both_halves: false,
-        };
-        let n = rated.len();
-        for j in 0..n {
-            rated.push(imp.implicit_row(rated[j]));
-        }
-        rated.push(imp.mean_row());
-    }
-}
-
 /// Copies a client's examples into the workspace's smallest device that holds them.
 pub fn load_client<'w, S: Scalar, const K: usize>(
     dev: &'w mut Workspace<S, K>,

@@ -31,9 +31,7 @@ pub use self::device::{
     LARGE_N, Loaded, N, SimScalar, WORKER_STACK, Workspace, client_round_config, load_client,
     mean_rating, model_rows, new_workspace, round_config,
 };
-pub(crate) use self::device::{
-    extra_rows, recon_examples, rows_view, thread_pool, worker_workspace,
-};
+pub(crate) use self::device::{recon_examples, rows_view, thread_pool, worker_workspace};
 
 use self::clients::{BoardHost, Slot, VirtualDevices};
 use self::ranks::RankHost;

@@ -239,7 +239,7 @@ impl<S: SimScalar, const K: usize> Simulation<'_, S, K> {
                 .filter(|(_, local)| **local)
                 .map(|((slot, job), _)| {
                     comm::distinct_sorted(train.client(job.index).items, &mut slot.needed);
-                    super::extra_rows(cfg, &mut slot.needed);
+                    comm::extra_rows(cfg, &mut slot.needed);
                     let start = comm::round_start(round, job.seed, cfg, n, comm_cfg.uplink);
                     slot.down = comm::client_downlink_bytes::<K>(
                         comm_cfg.downlink,

@@ -77,6 +77,16 @@ impl ModelView<'_> {
     }
 }
 
+/// Reconstruction from every rating: no split (so no second, exchanged pass either, which
+/// only training rounds run).
+fn learn_from_every_rating(rc: &mut fedrecon_core::RoundConfig) {
+    rc.split.split_dataset = false;
+    if let fedrecon_core::Reconstruction::ExactImplicit { both_halves, .. } = &mut rc.reconstruction
+    {
+        *both_halves = false;
+    }
+}
+
 /// The `k` best-scored items `client` has not rated, best first, as `(dense item, score)`.
 /// `client.user` seeds the random start of SGD reconstruction: callers pass the raw MovieLens
 /// id, so the answer does not depend on the users' order in the file. Runs on its own thread with a [`WORKER_STACK`] so it works from any caller.
@@ -116,8 +126,7 @@ pub fn top_k<const K: usize>(
         fedrecon_core::DenseRows::new(&matrix)
     };
     let mut rc = round_config(cfg, true, model.global_mean, model.catalogue::<K>())?;
-    // Learn from every rating: no split, no cap.
-    rc.split.split_dataset = false;
+    learn_from_every_rating(&mut rc);
     let mut dev = new_workspace::<f32, K>();
     let loaded = load_client(&mut dev, client, (model.items.len() / K) as u32)?;
     let seed = crate::seeds::derive(&[cfg.run.seed, 6, client.user.into()]);
@@ -168,7 +177,7 @@ pub fn top_k_on_board<const K: usize>(
         bail!("recommending on a board needs a model without implicit feedback (client.implicit)");
     }
     let mut rc = round_config(cfg, true, model.global_mean, model.catalogue::<K>())?;
-    rc.split.split_dataset = false;
+    learn_from_every_rating(&mut rc);
     let seed = crate::seeds::derive(&[cfg.run.seed, 6, client.user.into()]);
     let mut boards = Boards::open(opts, K, fedrecon_core::ScalarKind::F32, cfg.run.seed)
         .context("opening the board")?;

@@ -6,7 +6,7 @@ use crate::common;
 
 use fedrecon_core::ScalarKind;
 use fedrecon_host_sim::board::{BoardOptions, find_image};
-use fedrecon_host_sim::config::{Config, Preset, Scalar};
+use fedrecon_host_sim::config::{Preset, Scalar};
 use fedrecon_host_sim::data::movielens;
 use fedrecon_host_sim::run::{RunOptions, run, run_with_boards};
 

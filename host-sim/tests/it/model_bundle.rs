@@ -53,14 +53,14 @@ fn users_of(dir: &Path) -> Vec<(u32, Vec<String>)> {
     users
 }
 
-/// `preset` may carry `+implicit`: `best` with implicit feedback (a config overlay).
+/// `preset` may carry `-priors`: `best` without implicit feedback (a config overlay).
 fn train(data: &Path, preset: &str, out: &Path) {
-    let (preset, implicit) = match preset.split_once('+') {
-        Some((p, "implicit")) => (p, true),
-        _ => (preset, false),
+    let (preset, overlay_text) = match preset.split_once('-') {
+        Some((p, "priors")) => (p, "[client]\nimplicit = false\nboth_halves = false\n"),
+        _ => (preset, ""),
     };
     let overlay = out.with_extension("overlay.toml");
-    std::fs::write(&overlay, format!("[client]\nimplicit = {implicit}\n")).unwrap();
+    std::fs::write(&overlay, overlay_text).unwrap();
     let o = fedrecon(&[
         "train",
         "--config",
@@ -105,7 +105,7 @@ fn recommend_cli(data: &Path, model: &Path, user: u32) -> std::process::Output {
 
 /// Users reordered in the ratings file change every dense item id; the bundle's raw ids keep
 /// each row with its movie, so the answer (titles and scores) is the same, for the tutorial's
-/// SGD reconstruction, `best`'s biases and exact reconstruction, and `best` with implicit
+/// SGD reconstruction, `best`'s biases and exact reconstruction with and without implicit
 /// feedback (whose implicit rows are keyed by movie id too).
 #[test]
 fn recommend_maps_rows_by_movie_id_whatever_the_user_order() {
@@ -128,7 +128,7 @@ fn recommend_maps_rows_by_movie_id_whatever_the_user_order() {
         b.item_raw_ids(),
         "the reordering must change the dense item ids for this test to mean anything"
     );
-    for preset in ["tutorial", "best", "best+implicit"] {
+    for preset in ["tutorial", "best-priors", "best"] {
         let run = tmp.path().join(format!("run-{preset}"));
         train(&data, preset, &run);
         for user in [1, 45, 90] {
@@ -277,6 +277,7 @@ fn ranks_as_evaluation(implicit: bool) {
     cfg.run.eval_clients = None;
     cfg.run.threads = Some(2);
     cfg.client.implicit = implicit;
+    cfg.client.both_halves = implicit;
     let out = tmp.path().join("run");
     std::fs::create_dir_all(&out).unwrap();
     let opts = RunOptions {
@@ -484,6 +485,7 @@ fn centralized_writes_the_bundle_recommend_reads() {
             cols: cfg.model.k,
             item_biases: &fit.item_biases,
             global_mean: fit.global_mean.unwrap(),
+            implicit: &[],
         };
         let client = Client {
             user: raw_user,
