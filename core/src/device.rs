@@ -155,7 +155,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
             self.add_implicit_rows_both(&p, &recon, &post, first)?;
             metrics
         } else {
-            self.load_touched(rows, &p, &[post.clone()])?;
+            self.load_touched(rows, &p, core::slice::from_ref(&post))?;
             self.add_implicit_rows(&p, recon)?;
             self.post_phase(&p, all_steps(&post))
         };

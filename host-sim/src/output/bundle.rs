@@ -324,7 +324,7 @@ impl ModelBundle {
             );
         }
         ensure!(
-            config.client.implicit == !self.implicit.is_empty(),
+            config.client.implicit != self.implicit.is_empty(),
             "{origin}: the configuration says client.implicit = {} but the bundle {} implicit \
              rows",
             config.client.implicit,
