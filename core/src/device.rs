@@ -541,11 +541,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         for range in post {
             let c = two_lr.div_count(range.len() as u32);
             for pos in range {
-                let e = usize::from(self.order[pos]);
-                let item = self.data.items()[e];
-                let row = rows.row(item).ok_or(Error::MissingItemRow { item })?;
-                let err = p.predict(&self.user, self.user_bias, row, rows.bias(item))
-                    - self.data.ratings()[e];
+                let (row, err) = self.error_at(rows, p, pos)?;
                 let ce = c * err.to_ridge();
                 for (gk, v) in g.iter_mut().zip(row) {
                     *gk = *gk + ce * v.to_ridge();
@@ -554,6 +550,22 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
             }
         }
         Ok(g_bias)
+    }
+
+    /// The example at schedule position `pos`: its item's row and the prediction error
+    /// `y_hat - y` with the current user embedding and bias.
+    fn error_at<'r, V: ItemRows<S, K>>(
+        &self,
+        rows: &'r V,
+        p: &Params<S>,
+        pos: usize,
+    ) -> Result<(&'r [S; K], S)> {
+        let e = usize::from(self.order[pos]);
+        let item = self.data.items()[e];
+        let row = rows.row(item).ok_or(Error::MissingItemRow { item })?;
+        let err =
+            p.predict(&self.user, self.user_bias, row, rows.bias(item)) - self.data.ratings()[e];
+        Ok((row, err))
     }
 
     /// Fresh user embedding, uniform in `[-scale, scale)`, drawn from the round's seed
@@ -580,11 +592,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
             grad.fill(S::ZERO);
             let mut grad_bias = S::ZERO;
             for pos in range {
-                let e = usize::from(self.order[pos]);
-                let item = self.data.items()[e];
-                let row = rows.row(item).ok_or(Error::MissingItemRow { item })?;
-                let err = p.predict(&self.user, self.user_bias, row, rows.bias(item))
-                    - self.data.ratings()[e];
+                let (row, err) = self.error_at(rows, p, pos)?;
                 S::axpy(err, row, &mut grad);
                 grad_bias = grad_bias + err;
             }

@@ -393,6 +393,36 @@ fn arb_implicit_case() -> impl Strategy<Value = ImplicitCase> {
     })
 }
 
+/// The round of an implicit case: one batch per half of `half` examples.
+fn implicit_config(
+    case: &ImplicitCase,
+    half: usize,
+    implicit_lr: f32,
+    both_halves: bool,
+) -> RoundConfig {
+    let (_, _, _, lambda, user_bias, [user_prior, bias_l2, bias_prior]) = case;
+    RoundConfig {
+        split: SplitConfig {
+            batch_size: half as u16,
+            ..SplitConfig::default()
+        },
+        user_l2: *lambda,
+        model: fedrecon_core::ModelConfig {
+            user_bias: *user_bias,
+            ..Default::default()
+        },
+        reconstruction: fedrecon_core::Reconstruction::ExactImplicit {
+            user_prior: *user_prior,
+            bias_l2: *bias_l2,
+            bias_prior: *bias_prior,
+            items: ITEMS as u32,
+            implicit_lr,
+            both_halves,
+        },
+        ..RoundConfig::default()
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -406,20 +436,7 @@ proptest! {
         let (rows, recon, post, lambda, user_bias, [user_prior, bias_l2, bias_prior]) = &case;
         let n = recon.len();
         let implicit_lr = 0.3f32;
-        let cfg = RoundConfig {
-            split: SplitConfig { batch_size: n as u16, ..SplitConfig::default() },
-            user_l2: *lambda,
-            model: fedrecon_core::ModelConfig { user_bias: *user_bias, ..Default::default() },
-            reconstruction: fedrecon_core::Reconstruction::ExactImplicit {
-                user_prior: *user_prior,
-                bias_l2: *bias_l2,
-                bias_prior: *bias_prior,
-                items: ITEMS as u32,
-                implicit_lr,
-                both_halves: false,
-            },
-            ..RoundConfig::default()
-        };
+        let cfg = implicit_config(&case, n, implicit_lr, false);
         let mut dev = Box::new(Device::<f32, 64, K>::new());
         for &(i, r) in recon.iter().chain(post) {
             dev.data_mut().push(i, r, ITEMS as u32).unwrap();
@@ -594,27 +611,14 @@ proptest! {
     /// with both passes' steps; the weight counts both halves.
     #[test]
     fn both_halves_trains_every_rating(case in arb_implicit_case()) {
-        let (rows, recon, post, lambda, user_bias, [user_prior, bias_l2, bias_prior]) = &case;
+        let (rows, recon, post, ..) = &case;
         // Disjoint halves, as a user's ratings are.
         let post: Vec<(u32, f32)> =
             post.iter().copied().filter(|(i, _)| !recon.iter().any(|(j, _)| j == i)).collect();
         prop_assume!(!post.is_empty());
         let n = recon.len();
         let implicit_lr = 0.3f32;
-        let cfg = RoundConfig {
-            split: SplitConfig { batch_size: n as u16, ..SplitConfig::default() },
-            user_l2: *lambda,
-            model: fedrecon_core::ModelConfig { user_bias: *user_bias, ..Default::default() },
-            reconstruction: fedrecon_core::Reconstruction::ExactImplicit {
-                user_prior: *user_prior,
-                bias_l2: *bias_l2,
-                bias_prior: *bias_prior,
-                items: ITEMS as u32,
-                implicit_lr,
-                both_halves: true,
-            },
-            ..RoundConfig::default()
-        };
+        let cfg = implicit_config(&case, n, implicit_lr, true);
         let mut dev = Box::new(Device::<f32, 64, K>::new());
         for &(i, r) in recon.iter().chain(&post) {
             dev.data_mut().push(i, r, ITEMS as u32).unwrap();
