@@ -24,6 +24,8 @@ trap 'rm -rf "$work"' EXIT
 # Same model bits and same metrics, timings aside.
 same_run() {
     cmp "$1/items.npy" "$2/items.npy"
+    # The bundle holds what items.npy does not: biases and implicit rows.
+    cmp "$1/model.npz" "$2/model.npz"
     python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" <<'PY'
 import json, sys
 def rows(p):
@@ -54,6 +56,10 @@ compare_ranks() {
 "$bin" synth --out "$work/synth" --users 2000 --items 500 --seed 3 >/dev/null
 compare_ranks synth --data "$work/synth" --preset tutorial --rounds 3 --clients-per-round 200 \
     --threads 1 --dropout 0.1 --over-select 0.2
+
+# best: biases, the exact solve, implicit rows after the catalogue, both halves.
+compare_ranks best --data "$work/synth" --preset best --k 8 --rounds 3 --clients-per-round 100 \
+    --threads 1 --eval-every 0
 
 ml1m=../shared/data/ml-1m
 if [ -f "$ml1m/ratings.dat" ]; then
