@@ -390,11 +390,11 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         // Solving for u' = u - c with targets less dot(v, c) is the same system with a zero
         // prior mean: by linearity, b -= G c (G the Gram matrix before the regulariser, its
         // lower triangle stored) and mean(r) -= dot(mean(v), c).
-        let (prior, scale) = match exact.implicit {
+        let (prior, scale) = match exact.implicit.get() {
             Some(imp) => self.implicit_prior(rows, &recon, imp)?,
             None => ([zero; K], zero),
         };
-        if exact.implicit.is_some() {
+        if exact.implicit.get().is_some() {
             let mut shifted = [zero; K];
             for (i, out) in shifted.iter_mut().enumerate() {
                 let g_row = (0..K).map(|j| if j <= i { a[i][j] } else { a[j][i] });
@@ -447,7 +447,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         crate::ridge::substitute_ldlt(a, &inv_d, b)?;
         for (k, ((u, x), c)) in self.user.iter_mut().zip(b.iter()).zip(&prior).enumerate() {
             // Only with a prior mean, so that a zero one cannot turn -0 into +0.
-            let x = if exact.implicit.is_some() {
+            let x = if exact.implicit.get().is_some() {
                 x.checked_add(*c).ok_or_else(|| range("solution", k))?
             } else {
                 *x
@@ -466,7 +466,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
             }
             self.user_bias = S::from_ridge(bu);
         }
-        if let (Some(imp), Some(post)) = (exact.implicit, post) {
+        if let (Some(imp), Some(post)) = (exact.implicit.get(), post) {
             // The step of the prior mean: u = A^-1 (X^T r / n + Lambda c), so the post-phase
             // loss L moves with c by dL/dc = lambda * (A^-1 dL/du) restricted to u (the bias's
             // own prior mean is fixed at zero). A^-1 reuses the factor just computed.

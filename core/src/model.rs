@@ -125,7 +125,43 @@ pub(crate) struct ExactParams {
     pub bias_l2: f32,
     pub bias_prior: f32,
     /// The learned prior mean of [`Reconstruction::ExactImplicit`].
-    pub implicit: Option<crate::implicit::Implicit>,
+    pub implicit: ImplicitParams,
+}
+
+/// [`crate::implicit::Implicit`] stored without a niche: `items == 0` is "off" (a valid
+/// configuration has `items > 0`) and the flag is a `u8`, so `Option<ExactParams>`'s `None`
+/// stays all-zero bytes and a `static` device stays in `.bss` (a `bool` or an inner `Option`
+/// would give the outer `None` a non-zero niche value, and the device an initialiser in
+/// flash).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ImplicitParams {
+    items: u32,
+    lr: f32,
+    both_halves: u8,
+}
+
+impl ImplicitParams {
+    const OFF: Self = Self {
+        items: 0,
+        lr: 0.0,
+        both_halves: 0,
+    };
+
+    fn on(imp: crate::implicit::Implicit) -> Self {
+        Self {
+            items: imp.items,
+            lr: imp.lr,
+            both_halves: u8::from(imp.both_halves),
+        }
+    }
+
+    pub(crate) fn get(self) -> Option<crate::implicit::Implicit> {
+        (self.items > 0).then_some(crate::implicit::Implicit {
+            items: self.items,
+            lr: self.lr,
+            both_halves: self.both_halves != 0,
+        })
+    }
 }
 
 /// Every hyperparameter a device needs for one round (training or evaluation).
@@ -289,7 +325,7 @@ impl<S: Scalar> Params<S> {
                     user_prior: 0.0,
                     bias_l2: 0.0,
                     bias_prior: 0.0,
-                    implicit: None,
+                    implicit: ImplicitParams::OFF,
                 }),
                 Reconstruction::ExactPrior {
                     user_prior,
@@ -300,7 +336,7 @@ impl<S: Scalar> Params<S> {
                     user_prior,
                     bias_l2,
                     bias_prior,
-                    implicit: None,
+                    implicit: ImplicitParams::OFF,
                 }),
                 Reconstruction::ExactImplicit {
                     user_prior,
@@ -314,7 +350,7 @@ impl<S: Scalar> Params<S> {
                     user_prior,
                     bias_l2,
                     bias_prior,
-                    implicit: Some(crate::implicit::Implicit {
+                    implicit: ImplicitParams::on(crate::implicit::Implicit {
                         items,
                         lr: implicit_lr,
                         both_halves,
@@ -326,7 +362,7 @@ impl<S: Scalar> Params<S> {
 
     /// The learned prior mean's terms, when the round has them.
     pub(crate) fn implicit(&self) -> Option<crate::implicit::Implicit> {
-        self.exact.and_then(|e| e.implicit)
+        self.exact.and_then(|e| e.implicit.get())
     }
 
     /// The item ids ratings may name and ranking visits: `0..catalogue`, which excludes the
