@@ -355,8 +355,12 @@ impl Simulation {
     /// The item biases (float32; empty without `model.item_bias`).
     fn item_biases<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<f32>>> {
         let p = self.session.params().map_err(err)?;
-        let start = self.session.num_items() * self.session.config().model.k;
-        Ok(p[start..].to_vec().into_pyarray(py))
+        // The biases follow every row of the model (implicit rows included), one per row; the
+        // items' come first.
+        let n = self.session.num_items();
+        let rows = fedrecon_host_sim::round::model_rows(self.session.config(), n);
+        let biases = &p[rows * self.session.config().model.k..];
+        Ok(biases[..biases.len().min(n)].to_vec().into_pyarray(py))
     }
 
     /// `(movie id, title or None, score)` of the `k` best unrated movies of a user.

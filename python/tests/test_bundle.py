@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+# `best` learns implicit rows (client.implicit): the bundle adds them as `implicit`.
 FILES = {"format_version", "items", "item_biases", "global_mean", "item_ids", "data_digest",
-         "rounds", "config"}
+         "rounds", "config", "implicit"}
 
 
 def fedrecon_bin():
@@ -59,6 +60,9 @@ def test_bundle_arrays_dtypes_and_shapes(trained):
     # The same rows as items.npy, which existing readers keep using.
     assert np.array_equal(items, np.load(out / "items.npy"))
     assert m["item_biases"].dtype == np.float32 and m["item_biases"].shape == (n,)
+    # One implicit row per item, then the learned prior mean's row, trained away from zero.
+    assert m["implicit"].dtype == np.float32 and m["implicit"].shape == (n + 1, 8)
+    assert np.any(m["implicit"][-1] != 0.0)
     assert np.any(m["item_biases"] != 0.0)  # `best` has item biases
     assert m["global_mean"].shape == () and 1.0 <= float(m["global_mean"]) <= 5.0
     assert m["data_digest"].dtype == np.uint64 and m["data_digest"].shape == ()
