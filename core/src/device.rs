@@ -12,7 +12,7 @@
 
 use crate::dataset::ClientData;
 use crate::error::{Error, Phase, Result};
-use crate::model::{Metrics, Params, RoundConfig, Weighting};
+use crate::model::{Metrics, Params, RoundConfig};
 use crate::ridge::RidgeNum;
 use crate::rng::DeviceRng;
 use crate::rows::ItemRows;
@@ -142,7 +142,6 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
         let both_halves = p.implicit().is_some_and(|imp| imp.both_halves);
         let all_steps = |s: &Schedule| s.clone().take(s.steps());
         self.reconstruct_user(rows, cfg, &p, recon.clone(), Some(all_steps(&post)), seed)?;
-        let mut examples = post.examples();
         let metrics = if both_halves {
             // The exchanged pass: reconstruct on the post half, train the reconstruction
             // half's rows (each example once), from where the first pass left the rows.
@@ -151,7 +150,6 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
             let first = (self.mean_step, self.implicit_step);
             self.reconstruct_user(rows, cfg, &p, post.clone(), Some(recon.first_epoch()), seed)?;
             metrics.merge(&self.post_phase(&p, recon.first_epoch()));
-            examples += recon.distinct_examples();
             self.add_implicit_rows_both(&p, &recon, &post, first)?;
             metrics
         } else {
@@ -159,10 +157,7 @@ impl<S: Scalar, const N: usize, const K: usize, const R: usize> Device<S, N, K, 
             self.add_implicit_rows(&p, recon)?;
             self.post_phase(&p, all_steps(&post))
         };
-        let weight = match cfg.weighting {
-            Weighting::Examples => examples as u32,
-            Weighting::Uniform => 1,
-        };
+        let weight = cfg.weight(self.kept);
         let finite = self.make_deltas(rows, &p)?;
         let m = self.touched.len();
         Ok(Update {

@@ -207,6 +207,38 @@ impl Default for RoundConfig {
 }
 
 impl RoundConfig {
+    /// Examples a training round's post-reconstruction phase iterates for a client that keeps
+    /// `kept` examples (repeats counted; with `both_halves`, plus each reconstruction example
+    /// once for the exchanged pass): what its metrics count, and the most the server lets a
+    /// client claim.
+    pub fn trained_examples(&self, kept: usize) -> usize {
+        let post = self
+            .split
+            .schedule(crate::error::Phase::PostReconstruction, kept)
+            .examples();
+        match self.reconstruction {
+            Reconstruction::ExactImplicit {
+                both_halves: true, ..
+            } => {
+                post + self
+                    .split
+                    .schedule(crate::error::Phase::Reconstruction, kept)
+                    .distinct_examples()
+            }
+            _ => post,
+        }
+    }
+
+    /// The aggregation weight of a training round for a client that keeps `kept` examples
+    /// (docs/SEMANTICS.md "One client's round" 5): its trained examples, or 1 with uniform
+    /// weighting (before a non-finite update zeroes it).
+    pub fn weight(&self, kept: usize) -> u32 {
+        match self.weighting {
+            Weighting::Examples => u32::try_from(self.trained_examples(kept)).unwrap_or(u32::MAX),
+            Weighting::Uniform => 1,
+        }
+    }
+
     /// Checks every field; the error names the first field at fault.
     pub fn validate(&self) -> Result<()> {
         self.split.validate()?;

@@ -199,25 +199,9 @@ impl Slot {
         k: usize,
     ) -> Option<(Reject, String)> {
         let kept = cfg.split.kept(len);
-        let mut post = cfg
-            .split
-            .schedule(fedrecon_core::Phase::PostReconstruction, kept)
-            .examples();
-        if let fedrecon_core::Reconstruction::ExactImplicit {
-            both_halves: true, ..
-        } = cfg.reconstruction
-        {
-            // The exchanged pass trains on each reconstruction example once.
-            post += cfg
-                .split
-                .schedule(fedrecon_core::Phase::Reconstruction, kept)
-                .distinct_examples();
-        }
-        let post = u32::try_from(post).unwrap_or(u32::MAX);
-        let max_weight = match cfg.weighting {
-            fedrecon_core::Weighting::Examples => post,
-            fedrecon_core::Weighting::Uniform => 1,
-        };
+        // What the device's round computes for this client (fedrecon_core::RoundConfig).
+        let post = u32::try_from(cfg.trained_examples(kept)).unwrap_or(u32::MAX);
+        let max_weight = cfg.weight(kept);
         let limits = crate::server::validate::Limits::new(rel, num_items, k, max_weight, post);
         if self.header.rows as usize != self.items.len() {
             return Some((
