@@ -3,6 +3,26 @@
 //! value stops the build with the reason instead of producing a board nobody can enrol.
 //! `cargo build-fw` draws them for the nRF52840-DK images; firmware/README.md, "Device keys".
 
+/// Defines `DEVICE_ID: u32` and `DEVICE_KEY: [u8; 32]` in the calling crate from the build's
+/// `FEDRECON_DEVICE_ID` and `FEDRECON_DEVICE_KEY` (read when that crate compiles, so each board
+/// image carries its own), parsed by [`id`] and [`key`]; a missing variable stops the build
+/// naming both and where they are explained.
+#[macro_export]
+macro_rules! device_key_from_env {
+    () => {
+        /// The board's enrolled id (core/WIRE.md 7), from the build.
+        const DEVICE_ID: u32 = $crate::device_key::id(env!(
+            "FEDRECON_DEVICE_ID",
+            "set FEDRECON_DEVICE_ID and FEDRECON_DEVICE_KEY (firmware/README.md, Device keys)"
+        ));
+        /// The board's enrolled key (core/WIRE.md 7), from the build.
+        const DEVICE_KEY: [u8; 32] = $crate::device_key::key(env!(
+            "FEDRECON_DEVICE_KEY",
+            "set FEDRECON_DEVICE_ID and FEDRECON_DEVICE_KEY (firmware/README.md, Device keys)"
+        ));
+    };
+}
+
 /// The decimal device id `s`; a compile error (in a `const`) if it is not a `u32`.
 pub const fn id(s: &str) -> u32 {
     let b = s.as_bytes();

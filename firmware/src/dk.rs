@@ -25,10 +25,9 @@ pub const K: usize = 50;
 /// Ratings per client the board accepts (the tutorial's and the paper's per-user cap).
 pub const N: usize = 300;
 const FB: usize = sealed_buf_len(K);
-/// The board's enrolled id and key (core/WIRE.md 7), from the build (`build.rs` checks them;
-/// `cargo build-fw` draws them and writes the enrolment line).
-const DEVICE_ID: u32 = crate::device_key::id(env!("FEDRECON_DEVICE_ID"));
-const DEVICE_KEY: [u8; 32] = crate::device_key::key(env!("FEDRECON_DEVICE_KEY"));
+// The board's enrolled id and key (core/WIRE.md 7), from the build (`build.rs` checks them;
+// `cargo build-fw` draws them and writes the enrolment line).
+crate::device_key_from_env!();
 /// The dataset page: the last 4 KB of the 1 MB flash (outside `memory-nrf52840.x`'s FLASH).
 pub const STORE_START: usize = 0x000F_F000;
 /// One NVMC page: a record of up to 510 ratings.

@@ -13,7 +13,7 @@ use fedrecon_core::Device;
 use fedrecon_core::Q12;
 use fedrecon_core::wire::auth::DeviceKey;
 use fedrecon_firmware::usb_link::UsbLink;
-use fedrecon_firmware::{Board, BoardInfo, BoardKey, CachedRows, device_key, sealed_buf_len};
+use fedrecon_firmware::{Board, BoardInfo, BoardKey, CachedRows, sealed_buf_len};
 use panic_halt as _;
 use rp2040_hal::{self as hal, pac};
 use static_cell::{ConstStaticCell, StaticCell};
@@ -24,16 +24,9 @@ const K: usize = 50;
 /// Ratings per client the board accepts (the tutorial's and the paper's per-user cap).
 const N: usize = 300;
 const FB: usize = sealed_buf_len(K);
-/// The board's enrolled id and key (core/WIRE.md 7), given at build time and checked at
-/// compile time (firmware/README.md, "Device keys"); the simulator refuses unkeyed boards.
-const DEVICE_ID: u32 = device_key::id(env!(
-    "FEDRECON_DEVICE_ID",
-    "set FEDRECON_DEVICE_ID and FEDRECON_DEVICE_KEY (firmware/README.md, Device keys)"
-));
-const DEVICE_KEY: [u8; 32] = device_key::key(env!(
-    "FEDRECON_DEVICE_KEY",
-    "set FEDRECON_DEVICE_ID and FEDRECON_DEVICE_KEY (firmware/README.md, Device keys)"
-));
+// The board's enrolled id and key (core/WIRE.md 7), given at build time and checked at
+// compile time (firmware/README.md, "Device keys"); the simulator refuses unkeyed boards.
+fedrecon_firmware::device_key_from_env!();
 /// The Pico's crystal.
 const XTAL_FREQ_HZ: u32 = 12_000_000;
 
